@@ -1,0 +1,327 @@
+//! Distance kernels, chosen once at run time.
+//!
+//! Three layers: [`scalar`] (plain loops, the test oracle), [`portable`] (`wide`, chosen
+//! at compile time) and, on x86-64, `std::arch` AVX2+FMA and AVX-512F kernels picked at
+//! run time with `is_x86_feature_detected!`. [`Kernels::get`] resolves the best level
+//! once and caches it; callers look the table up once per operation, never per distance.
+//!
+//! The environment variable `VQ_SIMD` (`scalar`, `portable`, `avx2`, `avx512`) caps the
+//! level for tests and benchmarks, like Faiss's `FAISS_OPT_LEVEL`. A level the CPU lacks
+//! falls back to the best one it has.
+//!
+//! ```
+//! use vq_core::distance::{self, Kernels, SimdLevel};
+//! let a = [1.0, 2.0, 3.0];
+//! let b = [1.0, 0.0, 1.0];
+//! assert_eq!(distance::l2_sqr(&a, &b), 8.0);
+//! assert_eq!(distance::inner_product(&a, &b), 4.0);
+//! let scalar = Kernels::for_level(SimdLevel::Scalar).unwrap();
+//! assert_eq!(scalar.l2_sqr(&a, &b), Kernels::get().l2_sqr(&a, &b));
+//! ```
+
+pub mod portable;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::metric::Metric;
+
+/// An instruction-set level a kernel table is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimdLevel {
+    /// Plain loops.
+    Scalar,
+    /// `wide` vectors (instructions chosen at compile time).
+    Portable,
+    /// x86-64 AVX2 with FMA.
+    Avx2,
+    /// x86-64 AVX-512F.
+    Avx512,
+}
+
+impl SimdLevel {
+    /// All levels, lowest first.
+    pub const ALL: [SimdLevel; 4] = [
+        SimdLevel::Scalar,
+        SimdLevel::Portable,
+        SimdLevel::Avx2,
+        SimdLevel::Avx512,
+    ];
+
+    /// `true` when this CPU can run the level.
+    pub fn is_supported(self) -> bool {
+        match self {
+            SimdLevel::Scalar | SimdLevel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The best level this CPU supports.
+    pub fn best_supported() -> SimdLevel {
+        SimdLevel::ALL
+            .into_iter()
+            .rev()
+            .find(|l| l.is_supported())
+            .unwrap_or(SimdLevel::Scalar)
+    }
+
+    /// Parses `scalar`, `portable`, `avx2`, `avx512` (the values of `VQ_SIMD`).
+    pub fn parse(s: &str) -> Option<SimdLevel> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" | "none" => Some(SimdLevel::Scalar),
+            "portable" | "wide" => Some(SimdLevel::Portable),
+            "avx2" => Some(SimdLevel::Avx2),
+            "avx512" | "avx512f" => Some(SimdLevel::Avx512),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SimdLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SimdLevel::Scalar => "scalar",
+            SimdLevel::Portable => "portable",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Avx512 => "avx512",
+        })
+    }
+}
+
+type PairFn = unsafe fn(&[f32], &[f32]) -> f32;
+type NormFn = unsafe fn(&[f32]) -> f32;
+type NyFn = unsafe fn(&[f32], &[f32], &mut [f32]);
+
+/// A table of distance kernels for one [`SimdLevel`].
+///
+/// A `Kernels` value can only be obtained for a level the CPU supports, which is what
+/// makes calling its (possibly `target_feature`) functions sound.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    level: SimdLevel,
+    l2_sqr: PairFn,
+    inner_product: PairFn,
+    norm_sqr: NormFn,
+    l2_sqr_ny: NyFn,
+    inner_product_ny: NyFn,
+}
+
+impl fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernels")
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+static DETECTED: OnceLock<Kernels> = OnceLock::new();
+
+impl Kernels {
+    /// The kernels for the best level this CPU supports, capped by `VQ_SIMD` if set.
+    /// Resolved once per process.
+    pub fn get() -> &'static Kernels {
+        DETECTED.get_or_init(|| {
+            let best = SimdLevel::best_supported();
+            let level = std::env::var("VQ_SIMD")
+                .ok()
+                .and_then(|s| SimdLevel::parse(&s))
+                .map_or(best, |wanted| wanted.min(best));
+            Kernels::for_level(level).unwrap_or_else(Kernels::scalar)
+        })
+    }
+
+    /// The plain-loop kernels (always available).
+    pub fn scalar() -> Kernels {
+        Kernels {
+            level: SimdLevel::Scalar,
+            l2_sqr: scalar::l2_sqr,
+            inner_product: scalar::inner_product,
+            norm_sqr: scalar::norm_sqr,
+            l2_sqr_ny: scalar::l2_sqr_ny,
+            inner_product_ny: scalar::inner_product_ny,
+        }
+    }
+
+    /// The kernels for `level`, or `None` when this CPU cannot run it.
+    pub fn for_level(level: SimdLevel) -> Option<Kernels> {
+        if !level.is_supported() {
+            return None;
+        }
+        Some(match level {
+            SimdLevel::Scalar => Kernels::scalar(),
+            SimdLevel::Portable => Kernels {
+                level,
+                l2_sqr: portable::l2_sqr,
+                inner_product: portable::inner_product,
+                norm_sqr: portable::norm_sqr,
+                l2_sqr_ny: portable::l2_sqr_ny,
+                inner_product_ny: portable::inner_product_ny,
+            },
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => Kernels {
+                level,
+                l2_sqr: x86::l2_sqr_avx2,
+                inner_product: x86::inner_product_avx2,
+                norm_sqr: x86::norm_sqr_avx2,
+                l2_sqr_ny: x86::l2_sqr_ny_avx2,
+                inner_product_ny: x86::inner_product_ny_avx2,
+            },
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => Kernels {
+                level,
+                l2_sqr: x86::l2_sqr_avx512,
+                inner_product: x86::inner_product_avx512,
+                norm_sqr: x86::norm_sqr_avx512,
+                l2_sqr_ny: x86::l2_sqr_ny_avx512,
+                inner_product_ny: x86::inner_product_ny_avx512,
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => return None,
+        })
+    }
+
+    /// The level these kernels run at.
+    pub fn level(&self) -> SimdLevel {
+        self.level
+    }
+
+    /// Squared L2 distance `Σ (aᵢ − bᵢ)²`.
+    ///
+    /// # Panics
+    /// If `a.len() != b.len()`.
+    #[inline]
+    pub fn l2_sqr(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "l2_sqr: slices of different lengths");
+        // SAFETY: the table was built for a level this CPU supports; lengths are equal.
+        unsafe { (self.l2_sqr)(a, b) }
+    }
+
+    /// Inner product `Σ aᵢ bᵢ`.
+    ///
+    /// # Panics
+    /// If `a.len() != b.len()`.
+    #[inline]
+    pub fn inner_product(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "inner_product: slices of different lengths"
+        );
+        // SAFETY: the table was built for a level this CPU supports; lengths are equal.
+        unsafe { (self.inner_product)(a, b) }
+    }
+
+    /// Squared L2 norm `Σ aᵢ²`.
+    #[inline]
+    pub fn norm_sqr(&self, a: &[f32]) -> f32 {
+        // SAFETY: the table was built for a level this CPU supports.
+        unsafe { (self.norm_sqr)(a) }
+    }
+
+    /// Squared L2 distances from `x` to each of the `out.len()` rows of `ys`.
+    ///
+    /// # Panics
+    /// If `ys.len() != out.len() * x.len()` or `x` is empty.
+    #[inline]
+    pub fn l2_sqr_ny(&self, x: &[f32], ys: &[f32], out: &mut [f32]) {
+        assert!(
+            !x.is_empty() && ys.len() == out.len() * x.len(),
+            "l2_sqr_ny: bad sizes"
+        );
+        // SAFETY: supported level; sizes checked above.
+        unsafe { (self.l2_sqr_ny)(x, ys, out) }
+    }
+
+    /// Inner products of `x` with each of the `out.len()` rows of `ys`.
+    ///
+    /// # Panics
+    /// If `ys.len() != out.len() * x.len()` or `x` is empty.
+    #[inline]
+    pub fn inner_product_ny(&self, x: &[f32], ys: &[f32], out: &mut [f32]) {
+        assert!(
+            !x.is_empty() && ys.len() == out.len() * x.len(),
+            "inner_product_ny: bad sizes"
+        );
+        // SAFETY: supported level; sizes checked above.
+        unsafe { (self.inner_product_ny)(x, ys, out) }
+    }
+
+    /// The distance of `metric` between `a` and `b` (squared L2 or inner product).
+    #[inline]
+    pub fn distance(&self, metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+        match metric {
+            Metric::L2 => self.l2_sqr(a, b),
+            Metric::InnerProduct => self.inner_product(a, b),
+        }
+    }
+
+    /// Distances of `metric` from `x` to each row of `ys`.
+    #[inline]
+    pub fn distance_ny(&self, metric: Metric, x: &[f32], ys: &[f32], out: &mut [f32]) {
+        match metric {
+            Metric::L2 => self.l2_sqr_ny(x, ys, out),
+            Metric::InnerProduct => self.inner_product_ny(x, ys, out),
+        }
+    }
+}
+
+/// Squared L2 distance with the process's kernels. See [`Kernels::l2_sqr`].
+#[inline]
+pub fn l2_sqr(a: &[f32], b: &[f32]) -> f32 {
+    Kernels::get().l2_sqr(a, b)
+}
+
+/// Inner product with the process's kernels. See [`Kernels::inner_product`].
+#[inline]
+pub fn inner_product(a: &[f32], b: &[f32]) -> f32 {
+    Kernels::get().inner_product(a, b)
+}
+
+/// Squared norm with the process's kernels.
+#[inline]
+pub fn norm_sqr(a: &[f32]) -> f32 {
+    Kernels::get().norm_sqr(a)
+}
+
+/// Squared norms of every row of `x` (`x.len() / dim` values).
+pub fn norms_sqr(x: crate::VectorsRef<'_>) -> Vec<f32> {
+    let k = Kernels::get();
+    x.rows().map(|r| k.norm_sqr(r)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_supported_level_agrees_on_small_integers() {
+        for level in SimdLevel::ALL {
+            let Some(k) = Kernels::for_level(level) else {
+                continue;
+            };
+            for d in [1usize, 3, 8, 15, 16, 17, 33, 64, 65, 100] {
+                let a: Vec<f32> = (0..d).map(|i| (i % 7) as f32 - 3.0).collect();
+                let b: Vec<f32> = (0..d).map(|i| (i % 5) as f32).collect();
+                assert_eq!(k.l2_sqr(&a, &b), scalar::l2_sqr(&a, &b), "{level} d={d}");
+                assert_eq!(k.inner_product(&a, &b), scalar::inner_product(&a, &b));
+                assert_eq!(k.norm_sqr(&a), scalar::norm_sqr(&a));
+            }
+        }
+    }
+
+    #[test]
+    fn env_names_parse() {
+        assert_eq!(SimdLevel::parse("AVX512"), Some(SimdLevel::Avx512));
+        assert_eq!(SimdLevel::parse("scalar"), Some(SimdLevel::Scalar));
+        assert_eq!(SimdLevel::parse("sse9"), None);
+        assert!(SimdLevel::Scalar.is_supported());
+    }
+}

@@ -1,0 +1,404 @@
+//! x86-64 kernels with `std::arch`: AVX2+FMA (256-bit) and AVX-512F (512-bit, masked
+//! tails). Each function requires its target features; `super::Kernels` only stores
+//! pointers to them after `is_x86_feature_detected!` said yes.
+//!
+//! Every function takes slices whose lengths the caller has already checked to be
+//! consistent (`a.len() == b.len()`, `ys.len() == out.len() * x.len()`); the loops only
+//! read inside those lengths.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+// ---------------------------------------------------------------------------------
+// AVX-512
+// ---------------------------------------------------------------------------------
+
+#[inline(always)]
+fn tail_mask(rem: usize) -> __mmask16 {
+    debug_assert!(rem < 16);
+    ((1u32 << rem) - 1) as __mmask16
+}
+
+/// Squared L2 distance (AVX-512F).
+///
+/// # Safety
+/// The CPU must support `avx512f`; `a.len() == b.len()`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn l2_sqr_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc0 = _mm512_setzero_ps();
+    let mut acc1 = _mm512_setzero_ps();
+    let mut acc2 = _mm512_setzero_ps();
+    let mut acc3 = _mm512_setzero_ps();
+    let mut i = 0;
+    // SAFETY (all loads below): offsets stay below `n` = a.len() = b.len(); the masked
+    // tail load touches only the `rem` valid lanes.
+    while i + 64 <= n {
+        unsafe {
+            let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+            let d1 = _mm512_sub_ps(
+                _mm512_loadu_ps(pa.add(i + 16)),
+                _mm512_loadu_ps(pb.add(i + 16)),
+            );
+            let d2 = _mm512_sub_ps(
+                _mm512_loadu_ps(pa.add(i + 32)),
+                _mm512_loadu_ps(pb.add(i + 32)),
+            );
+            let d3 = _mm512_sub_ps(
+                _mm512_loadu_ps(pa.add(i + 48)),
+                _mm512_loadu_ps(pb.add(i + 48)),
+            );
+            acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+            acc1 = _mm512_fmadd_ps(d1, d1, acc1);
+            acc2 = _mm512_fmadd_ps(d2, d2, acc2);
+            acc3 = _mm512_fmadd_ps(d3, d3, acc3);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        // SAFETY: see above.
+        let d = unsafe { _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
+        acc0 = _mm512_fmadd_ps(d, d, acc0);
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        // SAFETY: see above.
+        let d = unsafe {
+            _mm512_sub_ps(
+                _mm512_maskz_loadu_ps(m, pa.add(i)),
+                _mm512_maskz_loadu_ps(m, pb.add(i)),
+            )
+        };
+        acc1 = _mm512_fmadd_ps(d, d, acc1);
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc0, acc1),
+        _mm512_add_ps(acc2, acc3),
+    ))
+}
+
+/// Inner product (AVX-512F).
+///
+/// # Safety
+/// The CPU must support `avx512f`; `a.len() == b.len()`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn inner_product_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc0 = _mm512_setzero_ps();
+    let mut acc1 = _mm512_setzero_ps();
+    let mut acc2 = _mm512_setzero_ps();
+    let mut acc3 = _mm512_setzero_ps();
+    let mut i = 0;
+    // SAFETY (all loads below): offsets stay below `n`; masked tails read valid lanes only.
+    while i + 64 <= n {
+        unsafe {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i + 16)),
+                _mm512_loadu_ps(pb.add(i + 16)),
+                acc1,
+            );
+            acc2 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i + 32)),
+                _mm512_loadu_ps(pb.add(i + 32)),
+                acc2,
+            );
+            acc3 = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i + 48)),
+                _mm512_loadu_ps(pb.add(i + 48)),
+                acc3,
+            );
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        // SAFETY: see above.
+        unsafe {
+            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+        }
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        // SAFETY: see above.
+        unsafe {
+            acc1 = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, pa.add(i)),
+                _mm512_maskz_loadu_ps(m, pb.add(i)),
+                acc1,
+            );
+        }
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc0, acc1),
+        _mm512_add_ps(acc2, acc3),
+    ))
+}
+
+/// Squared norm (AVX-512F).
+///
+/// # Safety
+/// The CPU must support `avx512f`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn norm_sqr_avx512(a: &[f32]) -> f32 {
+    // SAFETY: same CPU requirement; the two slices are the same slice.
+    unsafe { inner_product_avx512(a, a) }
+}
+
+/// Distances from `x` to four rows at once: the query chunk is loaded once per step.
+/// `L2 == true` computes squared L2, otherwise inner products.
+///
+/// # Safety
+/// `avx512f`; each of `y0..y3` points at `d` readable floats; `x` has `d` floats.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn four_rows_avx512<const L2: bool>(
+    x: *const f32,
+    y0: *const f32,
+    y1: *const f32,
+    y2: *const f32,
+    y3: *const f32,
+    d: usize,
+) -> [f32; 4] {
+    let mut a0 = _mm512_setzero_ps();
+    let mut a1 = _mm512_setzero_ps();
+    let mut a2 = _mm512_setzero_ps();
+    let mut a3 = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < d {
+        let m = if d - i >= 16 {
+            0xffff
+        } else {
+            tail_mask(d - i)
+        };
+        // SAFETY: lanes selected by `m` lie inside the `d` floats of each pointer.
+        unsafe {
+            let q = _mm512_maskz_loadu_ps(m, x.add(i));
+            let v0 = _mm512_maskz_loadu_ps(m, y0.add(i));
+            let v1 = _mm512_maskz_loadu_ps(m, y1.add(i));
+            let v2 = _mm512_maskz_loadu_ps(m, y2.add(i));
+            let v3 = _mm512_maskz_loadu_ps(m, y3.add(i));
+            if L2 {
+                let d0 = _mm512_sub_ps(q, v0);
+                let d1 = _mm512_sub_ps(q, v1);
+                let d2 = _mm512_sub_ps(q, v2);
+                let d3 = _mm512_sub_ps(q, v3);
+                a0 = _mm512_fmadd_ps(d0, d0, a0);
+                a1 = _mm512_fmadd_ps(d1, d1, a1);
+                a2 = _mm512_fmadd_ps(d2, d2, a2);
+                a3 = _mm512_fmadd_ps(d3, d3, a3);
+            } else {
+                a0 = _mm512_fmadd_ps(q, v0, a0);
+                a1 = _mm512_fmadd_ps(q, v1, a1);
+                a2 = _mm512_fmadd_ps(q, v2, a2);
+                a3 = _mm512_fmadd_ps(q, v3, a3);
+            }
+        }
+        i += 16;
+    }
+    [
+        _mm512_reduce_add_ps(a0),
+        _mm512_reduce_add_ps(a1),
+        _mm512_reduce_add_ps(a2),
+        _mm512_reduce_add_ps(a3),
+    ]
+}
+
+/// One query against many rows (AVX-512F), four rows per step.
+///
+/// # Safety
+/// `avx512f`; `ys.len() == out.len() * x.len()`.
+#[target_feature(enable = "avx512f")]
+unsafe fn ny_avx512<const L2: bool>(x: &[f32], ys: &[f32], out: &mut [f32]) {
+    let d = x.len();
+    let n = out.len();
+    let px = x.as_ptr();
+    let py = ys.as_ptr();
+    let mut j = 0;
+    while j + 4 <= n {
+        // SAFETY: rows j..j+4 lie inside `ys` because ys.len() == n * d.
+        let r = unsafe {
+            four_rows_avx512::<L2>(
+                px,
+                py.add(j * d),
+                py.add((j + 1) * d),
+                py.add((j + 2) * d),
+                py.add((j + 3) * d),
+                d,
+            )
+        };
+        out[j..j + 4].copy_from_slice(&r);
+        j += 4;
+    }
+    while j < n {
+        let y = &ys[j * d..(j + 1) * d];
+        // SAFETY: same CPU requirement, equal lengths.
+        out[j] = unsafe {
+            if L2 {
+                l2_sqr_avx512(x, y)
+            } else {
+                inner_product_avx512(x, y)
+            }
+        };
+        j += 1;
+    }
+}
+
+/// Squared L2 from `x` to each row of `ys` (AVX-512F).
+///
+/// # Safety
+/// `avx512f`; `ys.len() == out.len() * x.len()`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn l2_sqr_ny_avx512(x: &[f32], ys: &[f32], out: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { ny_avx512::<true>(x, ys, out) }
+}
+
+/// Inner product of `x` with each row of `ys` (AVX-512F).
+///
+/// # Safety
+/// `avx512f`; `ys.len() == out.len() * x.len()`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn inner_product_ny_avx512(x: &[f32], ys: &[f32], out: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { ny_avx512::<false>(x, ys, out) }
+}
+
+// ---------------------------------------------------------------------------------
+// AVX2 + FMA
+// ---------------------------------------------------------------------------------
+
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn hsum256(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps::<1>(v);
+    let s = _mm_add_ps(lo, hi);
+    let sh = _mm_movehdup_ps(s);
+    let s = _mm_add_ps(s, sh);
+    let sh = _mm_movehl_ps(sh, s);
+    _mm_cvtss_f32(_mm_add_ss(s, sh))
+}
+
+/// Squared L2 distance (AVX2+FMA).
+///
+/// # Safety
+/// The CPU must support `avx2` and `fma`; `a.len() == b.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn l2_sqr_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= n.
+            let d = unsafe {
+                _mm256_sub_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * j)),
+                    _mm256_loadu_ps(pb.add(i + 8 * j)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(d, d, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let d = unsafe { _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i))) };
+        acc[0] = _mm256_fmadd_ps(d, d, acc[0]);
+        i += 8;
+    }
+    let mut s = hsum256(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    while i < n {
+        let d = a[i] - b[i];
+        s += d * d;
+        i += 1;
+    }
+    s
+}
+
+/// Inner product (AVX2+FMA).
+///
+/// # Safety
+/// The CPU must support `avx2` and `fma`; `a.len() == b.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn inner_product_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= n.
+            unsafe {
+                *acc = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i + 8 * j)),
+                    _mm256_loadu_ps(pb.add(i + 8 * j)),
+                    *acc,
+                );
+            }
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        unsafe {
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i)),
+                _mm256_loadu_ps(pb.add(i)),
+                acc[0],
+            );
+        }
+        i += 8;
+    }
+    let mut s = hsum256(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    while i < n {
+        s += a[i] * b[i];
+        i += 1;
+    }
+    s
+}
+
+/// Squared norm (AVX2+FMA).
+///
+/// # Safety
+/// The CPU must support `avx2` and `fma`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn norm_sqr_avx2(a: &[f32]) -> f32 {
+    // SAFETY: same requirement.
+    unsafe { inner_product_avx2(a, a) }
+}
+
+/// Squared L2 from `x` to each row of `ys` (AVX2+FMA).
+///
+/// # Safety
+/// `avx2`+`fma`; `ys.len() == out.len() * x.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn l2_sqr_ny_avx2(x: &[f32], ys: &[f32], out: &mut [f32]) {
+    for (o, y) in out.iter_mut().zip(ys.chunks_exact(x.len())) {
+        // SAFETY: same requirement, equal lengths.
+        *o = unsafe { l2_sqr_avx2(x, y) };
+    }
+}
+
+/// Inner product of `x` with each row of `ys` (AVX2+FMA).
+///
+/// # Safety
+/// `avx2`+`fma`; `ys.len() == out.len() * x.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn inner_product_ny_avx2(x: &[f32], ys: &[f32], out: &mut [f32]) {
+    for (o, y) in out.iter_mut().zip(ys.chunks_exact(x.len())) {
+        // SAFETY: same requirement, equal lengths.
+        *o = unsafe { inner_product_avx2(x, y) };
+    }
+}

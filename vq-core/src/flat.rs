@@ -1,0 +1,232 @@
+//! The exact index: every vector stored as is, searched exhaustively.
+
+use crate::codec::{Codec, FlatCodec};
+use crate::distance::Kernels;
+use crate::error::{Error, Result};
+use crate::index::{Index, check_search};
+use crate::knn::{self, Database};
+use crate::metric::Metric;
+use crate::params::SearchParams;
+use crate::results::{RangeSearchResults, SearchResults};
+use crate::selector::IdFilter;
+use crate::vectors::{Label, VectorsRef};
+
+/// Exact k-NN by brute force (Faiss's `IndexFlat`, `IndexFlatL2`, `IndexFlatIP`).
+///
+/// Vectors get sequential ids in insertion order. Batches of queries go through GEMM
+/// tiles with a fused top-k; a few queries at a time go through SIMD kernels parallel
+/// over the database (see [`crate::knn`]). For L2 the squared norms of the stored vectors
+/// are kept (4 bytes per vector) so batched search needs no extra pass.
+///
+/// `remove_ids` compacts the storage and renumbers the remaining vectors, as Faiss does;
+/// wrap the index in [`crate::IndexIDMap`] to keep stable ids.
+///
+/// ```
+/// use vq_core::{Index, IndexFlat, Metric, SearchParams, VectorsRef};
+/// let mut index = IndexFlat::new(3, Metric::InnerProduct)?;
+/// index.add(VectorsRef::new(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 3)?)?;
+/// let q = VectorsRef::new(&[0.2, 0.9, 0.0], 3)?;
+/// let res = index.search(q, 1, &SearchParams::default())?;
+/// assert_eq!(res.row(0).1, &[1]);
+/// assert_eq!(index.reconstruct(0)?, vec![1.0, 0.0, 0.0]);
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct IndexFlat {
+    dim: usize,
+    metric: Metric,
+    data: Vec<f32>,
+    norms: Vec<f32>,
+}
+
+impl IndexFlat {
+    /// An empty flat index.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `dim == 0`.
+    pub fn new(dim: usize, metric: Metric) -> Result<IndexFlat> {
+        if dim == 0 {
+            return Err(Error::invalid_param(
+                "dim",
+                "the dimension must be at least 1",
+            ));
+        }
+        Ok(IndexFlat {
+            dim,
+            metric,
+            data: Vec::new(),
+            norms: Vec::new(),
+        })
+    }
+
+    /// The stored vectors, row-major.
+    pub fn vectors(&self) -> VectorsRef<'_> {
+        // Invariant: `data.len()` is always a multiple of `dim >= 1`.
+        VectorsRef::new(&self.data, self.dim).expect("invariant: flat storage is whole vectors")
+    }
+
+    /// The codec that stores vectors as raw floats.
+    pub fn codec(&self) -> FlatCodec {
+        FlatCodec::new(self.dim).expect("invariant: dim >= 1")
+    }
+
+    fn database(&self) -> Database<'_> {
+        let norms = (self.metric == Metric::L2).then_some(&self.norms[..]);
+        Database::new(self.vectors(), norms).expect("invariant: one norm per vector")
+    }
+
+    fn position(&self, id: Label) -> Result<usize> {
+        if id < 0 || id as usize >= self.len() {
+            return Err(Error::IdNotFound { id });
+        }
+        Ok(id as usize)
+    }
+
+    /// Distances from each query to the stored vectors with the given ids
+    /// (`queries.len() × ids_per_query` values; `-1` ids give [`Metric::worst`]).
+    /// Faiss's `compute_distance_subset`, used for re-ranking.
+    ///
+    /// # Errors
+    /// Dimension mismatch, `ids.len()` not a multiple of the number of queries, an id out
+    /// of range.
+    pub fn distances_to_ids(&self, queries: VectorsRef<'_>, ids: &[Label]) -> Result<Vec<f32>> {
+        queries.check_dim(self.dim)?;
+        let nq = queries.len();
+        if nq == 0 || ids.len() % nq != 0 {
+            return Err(Error::LengthMismatch {
+                what: "ids per query",
+                expected: nq,
+                got: ids.len(),
+            });
+        }
+        let per = ids.len() / nq;
+        let k = Kernels::get();
+        let mut out = Vec::with_capacity(ids.len());
+        for (qi, row) in ids.chunks(per.max(1)).enumerate() {
+            for &id in row {
+                if id == crate::NO_LABEL {
+                    out.push(self.metric.worst());
+                } else {
+                    let p = self.position(id)?;
+                    out.push(k.distance(
+                        self.metric,
+                        queries.row(qi),
+                        &self.data[p * self.dim..(p + 1) * self.dim],
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Index for IndexFlat {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn len(&self) -> usize {
+        self.data.len() / self.dim
+    }
+
+    fn describe(&self) -> String {
+        format!("IndexFlat(d={}, {})", self.dim, self.metric)
+    }
+
+    fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        x.check_dim(self.dim)?;
+        x.check_finite()?;
+        self.data.extend_from_slice(x.as_slice());
+        if self.metric == Metric::L2 {
+            let k = Kernels::get();
+            self.norms.extend(x.rows().map(|r| k.norm_sqr(r)));
+        }
+        Ok(())
+    }
+
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        check_search(self, queries, k)?;
+        knn::knn_into(
+            &self.database(),
+            queries,
+            k,
+            self.metric,
+            params.selector,
+            out,
+        )
+    }
+
+    fn reset(&mut self) {
+        self.data.clear();
+        self.norms.clear();
+    }
+
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        knn::range_search(
+            &self.database(),
+            queries,
+            radius,
+            self.metric,
+            params.selector,
+        )
+    }
+
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        let p = self.position(id)?;
+        if out.len() != self.dim {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: out.len(),
+            });
+        }
+        out.copy_from_slice(&self.data[p * self.dim..(p + 1) * self.dim]);
+        Ok(())
+    }
+
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        let n = self.len();
+        let d = self.dim;
+        let mut w = 0;
+        for r in 0..n {
+            if selector.is_member(r as Label) {
+                continue;
+            }
+            if w != r {
+                self.data.copy_within(r * d..(r + 1) * d, w * d);
+                if !self.norms.is_empty() {
+                    self.norms[w] = self.norms[r];
+                }
+            }
+            w += 1;
+        }
+        self.data.truncate(w * d);
+        self.norms
+            .truncate(if self.norms.is_empty() { 0 } else { w });
+        Ok(n - w)
+    }
+
+    fn bytes_per_vector(&self) -> f64 {
+        let norms = if self.metric == Metric::L2 { 4 } else { 0 };
+        (4 * self.dim + norms) as f64
+    }
+
+    fn as_codec(&self) -> Option<&dyn Codec> {
+        None
+    }
+}

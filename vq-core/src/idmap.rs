@@ -1,0 +1,326 @@
+//! Indexes that map caller-chosen ids onto an inner index's sequential ids.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::metric::Metric;
+use crate::params::SearchParams;
+use crate::results::{RangeSearchResults, SearchResults};
+use crate::selector::IdFilter;
+use crate::vectors::{Label, NO_LABEL, VectorsRef};
+
+/// Adds `add_with_ids` to any index (Faiss's `IndexIDMap`).
+///
+/// The inner index stores vectors under its own sequential positions; this wrapper keeps
+/// the caller's id for each position and translates results, filters and removals.
+/// Ids may repeat (as in Faiss); use [`IndexIDMap2`] to reconstruct by id.
+///
+/// ```
+/// use vq_core::{Index, IndexFlat, IndexIDMap, Metric, SearchParams, VectorsRef};
+/// let mut index = IndexIDMap::new(IndexFlat::new(2, Metric::L2)?)?;
+/// index.add_with_ids(VectorsRef::new(&[0.0, 0.0, 9.0, 9.0], 2)?, &[100, 200])?;
+/// let res = index.search(VectorsRef::new(&[8.0, 8.0], 2)?, 1, &SearchParams::default())?;
+/// assert_eq!(res.row(0).1, &[200]);
+/// assert!(index.add(VectorsRef::new(&[1.0, 1.0], 2)?).is_err());
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct IndexIDMap<I: Index> {
+    index: I,
+    ids: Vec<Label>,
+}
+
+impl<I: Index> IndexIDMap<I> {
+    /// Wraps an empty index.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `index` already holds vectors (their ids would be
+    /// unknown).
+    pub fn new(index: I) -> Result<Self> {
+        if !index.is_empty() {
+            return Err(Error::invalid_param(
+                "index",
+                "IndexIDMap must wrap an empty index",
+            ));
+        }
+        Ok(IndexIDMap {
+            index,
+            ids: Vec::new(),
+        })
+    }
+
+    /// The wrapped index.
+    pub fn inner(&self) -> &I {
+        &self.index
+    }
+
+    /// The id of each stored vector, by inner position.
+    pub fn id_map(&self) -> &[Label] {
+        &self.ids
+    }
+
+    /// Gives back the inner index and the id map.
+    pub fn into_parts(self) -> (I, Vec<Label>) {
+        (self.index, self.ids)
+    }
+
+    fn map_labels(&self, labels: &mut [Label]) {
+        for l in labels {
+            if *l != NO_LABEL {
+                *l = self.ids.get(*l as usize).copied().unwrap_or(NO_LABEL);
+            }
+        }
+    }
+}
+
+impl<I: Index> Index for IndexIDMap<I> {
+    fn dim(&self) -> usize {
+        self.index.dim()
+    }
+
+    fn metric(&self) -> Metric {
+        self.index.metric()
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn describe(&self) -> String {
+        format!("IndexIDMap({})", self.index.describe())
+    }
+
+    fn is_trained(&self) -> bool {
+        self.index.is_trained()
+    }
+
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.index.train(x)
+    }
+
+    fn add(&mut self, _x: VectorsRef<'_>) -> Result<()> {
+        Err(Error::not_supported(
+            "add without ids (use add_with_ids)",
+            self.describe(),
+        ))
+    }
+
+    fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
+        x.check_dim(self.dim())?;
+        if ids.len() != x.len() {
+            return Err(Error::LengthMismatch {
+                what: "ids",
+                expected: x.len(),
+                got: ids.len(),
+            });
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id == NO_LABEL) {
+            return Err(Error::invalid_param(
+                "ids",
+                format!("id {bad} is reserved for missing results"),
+            ));
+        }
+        self.index.add(x)?;
+        self.ids.extend_from_slice(ids);
+        Ok(())
+    }
+
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        let translated;
+        let mut inner = params.clone();
+        if let Some(sel) = params.selector {
+            let ids = &self.ids;
+            translated =
+                move |pos: Label| ids.get(pos as usize).is_some_and(|&id| sel.is_member(id));
+            inner.selector = Some(&translated);
+        }
+        self.index.search_into(queries, k, &inner, out)?;
+        self.map_labels(out.parts_mut().1);
+        Ok(())
+    }
+
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        let translated;
+        let mut inner = params.clone();
+        if let Some(sel) = params.selector {
+            let ids = &self.ids;
+            translated =
+                move |pos: Label| ids.get(pos as usize).is_some_and(|&id| sel.is_member(id));
+            inner.selector = Some(&translated);
+        }
+        let mut res = self.index.range_search(queries, radius, &inner)?;
+        self.map_labels(res.labels_mut());
+        Ok(res)
+    }
+
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        let ids = &self.ids;
+        let by_pos = |pos: Label| {
+            ids.get(pos as usize)
+                .is_some_and(|&id| selector.is_member(id))
+        };
+        let keep: Vec<bool> = (0..ids.len()).map(|p| !by_pos(p as Label)).collect();
+        let removed = self.index.remove_ids(&by_pos)?;
+        let mut it = keep.iter();
+        self.ids.retain(|_| *it.next().unwrap_or(&true));
+        debug_assert_eq!(self.ids.len(), self.index.len());
+        Ok(removed)
+    }
+
+    fn reset(&mut self) {
+        self.index.reset();
+        self.ids.clear();
+    }
+
+    fn search_param_names(&self) -> Vec<String> {
+        self.index.search_param_names()
+    }
+
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.index.set_build_param(name, value)
+    }
+
+    fn bytes_per_vector(&self) -> f64 {
+        self.index.bytes_per_vector() + 8.0
+    }
+}
+
+/// [`IndexIDMap`] that can also reconstruct vectors by id (Faiss's `IndexIDMap2`).
+///
+/// Ids must be unique: adding an id already present is an [`Error::DuplicateId`].
+///
+/// ```
+/// use vq_core::{Index, IndexFlat, IndexIDMap2, Metric, VectorsRef};
+/// let mut index = IndexIDMap2::new(IndexFlat::new(2, Metric::L2)?)?;
+/// index.add_with_ids(VectorsRef::new(&[1.0, 2.0, 3.0, 4.0], 2)?, &[7, 9])?;
+/// assert_eq!(index.reconstruct(9)?, vec![3.0, 4.0]);
+/// assert!(index.reconstruct(8).is_err());
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct IndexIDMap2<I: Index> {
+    map: IndexIDMap<I>,
+    positions: HashMap<Label, usize>,
+}
+
+impl<I: Index> IndexIDMap2<I> {
+    /// Wraps an empty index.
+    ///
+    /// # Errors
+    /// As [`IndexIDMap::new`].
+    pub fn new(index: I) -> Result<Self> {
+        Ok(IndexIDMap2 {
+            map: IndexIDMap::new(index)?,
+            positions: HashMap::new(),
+        })
+    }
+
+    /// The wrapped index.
+    pub fn inner(&self) -> &I {
+        self.map.inner()
+    }
+
+    /// The id of each stored vector, by inner position.
+    pub fn id_map(&self) -> &[Label] {
+        self.map.id_map()
+    }
+
+    fn rebuild_positions(&mut self) {
+        self.positions = self
+            .map
+            .id_map()
+            .iter()
+            .enumerate()
+            .map(|(p, &id)| (id, p))
+            .collect();
+    }
+}
+
+impl<I: Index> Index for IndexIDMap2<I> {
+    fn dim(&self) -> usize {
+        self.map.dim()
+    }
+    fn metric(&self) -> Metric {
+        self.map.metric()
+    }
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+    fn describe(&self) -> String {
+        format!("IndexIDMap2({})", self.map.index.describe())
+    }
+    fn is_trained(&self) -> bool {
+        self.map.is_trained()
+    }
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.map.train(x)
+    }
+    fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.map.add(x)
+    }
+    fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
+        let mut fresh = std::collections::HashSet::with_capacity(ids.len());
+        for &id in ids {
+            if self.positions.contains_key(&id) || !fresh.insert(id) {
+                return Err(Error::DuplicateId { id });
+            }
+        }
+        let start = self.map.len();
+        self.map.add_with_ids(x, ids)?;
+        self.positions
+            .extend(ids.iter().enumerate().map(|(i, &id)| (id, start + i)));
+        Ok(())
+    }
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        self.map.search_into(queries, k, params, out)
+    }
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        self.map.range_search(queries, radius, params)
+    }
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        let pos = *self.positions.get(&id).ok_or(Error::IdNotFound { id })?;
+        self.map.index.reconstruct_into(pos as Label, out)
+    }
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        let n = self.map.remove_ids(selector)?;
+        self.rebuild_positions();
+        Ok(n)
+    }
+    fn reset(&mut self) {
+        self.map.reset();
+        self.positions.clear();
+    }
+    fn search_param_names(&self) -> Vec<String> {
+        self.map.search_param_names()
+    }
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.map.set_build_param(name, value)
+    }
+    fn bytes_per_vector(&self) -> f64 {
+        // id map plus the hash map entry (id, position) and its control byte.
+        self.map.bytes_per_vector() + 17.0
+    }
+}

@@ -1,0 +1,301 @@
+//! The `Index` trait: the contract every index in the workspace implements.
+
+use std::fmt::Debug;
+
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::metric::Metric;
+use crate::params::SearchParams;
+use crate::results::{RangeSearchResults, SearchResults};
+use crate::selector::IdFilter;
+use crate::vectors::{Label, VectorsRef};
+
+/// A searchable collection of vectors (Faiss's `Index`).
+///
+/// Batch-first: every method takes a whole row-major set of vectors. Mutation takes
+/// `&mut self`; queries take `&self`, so any number of threads may search one index at
+/// once (`Index: Send + Sync`), and searches run in parallel on the caller's rayon pool.
+///
+/// Only six methods are required; the rest have defaults that either work generically
+/// or return [`Error::NotSupported`] — never a panic.
+///
+/// Checks every index performs at its boundary: the dimension of added vectors and
+/// queries, finite values, `k >= 1`, `k <= len()` and a non-empty index for k-NN search,
+/// and `ids.len() == n` for `add_with_ids`.
+///
+/// ```
+/// use vq_core::{Index, IndexFlat, Metric, SearchParams, VectorsRef};
+/// let mut index = IndexFlat::new(2, Metric::L2)?;
+/// index.add(VectorsRef::new(&[0.0, 0.0, 1.0, 0.0, 5.0, 5.0], 2)?)?;
+/// let res = index.search(VectorsRef::new(&[0.9, 0.1], 2)?, 2, &SearchParams::default())?;
+/// assert_eq!(res.row(0).1, &[1, 0]);
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+pub trait Index: Send + Sync + Debug {
+    /// Dimension of the vectors the index takes.
+    fn dim(&self) -> usize;
+
+    /// The metric results are reported in.
+    fn metric(&self) -> Metric;
+
+    /// Number of vectors stored (Faiss's `ntotal`).
+    fn len(&self) -> usize;
+
+    /// Adds vectors; they get the sequential ids `len()..len() + n`.
+    ///
+    /// # Errors
+    /// Dimension mismatch, non-finite values, [`Error::NotTrained`], or
+    /// [`Error::NotSupported`] for indexes that need explicit ids.
+    fn add(&mut self, x: VectorsRef<'_>) -> Result<()>;
+
+    /// Writes the `k` nearest neighbours of each query into `out` (resized to
+    /// `nq × k`). See [`SearchResults`] for the layout and padding.
+    ///
+    /// # Errors
+    /// Dimension mismatch, non-finite queries, `k == 0`, `k > len()`, an empty index.
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()>;
+
+    /// Removes every vector (the index stays trained).
+    fn reset(&mut self);
+
+    /// `true` when `len() == 0`.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A short description, e.g. `"IndexFlat(d=128, l2)"`, used in messages.
+    fn describe(&self) -> String {
+        format!("index(d={}, {})", self.dim(), self.metric())
+    }
+
+    /// `true` when the index can take vectors (indexes without training always are).
+    fn is_trained(&self) -> bool {
+        true
+    }
+
+    /// Trains the index on representative vectors. The default checks the dimension and
+    /// does nothing else.
+    ///
+    /// # Errors
+    /// Dimension mismatch, non-finite values, too few vectors.
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        x.check_dim(self.dim())
+    }
+
+    /// Adds vectors with caller-chosen ids.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] unless the index maps ids (e.g. [`crate::IndexIDMap`]).
+    fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
+        let _ = (x, ids);
+        Err(Error::not_supported("add_with_ids", self.describe()))
+    }
+
+    /// Allocating form of [`Index::search_into`].
+    ///
+    /// # Errors
+    /// As [`Index::search_into`].
+    fn search(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+    ) -> Result<SearchResults> {
+        let mut out = SearchResults::new(0, 0, self.metric());
+        self.search_into(queries, k, params, &mut out)?;
+        Ok(out)
+    }
+
+    /// Every stored vector within `radius` of each query: L2 distance `< radius`, or
+    /// inner product `> radius` (Faiss's strict comparisons).
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default.
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        let _ = (queries, radius, params);
+        Err(Error::not_supported("range_search", self.describe()))
+    }
+
+    /// Writes the stored vector with id `id` (or its lossy reconstruction) into `out`.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; [`Error::IdNotFound`] for an unknown id.
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        let _ = (id, out);
+        Err(Error::not_supported("reconstruct", self.describe()))
+    }
+
+    /// Allocating form of [`Index::reconstruct_into`].
+    ///
+    /// # Errors
+    /// As [`Index::reconstruct_into`].
+    fn reconstruct(&self, id: Label) -> Result<Vec<f32>> {
+        let mut v = vec![0.0; self.dim()];
+        self.reconstruct_into(id, &mut v)?;
+        Ok(v)
+    }
+
+    /// The nearest stored id of each vector (`k = 1` search, labels only). Used by
+    /// k-means and IVF to assign vectors to centroids.
+    ///
+    /// # Errors
+    /// As [`Index::search_into`] with `k = 1`.
+    fn assign(&self, x: VectorsRef<'_>) -> Result<Vec<Label>> {
+        let res = self.search(x, 1, &SearchParams::default())?;
+        Ok(res.into_parts().1)
+    }
+
+    /// Removes the vectors whose ids `selector` accepts; returns how many were removed.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default.
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        let _ = selector;
+        Err(Error::not_supported("remove_ids", self.describe()))
+    }
+
+    /// The names of the search parameters this index reads (Faiss spelling, with
+    /// `quantizer_` prefixes for a coarse quantizer's). Tools reject others.
+    fn search_param_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Sets a build-time parameter by name (e.g. `efConstruction`) before training and
+    /// adding.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a name this index does not have.
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        let _ = value;
+        Err(Error::invalid_param(
+            name,
+            format!("not a build parameter of {}", self.describe()),
+        ))
+    }
+
+    /// Bytes the index holds per stored vector (codes plus per-vector overhead such as
+    /// ids and graph links), for memory reports.
+    fn bytes_per_vector(&self) -> f64 {
+        0.0
+    }
+
+    /// The index as a standalone codec, when it is one.
+    fn as_codec(&self) -> Option<&dyn Codec> {
+        None
+    }
+}
+
+/// Checks shared by every k-NN search: dimension, finiteness, `1 <= k <= ntotal`.
+///
+/// # Errors
+/// The first failed check.
+pub fn check_search(index: &dyn Index, queries: VectorsRef<'_>, k: usize) -> Result<()> {
+    queries.check_dim(index.dim())?;
+    queries.check_finite()?;
+    if k == 0 {
+        return Err(Error::invalid_param("k", "must be at least 1"));
+    }
+    if index.is_empty() {
+        return Err(Error::EmptyIndex);
+    }
+    if k > index.len() {
+        return Err(Error::invalid_param(
+            "k",
+            format!("k = {k} exceeds the {} vectors in the index", index.len()),
+        ));
+    }
+    Ok(())
+}
+
+impl<I: Index + ?Sized> Index for Box<I> {
+    fn dim(&self) -> usize {
+        (**self).dim()
+    }
+    fn metric(&self) -> Metric {
+        (**self).metric()
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        (**self).add(x)
+    }
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        (**self).search_into(queries, k, params, out)
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+    fn is_empty(&self) -> bool {
+        (**self).is_empty()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn is_trained(&self) -> bool {
+        (**self).is_trained()
+    }
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        (**self).train(x)
+    }
+    fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
+        (**self).add_with_ids(x, ids)
+    }
+    fn search(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+    ) -> Result<SearchResults> {
+        (**self).search(queries, k, params)
+    }
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        (**self).range_search(queries, radius, params)
+    }
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        (**self).reconstruct_into(id, out)
+    }
+    fn reconstruct(&self, id: Label) -> Result<Vec<f32>> {
+        (**self).reconstruct(id)
+    }
+    fn assign(&self, x: VectorsRef<'_>) -> Result<Vec<Label>> {
+        (**self).assign(x)
+    }
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        (**self).remove_ids(selector)
+    }
+    fn search_param_names(&self) -> Vec<String> {
+        (**self).search_param_names()
+    }
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        (**self).set_build_param(name, value)
+    }
+    fn bytes_per_vector(&self) -> f64 {
+        (**self).bytes_per_vector()
+    }
+    fn as_codec(&self) -> Option<&dyn Codec> {
+        (**self).as_codec()
+    }
+}

@@ -1,0 +1,470 @@
+//! Exhaustive (brute-force) k-NN and range search over a row-major database.
+//!
+//! Two engines, chosen per call:
+//! - **GEMM tiles** for batches of queries: inner products of a block of queries with a
+//!   block of database vectors come from faer's GEMM into a tile held in cache, written
+//!   with the queries contiguous (the fastest layout on this hardware, see
+//!   `toolchain-probe.md`); L2 uses `‖x‖² + ‖y‖² − 2⟨x, y⟩`. The top-k scan is fused:
+//!   each tile is compared against per-query thresholds while it is still in cache, and
+//!   only candidates that beat a threshold reach the heaps. The final `k` L2 distances
+//!   are recomputed exactly with the SIMD kernel, so reported distances carry no GEMM
+//!   cancellation error.
+//! - **SIMD kernels** for a few queries: one query against blocks of database rows,
+//!   parallel over database chunks (this is the latency path for single queries).
+//!
+//! Work is split into (query block × database range) tasks run on the caller's rayon
+//! pool, so one query is parallel over the database and large batches over queries.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use crate::distance::Kernels;
+use crate::error::{Error, Result};
+use crate::metric::Metric;
+use crate::results::{RangeSearchResults, SearchResults};
+use crate::selector::IdFilter;
+use crate::topk::TopK;
+use crate::vectors::{Label, NO_LABEL, VectorsRef};
+
+/// Batches with fewer queries than this use the per-query kernel engine.
+pub const GEMM_MIN_QUERIES: usize = 8;
+/// Queries per GEMM tile.
+const QUERY_BLOCK: usize = 128;
+/// Database vectors per GEMM tile (tile = 128 × 1024 floats = 512 KiB).
+const DB_BLOCK: usize = 1024;
+/// Database rows per kernel call in the per-query engine.
+const KERNEL_BLOCK: usize = 256;
+/// Smallest database range worth a task of its own.
+const MIN_DB_SPLIT: usize = 8192;
+
+/// Where candidates go: a top-k collector or a range collector.
+trait Sink: Send {
+    /// Keys above this cannot be kept (`<=` passes the cheap pre-check).
+    fn threshold(&self) -> f32;
+    fn push(&mut self, key: f32, label: Label);
+}
+
+impl Sink for TopK {
+    #[inline]
+    fn threshold(&self) -> f32 {
+        TopK::threshold(self)
+    }
+    #[inline]
+    fn push(&mut self, key: f32, label: Label) {
+        TopK::push(self, key, label)
+    }
+}
+
+/// Keeps every candidate with `key < bound`.
+struct RangeSink {
+    bound: f32,
+    hits: Vec<(f32, Label)>,
+}
+
+impl Sink for RangeSink {
+    #[inline]
+    fn threshold(&self) -> f32 {
+        self.bound
+    }
+    #[inline]
+    fn push(&mut self, key: f32, label: Label) {
+        if key < self.bound {
+            self.hits.push((key, label));
+        }
+    }
+}
+
+/// A database to search exhaustively: row-major vectors, and for L2 their squared norms
+/// when the caller keeps them (otherwise they are computed per call when needed).
+#[derive(Clone, Copy, Debug)]
+pub struct Database<'a> {
+    vectors: VectorsRef<'a>,
+    norms: Option<&'a [f32]>,
+}
+
+impl<'a> Database<'a> {
+    /// A database over `vectors`, with optional precomputed squared norms.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `norms` does not have one value per vector.
+    pub fn new(vectors: VectorsRef<'a>, norms: Option<&'a [f32]>) -> Result<Self> {
+        if let Some(n) = norms
+            && n.len() != vectors.len()
+        {
+            return Err(Error::LengthMismatch {
+                what: "database norms",
+                expected: vectors.len(),
+                got: n.len(),
+            });
+        }
+        Ok(Database { vectors, norms })
+    }
+}
+
+/// Plans (query range, database range) tasks for `nq` queries over `n` vectors.
+fn plan(nq: usize, n: usize, query_block: usize) -> Vec<(usize, usize, usize, usize)> {
+    let threads = rayon::current_num_threads().max(1);
+    let nqb = nq.div_ceil(query_block).max(1);
+    let want = 2 * threads;
+    let splits = if nqb >= want {
+        1
+    } else {
+        want.div_ceil(nqb).min(n.div_ceil(MIN_DB_SPLIT)).max(1)
+    };
+    let per = n.div_ceil(splits).div_ceil(DB_BLOCK) * DB_BLOCK;
+    let mut tasks = Vec::with_capacity(nqb * splits);
+    for qb in 0..nqb {
+        let (q0, q1) = (qb * query_block, ((qb + 1) * query_block).min(nq));
+        let mut s = 0;
+        while s < n {
+            let e = (s + per.max(1)).min(n);
+            tasks.push((q0, q1, s, e));
+            s = e;
+        }
+    }
+    tasks
+}
+
+/// Fused scan of one GEMM tile, column `j` = database vector `base + j`; `tile` holds
+/// `alpha · ⟨q_i, y_j⟩` at `i + j·qb` with `alpha = -2` (L2) or `-1` (inner product).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn scan_tile<S: Sink, const L2: bool>(
+    tile: &[f32],
+    qb: usize,
+    nb: usize,
+    qnorms: &[f32],
+    bnorms: &[f32],
+    base: usize,
+    sinks: &mut [S],
+    thresh: &mut [f32],
+    selector: Option<&dyn IdFilter>,
+) {
+    const LANES: usize = 16;
+    for j in 0..nb {
+        let col = &tile[j * qb..(j + 1) * qb];
+        let bn = if L2 { bnorms[j] } else { 0.0 };
+        let label = (base + j) as Label;
+        let mut i0 = 0;
+        while i0 < qb {
+            let i1 = (i0 + LANES).min(qb);
+            // Vectorisable pre-check: does any query of this lane group take it?
+            let mut hit = false;
+            for i in i0..i1 {
+                let key = if L2 { qnorms[i] + bn + col[i] } else { col[i] };
+                hit |= key <= thresh[i];
+            }
+            if hit {
+                for i in i0..i1 {
+                    let mut key = if L2 { qnorms[i] + bn + col[i] } else { col[i] };
+                    if key <= thresh[i] {
+                        if selector.is_some_and(|s| !s.is_member(label)) {
+                            continue;
+                        }
+                        if L2 && key < 0.0 {
+                            // Rounding can make ‖x‖² + ‖y‖² − 2⟨x,y⟩ slightly negative.
+                            key = 0.0;
+                        }
+                        sinks[i].push(key, label);
+                        thresh[i] = sinks[i].threshold();
+                    }
+                }
+            }
+            i0 = i1;
+        }
+    }
+}
+
+/// GEMM engine for queries `q0..q1` against database rows `s..e`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_task<S: Sink>(
+    queries: VectorsRef<'_>,
+    qnorms: &[f32],
+    db: VectorsRef<'_>,
+    dbnorms: &[f32],
+    metric: Metric,
+    (q0, q1, s, e): (usize, usize, usize, usize),
+    sinks: &mut [S],
+    selector: Option<&dyn IdFilter>,
+) {
+    let d = db.dim();
+    let qb = q1 - q0;
+    let qmat = MatRef::from_row_major_slice(queries.slice(q0..q1).as_slice(), qb, d);
+    let qn = if metric == Metric::L2 {
+        &qnorms[q0..q1]
+    } else {
+        &[][..]
+    };
+    let mut tile = vec![0.0f32; qb * DB_BLOCK];
+    let mut thresh: Vec<f32> = sinks.iter().map(Sink::threshold).collect();
+    let alpha = if metric == Metric::L2 { -2.0f32 } else { -1.0 };
+    let mut b0 = s;
+    while b0 < e {
+        let nb = DB_BLOCK.min(e - b0);
+        let ymat = MatRef::from_row_major_slice(db.slice(b0..b0 + nb).as_slice(), nb, d);
+        let dst = MatMut::from_column_major_slice_mut(&mut tile[..qb * nb], qb, nb);
+        matmul(dst, Accum::Replace, qmat, ymat.transpose(), alpha, Par::Seq);
+        match metric {
+            Metric::L2 => scan_tile::<S, true>(
+                &tile,
+                qb,
+                nb,
+                qn,
+                &dbnorms[b0..b0 + nb],
+                b0,
+                sinks,
+                &mut thresh,
+                selector,
+            ),
+            Metric::InnerProduct => {
+                scan_tile::<S, false>(&tile, qb, nb, qn, &[], b0, sinks, &mut thresh, selector)
+            }
+        }
+        b0 += nb;
+    }
+}
+
+/// Kernel engine: each query of `q0..q1` against database rows `s..e`.
+#[allow(clippy::too_many_arguments)]
+fn kernel_task<S: Sink>(
+    kernels: &Kernels,
+    queries: VectorsRef<'_>,
+    db: VectorsRef<'_>,
+    metric: Metric,
+    (q0, q1, s, e): (usize, usize, usize, usize),
+    sinks: &mut [S],
+    selector: Option<&dyn IdFilter>,
+) {
+    let d = db.dim();
+    let mut buf = [0.0f32; KERNEL_BLOCK];
+    for (qi, sink) in (q0..q1).zip(sinks.iter_mut()) {
+        let q = queries.row(qi);
+        let mut thresh = sink.threshold();
+        let mut b0 = s;
+        while b0 < e {
+            let nb = KERNEL_BLOCK.min(e - b0);
+            let out = &mut buf[..nb];
+            kernels.distance_ny(metric, q, &db.as_slice()[b0 * d..(b0 + nb) * d], out);
+            for (j, &v) in out.iter().enumerate() {
+                let key = metric.to_key(v);
+                if key <= thresh {
+                    let label = (b0 + j) as Label;
+                    if selector.is_some_and(|s| !s.is_member(label)) {
+                        continue;
+                    }
+                    sink.push(key, label);
+                    thresh = sink.threshold();
+                }
+            }
+            b0 += nb;
+        }
+    }
+}
+
+fn validate(db: &Database<'_>, queries: VectorsRef<'_>) -> Result<()> {
+    queries.check_dim(db.vectors.dim())?;
+    queries.check_finite()
+}
+
+/// Exact k-NN of every query in `db`; results are padded when fewer than `k` vectors
+/// (or fewer that pass `selector`) exist. Ties are broken by the smaller id.
+///
+/// # Errors
+/// Dimension mismatch, non-finite queries, `k == 0`.
+///
+/// ```
+/// use vq_core::knn::{knn, Database};
+/// use vq_core::{Metric, VectorsRef};
+/// let base = [0.0, 0.0, 3.0, 4.0, 1.0, 1.0];
+/// let db = Database::new(VectorsRef::new(&base, 2)?, None)?;
+/// let res = knn(&db, VectorsRef::new(&[0.0, 0.0], 2)?, 2, Metric::L2, None)?;
+/// assert_eq!(res.row(0), (&[0.0, 2.0][..], &[0, 2][..]));
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+pub fn knn(
+    db: &Database<'_>,
+    queries: VectorsRef<'_>,
+    k: usize,
+    metric: Metric,
+    selector: Option<&dyn IdFilter>,
+) -> Result<SearchResults> {
+    let mut out = SearchResults::new(0, 0, metric);
+    knn_into(db, queries, k, metric, selector, &mut out)?;
+    Ok(out)
+}
+
+/// [`knn`] writing into `out` (resized to `nq × k`).
+///
+/// # Errors
+/// As [`knn`].
+pub fn knn_into(
+    db: &Database<'_>,
+    queries: VectorsRef<'_>,
+    k: usize,
+    metric: Metric,
+    selector: Option<&dyn IdFilter>,
+    out: &mut SearchResults,
+) -> Result<()> {
+    validate(db, queries)?;
+    if k == 0 {
+        return Err(Error::invalid_param("k", "must be at least 1"));
+    }
+    let nq = queries.len();
+    let n = db.vectors.len();
+    out.reset(nq, k, metric);
+    if nq == 0 || n == 0 {
+        return Ok(());
+    }
+    let kernels = Kernels::get();
+    let use_gemm = nq >= GEMM_MIN_QUERIES;
+    let computed_norms;
+    let (qnorms, dbnorms): (Vec<f32>, &[f32]) = if use_gemm && metric == Metric::L2 {
+        let dbn = match db.norms {
+            Some(nm) => nm,
+            None => {
+                computed_norms = crate::distance::norms_sqr(db.vectors);
+                &computed_norms
+            }
+        };
+        (crate::distance::norms_sqr(queries), dbn)
+    } else {
+        (Vec::new(), &[])
+    };
+    let block = if use_gemm { QUERY_BLOCK } else { 1 };
+    let tasks = plan(nq, n, block);
+    let partial: Vec<(usize, Vec<TopK>)> = tasks
+        .into_par_iter()
+        .map(|t| {
+            let mut sinks: Vec<TopK> = (t.0..t.1).map(|_| TopK::new(k)).collect();
+            if use_gemm {
+                gemm_task(
+                    queries, &qnorms, db.vectors, dbnorms, metric, t, &mut sinks, selector,
+                );
+            } else {
+                kernel_task(
+                    kernels, queries, db.vectors, metric, t, &mut sinks, selector,
+                );
+            }
+            (t.0, sinks)
+        })
+        .collect();
+    // Merge database splits per query (tasks of one query block are contiguous).
+    let mut merged: Vec<Option<TopK>> = (0..nq).map(|_| None).collect();
+    for (q0, sinks) in partial {
+        for (i, s) in sinks.into_iter().enumerate() {
+            match &mut merged[q0 + i] {
+                Some(m) => m.merge(&s),
+                slot @ None => *slot = Some(s),
+            }
+        }
+    }
+    let (dist, labels) = out.parts_mut();
+    let recompute = use_gemm && metric == Metric::L2;
+    dist.par_chunks_mut(k)
+        .zip(labels.par_chunks_mut(k))
+        .zip(merged.par_iter())
+        .enumerate()
+        .for_each(|(qi, ((d, l), top))| {
+            let Some(top) = top else { return };
+            top.write_sorted(metric, d, l);
+            if recompute {
+                exact_l2_rerank(kernels, queries.row(qi), db.vectors, d, l);
+            }
+        });
+    Ok(())
+}
+
+/// Replaces GEMM-derived L2 distances of one result row by exact kernel distances and
+/// restores the (distance, id) order.
+fn exact_l2_rerank(
+    kernels: &Kernels,
+    q: &[f32],
+    db: VectorsRef<'_>,
+    dist: &mut [f32],
+    labels: &mut [Label],
+) {
+    let valid = labels.iter().take_while(|&&l| l != NO_LABEL).count();
+    let mut pairs: Vec<(f32, Label)> = labels[..valid]
+        .iter()
+        .map(|&l| (kernels.l2_sqr(q, db.row(l as usize)), l))
+        .collect();
+    pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    for (i, (d, l)) in pairs.into_iter().enumerate() {
+        dist[i] = d;
+        labels[i] = l;
+    }
+}
+
+/// Every database vector within `radius` of each query (L2: `< radius`; inner product:
+/// `> radius`), sorted best first. Distances come from the SIMD kernels, so the result
+/// equals filtering exact kernel distances.
+///
+/// # Errors
+/// Dimension mismatch, non-finite queries, a NaN radius.
+pub fn range_search(
+    db: &Database<'_>,
+    queries: VectorsRef<'_>,
+    radius: f32,
+    metric: Metric,
+    selector: Option<&dyn IdFilter>,
+) -> Result<RangeSearchResults> {
+    validate(db, queries)?;
+    if radius.is_nan() {
+        return Err(Error::invalid_param("radius", "must not be NaN"));
+    }
+    let nq = queries.len();
+    let n = db.vectors.len();
+    let kernels = Kernels::get();
+    let bound = metric.to_key(radius);
+    let tasks = plan(nq, n, 1);
+    let partial: Vec<(usize, Vec<RangeSink>)> = tasks
+        .into_par_iter()
+        .map(|t| {
+            let mut sinks: Vec<RangeSink> = (t.0..t.1)
+                .map(|_| RangeSink {
+                    bound,
+                    hits: Vec::new(),
+                })
+                .collect();
+            kernel_task(
+                kernels, queries, db.vectors, metric, t, &mut sinks, selector,
+            );
+            (t.0, sinks)
+        })
+        .collect();
+    let mut lists: Vec<Vec<(f32, Label)>> = vec![Vec::new(); nq];
+    for (q0, sinks) in partial {
+        for (i, s) in sinks.into_iter().enumerate() {
+            lists[q0 + i].extend(s.hits.into_iter().map(|(key, l)| (metric.from_key(key), l)));
+        }
+    }
+    Ok(RangeSearchResults::from_lists(lists, metric))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_everything_once() {
+        for (nq, n) in [(1, 100_000), (3, 10), (1000, 50_000), (7, 0), (300, 9000)] {
+            let tasks = plan(
+                nq,
+                n,
+                if nq >= GEMM_MIN_QUERIES {
+                    QUERY_BLOCK
+                } else {
+                    1
+                },
+            );
+            let mut cover = vec![0usize; nq];
+            for &(q0, q1, s, e) in &tasks {
+                for c in &mut cover[q0..q1] {
+                    *c += e - s;
+                }
+            }
+            assert!(cover.iter().all(|&c| c == n), "nq={nq} n={n}");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod distance;
+mod error;
+pub mod eval;
+mod flat;
+mod idmap;
+mod index;
+pub mod io;
+pub mod knn;
+mod metric;
+mod params;
+mod results;
+mod selector;
+pub mod synthetic;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod topk;
+mod transform;
+mod vectors;
+
+pub use codec::{AdcCodec, CodeDistance, Codec, FlatCodec};
+pub use error::{Error, Result};
+pub use flat::IndexFlat;
+pub use idmap::{IndexIDMap, IndexIDMap2};
+pub use index::{Index, check_search};
+pub use metric::Metric;
+pub use params::{PARAM_NAMES, SearchParams};
+pub use results::{RangeSearchResults, SearchResults};
+pub use selector::{IdFilter, IdSelector};
+pub use transform::{L2Normalize, PreTransform, VectorTransform};
+pub use vectors::{Label, NO_LABEL, Vectors, VectorsRef};

@@ -1,0 +1,217 @@
+//! Property-testing helpers for your own quantizers and indexes (feature `testing`).
+//!
+//! - proptest strategies for vector sets and queries ([`vectors`], [`integer_vectors`],
+//!   [`dataset`]);
+//! - the brute-force oracle in `f64` ([`brute_force_knn`], [`brute_force_range`]),
+//!   independent of the SIMD kernels and of GEMM;
+//! - a tie- and rounding-tolerant comparison of k-NN results with the oracle
+//!   ([`check_knn`]);
+//! - recall helpers, re-exported from [`crate::eval`].
+//!
+//! ```
+//! use proptest::prelude::*;
+//! use vq_core::testing::{brute_force_knn, check_knn, dataset};
+//! use vq_core::{Index, IndexFlat, Metric, SearchParams};
+//!
+//! proptest!(ProptestConfig::with_cases(8), |((base, queries) in dataset(1..=16, 1..200, 1..5))| {
+//!     let mut index = IndexFlat::new(base.dim(), Metric::L2).unwrap();
+//!     index.add(base.as_ref()).unwrap();
+//!     let k = 3.min(base.len());
+//!     let got = index.search(queries.as_ref(), k, &SearchParams::default()).unwrap();
+//!     let want = brute_force_knn(base.as_ref(), queries.as_ref(), k, Metric::L2);
+//!     check_knn(&got, &want, base.as_ref(), queries.as_ref(), Metric::L2, 1e-4)
+//!         .map_err(TestCaseError::fail)?;
+//! });
+//! ```
+
+use std::ops::{Range, RangeInclusive};
+
+use proptest::prelude::*;
+
+pub use crate::eval::{GroundTruth, intersection_recall, recall_1_at_r, recall_at_1};
+use crate::metric::Metric;
+use crate::results::{RangeSearchResults, SearchResults};
+use crate::vectors::{Label, NO_LABEL, Vectors, VectorsRef};
+
+/// `n` vectors of dimension `dim` (both drawn from the ranges), values in `[-100, 100]`.
+pub fn vectors(dim: RangeInclusive<usize>, n: Range<usize>) -> impl Strategy<Value = Vectors> {
+    (dim, n).prop_flat_map(|(d, n)| {
+        prop::collection::vec(-100.0f32..100.0, n * d)
+            .prop_map(move |v| Vectors::new(v, d).expect("invariant: whole rows"))
+    })
+}
+
+/// Like [`vectors`] with small integer values (`-8..=8`), so that every kernel's sum is
+/// exact and ties are frequent.
+pub fn integer_vectors(
+    dim: RangeInclusive<usize>,
+    n: Range<usize>,
+) -> impl Strategy<Value = Vectors> {
+    (dim, n).prop_flat_map(|(d, n)| {
+        prop::collection::vec(-8i8..=8, n * d).prop_map(move |v| {
+            Vectors::new(v.into_iter().map(f32::from).collect(), d).expect("invariant: whole rows")
+        })
+    })
+}
+
+/// A database and a query set of the same dimension, values in `[-100, 100]`.
+pub fn dataset(
+    dim: RangeInclusive<usize>,
+    n: Range<usize>,
+    nq: Range<usize>,
+) -> impl Strategy<Value = (Vectors, Vectors)> {
+    (dim, n, nq).prop_flat_map(|(d, n, nq)| {
+        (
+            prop::collection::vec(-100.0f32..100.0, n * d),
+            prop::collection::vec(-100.0f32..100.0, nq * d),
+        )
+            .prop_map(move |(b, q)| {
+                (
+                    Vectors::new(b, d).expect("invariant: whole rows"),
+                    Vectors::new(q, d).expect("invariant: whole rows"),
+                )
+            })
+    })
+}
+
+/// The exact distance in `f64`.
+pub fn exact_distance(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
+    match metric {
+        Metric::L2 => a
+            .iter()
+            .zip(b)
+            .map(|(&x, &y)| {
+                let d = x as f64 - y as f64;
+                d * d
+            })
+            .sum(),
+        Metric::InnerProduct => a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum(),
+    }
+}
+
+fn sorted_hits(metric: Metric, base: VectorsRef<'_>, q: &[f32]) -> Vec<(f64, Label)> {
+    let mut all: Vec<(f64, Label)> = base
+        .rows()
+        .enumerate()
+        .map(|(i, y)| (exact_distance(metric, q, y), i as Label))
+        .collect();
+    all.sort_by(|a, b| {
+        let (ka, kb) = match metric {
+            Metric::L2 => (a.0, b.0),
+            Metric::InnerProduct => (-a.0, -b.0),
+        };
+        ka.total_cmp(&kb).then(a.1.cmp(&b.1))
+    });
+    all
+}
+
+/// The oracle: exact k-NN computed in `f64`, ties by smaller id, padded with `-1`.
+pub fn brute_force_knn(
+    base: VectorsRef<'_>,
+    queries: VectorsRef<'_>,
+    k: usize,
+    metric: Metric,
+) -> SearchResults {
+    let mut out = SearchResults::new(queries.len(), k, metric);
+    for (qi, q) in queries.rows().enumerate() {
+        let all = sorted_hits(metric, base, q);
+        let (d, l) = out.row_mut(qi);
+        for (j, &(dist, id)) in all.iter().take(k).enumerate() {
+            d[j] = dist as f32;
+            l[j] = id;
+        }
+    }
+    out
+}
+
+/// The oracle for range search: every id with `f64` distance `< radius` (L2) or
+/// similarity `> radius` (inner product).
+pub fn brute_force_range(
+    base: VectorsRef<'_>,
+    queries: VectorsRef<'_>,
+    radius: f32,
+    metric: Metric,
+) -> RangeSearchResults {
+    let lists = queries
+        .rows()
+        .map(|q| {
+            base.rows()
+                .enumerate()
+                .map(|(i, y)| (exact_distance(metric, q, y), i as Label))
+                .filter(|&(d, _)| match metric {
+                    Metric::L2 => d < radius as f64,
+                    Metric::InnerProduct => d > radius as f64,
+                })
+                .map(|(d, i)| (d as f32, i))
+                .collect()
+        })
+        .collect();
+    RangeSearchResults::from_lists(lists, metric)
+}
+
+/// Checks approximate-arithmetic k-NN results against the oracle `want`:
+/// row by row, the `j`-th distance must equal the oracle's `j`-th within `tol` (relative
+/// to the scale of the distances involved), every returned id must be valid and
+/// distinct, its true distance must match the reported one within `tol`, and padding
+/// must sit exactly where the oracle pads. Different ids at equal distances (ties) pass.
+///
+/// # Errors
+/// A message describing the first difference.
+pub fn check_knn(
+    got: &SearchResults,
+    want: &SearchResults,
+    base: VectorsRef<'_>,
+    queries: VectorsRef<'_>,
+    metric: Metric,
+    tol: f64,
+) -> Result<(), String> {
+    if got.nq() != want.nq() || got.k() != want.k() {
+        return Err(format!(
+            "shape {}x{} != {}x{}",
+            got.nq(),
+            got.k(),
+            want.nq(),
+            want.k()
+        ));
+    }
+    for qi in 0..got.nq() {
+        let q = queries.row(qi);
+        let scale = 1.0
+            + exact_distance(Metric::L2, q, &vec![0.0; q.len()])
+            + base
+                .rows()
+                .map(|y| exact_distance(Metric::L2, y, &vec![0.0; y.len()]))
+                .fold(0.0, f64::max);
+        let (gd, gl) = got.row(qi);
+        let (wd, wl) = want.row(qi);
+        let mut seen = std::collections::HashSet::new();
+        for j in 0..got.k() {
+            if (gl[j] == NO_LABEL) != (wl[j] == NO_LABEL) {
+                return Err(format!(
+                    "query {qi} rank {j}: padding differs ({} vs {})",
+                    gl[j], wl[j]
+                ));
+            }
+            if gl[j] == NO_LABEL {
+                continue;
+            }
+            if gl[j] < 0 || gl[j] as usize >= base.len() || !seen.insert(gl[j]) {
+                return Err(format!("query {qi} rank {j}: bad or repeated id {}", gl[j]));
+            }
+            let true_d = exact_distance(metric, q, base.row(gl[j] as usize));
+            if (gd[j] as f64 - wd[j] as f64).abs() > tol * scale {
+                return Err(format!(
+                    "query {qi} rank {j}: distance {} != oracle {} (ids {} vs {})",
+                    gd[j], wd[j], gl[j], wl[j]
+                ));
+            }
+            if (true_d - gd[j] as f64).abs() > tol * scale {
+                return Err(format!(
+                    "query {qi} rank {j}: id {} reported at {} but is at {true_d}",
+                    gl[j], gd[j]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
