@@ -1,1 +1,50 @@
-fn main() {}
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+// The tool's output is its JSON lines on stdout.
+#![allow(clippy::print_stdout)]
+
+mod bench;
+mod dataset;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// vq: build, search and measure vector indexes.
+#[derive(Parser, Debug)]
+#[command(name = "vq", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build an index from a factory string, search it, print one JSON line per
+    /// `--params` setting (timings, recall, memory).
+    Bench(bench::BenchArgs),
+    /// Write a synthetic dataset as texmex files (base, query, learn, ground truth), so
+    /// other tools (Faiss's harness) read the very same bytes.
+    Generate(bench::GenerateArgs),
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Bench(a) => bench::run_bench(&a),
+        Command::Generate(a) => bench::run_generate(&a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", msg.join(": ").replace('\n', "\n       "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -164,7 +164,7 @@ impl Codec for FlatCodec {
     }
 
     fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
-        if codes.len() % self.code_size() != 0 {
+        if !codes.len().is_multiple_of(self.code_size()) {
             return Err(Error::invalid_param(
                 "codes",
                 format!(

@@ -18,7 +18,7 @@ impl GroundTruth {
     /// # Errors
     /// [`Error::InvalidParameter`] for `k == 0` or ids that are not whole rows.
     pub fn new(ids: Vec<Label>, k: usize) -> Result<GroundTruth> {
-        if k == 0 || ids.len() % k != 0 {
+        if k == 0 || !ids.len().is_multiple_of(k) {
             return Err(Error::invalid_param(
                 "ground truth",
                 format!("{} ids do not make rows of {k}", ids.len()),

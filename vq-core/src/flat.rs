@@ -93,7 +93,7 @@ impl IndexFlat {
     pub fn distances_to_ids(&self, queries: VectorsRef<'_>, ids: &[Label]) -> Result<Vec<f32>> {
         queries.check_dim(self.dim)?;
         let nq = queries.len();
-        if nq == 0 || ids.len() % nq != 0 {
+        if nq == 0 || !ids.len().is_multiple_of(nq) {
             return Err(Error::LengthMismatch {
                 what: "ids per query",
                 expected: nq,

@@ -79,7 +79,7 @@ impl<T: Element> Matrix<T> {
     /// # Errors
     /// [`Error::InvalidParameter`] if `dim == 0` or `data.len()` is not a multiple.
     pub fn new(data: Vec<T>, dim: usize) -> Result<Self> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(Error::invalid_param(
                 "dim",
                 format!("{} values do not make rows of {dim}", data.len()),
@@ -178,7 +178,7 @@ fn vecs_shape<T: Element>(path: &Path, f: &mut File, len: u64) -> Result<(usize,
     }
     let d = check_dim(path, read_i32(f, path, "the first dimension")? as i64)?;
     let rec = 4 + (d * T::SIZE) as u64;
-    if len % rec != 0 {
+    if !len.is_multiple_of(rec) {
         return Err(Error::format(
             path,
             format!(
@@ -351,7 +351,7 @@ fn write_le<T: Element>(w: &mut impl Write, values: &[T]) -> std::io::Result<()>
 /// `dim` or `dim` is 0 or too large.
 pub fn write_vecs<T: Element>(path: impl AsRef<Path>, values: &[T], dim: usize) -> Result<()> {
     let path = path.as_ref();
-    if dim == 0 || dim > MAX_DIM || values.len() % dim != 0 {
+    if dim == 0 || dim > MAX_DIM || !values.len().is_multiple_of(dim) {
         return Err(Error::invalid_param(
             "dim",
             format!("{} values do not make rows of {dim}", values.len()),
@@ -519,7 +519,7 @@ pub fn read_u8bin(path: impl AsRef<Path>) -> Result<Matrix<u8>> {
 /// I/O errors; bad shape; more than `u32::MAX` vectors.
 pub fn write_bin<T: Element>(path: impl AsRef<Path>, values: &[T], dim: usize) -> Result<()> {
     let path = path.as_ref();
-    if dim == 0 || dim > MAX_DIM || values.len() % dim != 0 {
+    if dim == 0 || dim > MAX_DIM || !values.len().is_multiple_of(dim) {
         return Err(Error::invalid_param(
             "dim",
             format!("{} values do not make rows of {dim}", values.len()),

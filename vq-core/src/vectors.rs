@@ -43,7 +43,7 @@ impl<'a> VectorsRef<'a> {
                 "the dimension must be at least 1",
             ));
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(Error::RaggedData {
                 len: data.len(),
                 dim,
@@ -67,11 +67,11 @@ impl<'a> VectorsRef<'a> {
     /// # Errors
     /// [`Error::NonFinite`] with the position of the first NaN or infinity.
     pub fn check_finite(&self) -> Result<()> {
-        // Fast path: sum of `x - x` is NaN iff some value is NaN or infinite.
+        // Fast path, vectorisable: a branch-free test over blocks.
         let bad = self
             .data
             .chunks(1024)
-            .any(|c| c.iter().fold(0.0f32, |acc, &x| acc + (x - x)) != 0.0);
+            .any(|c| !c.iter().fold(true, |ok, x| ok & x.is_finite()));
         if !bad {
             return Ok(());
         }
@@ -196,11 +196,7 @@ impl Vectors {
     /// Number of vectors.
     #[inline]
     pub fn len(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.data.len() / self.dim
-        }
+        self.data.len().checked_div(self.dim).unwrap_or(0)
     }
 
     /// `true` when there are no vectors.

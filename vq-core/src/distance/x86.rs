@@ -32,9 +32,8 @@ pub(super) unsafe fn l2_sqr_avx512(a: &[f32], b: &[f32]) -> f32 {
     let mut acc2 = _mm512_setzero_ps();
     let mut acc3 = _mm512_setzero_ps();
     let mut i = 0;
-    // SAFETY (all loads below): offsets stay below `n` = a.len() = b.len(); the masked
-    // tail load touches only the `rem` valid lanes.
     while i + 64 <= n {
+        // SAFETY: i + 64 <= n = a.len() = b.len(), so all four 16-float loads are in bounds.
         unsafe {
             let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
             let d1 = _mm512_sub_ps(
@@ -57,14 +56,14 @@ pub(super) unsafe fn l2_sqr_avx512(a: &[f32], b: &[f32]) -> f32 {
         i += 64;
     }
     while i + 16 <= n {
-        // SAFETY: see above.
+        // SAFETY: the full loads end at i + 16 <= n; the masked tail reads only lanes below n.
         let d = unsafe { _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i))) };
         acc0 = _mm512_fmadd_ps(d, d, acc0);
         i += 16;
     }
     if i < n {
         let m = tail_mask(n - i);
-        // SAFETY: see above.
+        // SAFETY: the full loads end at i + 16 <= n; the masked tail reads only lanes below n.
         let d = unsafe {
             _mm512_sub_ps(
                 _mm512_maskz_loadu_ps(m, pa.add(i)),
@@ -92,8 +91,8 @@ pub(super) unsafe fn inner_product_avx512(a: &[f32], b: &[f32]) -> f32 {
     let mut acc2 = _mm512_setzero_ps();
     let mut acc3 = _mm512_setzero_ps();
     let mut i = 0;
-    // SAFETY (all loads below): offsets stay below `n`; masked tails read valid lanes only.
     while i + 64 <= n {
+        // SAFETY: i + 64 <= n = a.len() = b.len(), so all four 16-float loads are in bounds.
         unsafe {
             acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
             acc1 = _mm512_fmadd_ps(
@@ -115,7 +114,7 @@ pub(super) unsafe fn inner_product_avx512(a: &[f32], b: &[f32]) -> f32 {
         i += 64;
     }
     while i + 16 <= n {
-        // SAFETY: see above.
+        // SAFETY: the full loads end at i + 16 <= n; the masked tail reads only lanes below n.
         unsafe {
             acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
         }
@@ -123,7 +122,7 @@ pub(super) unsafe fn inner_product_avx512(a: &[f32], b: &[f32]) -> f32 {
     }
     if i < n {
         let m = tail_mask(n - i);
-        // SAFETY: see above.
+        // SAFETY: the full loads end at i + 16 <= n; the masked tail reads only lanes below n.
         unsafe {
             acc1 = _mm512_fmadd_ps(
                 _mm512_maskz_loadu_ps(m, pa.add(i)),
