@@ -30,8 +30,8 @@ use crate::vectors::{Label, NO_LABEL, VectorsRef};
 /// Batches with fewer queries than this use the per-query kernel engine.
 pub const GEMM_MIN_QUERIES: usize = 8;
 /// Queries per GEMM tile.
-const QUERY_BLOCK: usize = 128;
-/// Database vectors per GEMM tile (tile = 128 × 1024 floats = 512 KiB).
+const QUERY_BLOCK: usize = 256;
+/// Database vectors per GEMM tile (tile = 256 × 1024 floats = 1 MiB).
 const DB_BLOCK: usize = 1024;
 /// Database rows per kernel call in the per-query engine.
 const KERNEL_BLOCK: usize = 256;
@@ -127,51 +127,44 @@ fn plan(nq: usize, n: usize, query_block: usize) -> Vec<(usize, usize, usize, us
 }
 
 /// Fused scan of one GEMM tile, column `j` = database vector `base + j`; `tile` holds
-/// `alpha · ⟨q_i, y_j⟩` at `i + j·qb` with `alpha = -2` (L2) or `-1` (inner product).
+/// `alpha · ⟨q_i, y_j⟩` at `i + j·qb` with `alpha = -2` (L2) or `-1` (inner product),
+/// so the key is `(‖q_i‖² + ‖y_j‖²) + tile` for L2 and `tile` itself for inner product.
+/// The SIMD pre-check finds the queries whose threshold a column beats; only those
+/// reach the heaps.
 #[inline]
-#[allow(clippy::too_many_arguments)]
 fn scan_tile<S: Sink, const L2: bool>(
-    tile: &[f32],
-    qb: usize,
-    nb: usize,
-    qnorms: &[f32],
-    bnorms: &[f32],
-    base: usize,
+    kernels: &Kernels,
+    (tile, (qb, nb), qnorms, bnorms, base): (&[f32], (usize, usize), &[f32], &[f32], usize),
     sinks: &mut [S],
     thresh: &mut [f32],
     selector: Option<&dyn IdFilter>,
+    hits: &mut Vec<u32>,
 ) {
-    const LANES: usize = 16;
     for j in 0..nb {
         let col = &tile[j * qb..(j + 1) * qb];
         let bn = if L2 { bnorms[j] } else { 0.0 };
+        hits.clear();
+        kernels.le_hits(col, if L2 { qnorms } else { &[] }, bn, thresh, hits);
+        if hits.is_empty() {
+            continue;
+        }
         let label = (base + j) as Label;
-        let mut i0 = 0;
-        while i0 < qb {
-            let i1 = (i0 + LANES).min(qb);
-            // Vectorisable pre-check: does any query of this lane group take it?
-            let mut hit = false;
-            for i in i0..i1 {
-                let key = if L2 { qnorms[i] + bn + col[i] } else { col[i] };
-                hit |= key <= thresh[i];
+        if selector.is_some_and(|s| !s.is_member(label)) {
+            continue;
+        }
+        for &i in hits.iter() {
+            let i = i as usize;
+            let mut key = if L2 {
+                (qnorms[i] + bn) + col[i]
+            } else {
+                col[i]
+            };
+            if L2 && key < 0.0 {
+                // Rounding can make ‖x‖² + ‖y‖² − 2⟨x,y⟩ slightly negative.
+                key = 0.0;
             }
-            if hit {
-                for i in i0..i1 {
-                    let mut key = if L2 { qnorms[i] + bn + col[i] } else { col[i] };
-                    if key <= thresh[i] {
-                        if selector.is_some_and(|s| !s.is_member(label)) {
-                            continue;
-                        }
-                        if L2 && key < 0.0 {
-                            // Rounding can make ‖x‖² + ‖y‖² − 2⟨x,y⟩ slightly negative.
-                            key = 0.0;
-                        }
-                        sinks[i].push(key, label);
-                        thresh[i] = sinks[i].threshold();
-                    }
-                }
-            }
-            i0 = i1;
+            sinks[i].push(key, label);
+            thresh[i] = sinks[i].threshold();
         }
     }
 }
@@ -179,6 +172,7 @@ fn scan_tile<S: Sink, const L2: bool>(
 /// GEMM engine for queries `q0..q1` against database rows `s..e`.
 #[allow(clippy::too_many_arguments)]
 fn gemm_task<S: Sink>(
+    kernels: &Kernels,
     queries: VectorsRef<'_>,
     qnorms: &[f32],
     db: VectorsRef<'_>,
@@ -199,26 +193,25 @@ fn gemm_task<S: Sink>(
     let mut tile = vec![0.0f32; qb * DB_BLOCK];
     let mut thresh: Vec<f32> = sinks.iter().map(Sink::threshold).collect();
     let alpha = if metric == Metric::L2 { -2.0f32 } else { -1.0 };
+    let mut hits = Vec::with_capacity(qb);
     let mut b0 = s;
     while b0 < e {
         let nb = DB_BLOCK.min(e - b0);
         let ymat = MatRef::from_row_major_slice(db.slice(b0..b0 + nb).as_slice(), nb, d);
         let dst = MatMut::from_column_major_slice_mut(&mut tile[..qb * nb], qb, nb);
         matmul(dst, Accum::Replace, qmat, ymat.transpose(), alpha, Par::Seq);
+        let bn: &[f32] = if metric == Metric::L2 {
+            &dbnorms[b0..b0 + nb]
+        } else {
+            &[]
+        };
+        let args = (&tile[..qb * nb], (qb, nb), qn, bn, b0);
         match metric {
-            Metric::L2 => scan_tile::<S, true>(
-                &tile,
-                qb,
-                nb,
-                qn,
-                &dbnorms[b0..b0 + nb],
-                b0,
-                sinks,
-                &mut thresh,
-                selector,
-            ),
+            Metric::L2 => {
+                scan_tile::<S, true>(kernels, args, sinks, &mut thresh, selector, &mut hits)
+            }
             Metric::InnerProduct => {
-                scan_tile::<S, false>(&tile, qb, nb, qn, &[], b0, sinks, &mut thresh, selector)
+                scan_tile::<S, false>(kernels, args, sinks, &mut thresh, selector, &mut hits)
             }
         }
         b0 += nb;
@@ -339,7 +332,7 @@ pub fn knn_into(
             let mut sinks: Vec<TopK> = (t.0..t.1).map(|_| TopK::new(k)).collect();
             if use_gemm {
                 gemm_task(
-                    queries, &qnorms, db.vectors, dbnorms, metric, t, &mut sinks, selector,
+                    kernels, queries, &qnorms, db.vectors, dbnorms, metric, t, &mut sinks, selector,
                 );
             } else {
                 kernel_task(

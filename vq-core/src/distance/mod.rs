@@ -99,6 +99,7 @@ impl fmt::Display for SimdLevel {
 type PairFn = unsafe fn(&[f32], &[f32]) -> f32;
 type NormFn = unsafe fn(&[f32]) -> f32;
 type NyFn = unsafe fn(&[f32], &[f32], &mut [f32]);
+type HitsFn = unsafe fn(&[f32], &[f32], f32, &[f32], &mut Vec<u32>);
 
 /// A table of distance kernels for one [`SimdLevel`].
 ///
@@ -112,6 +113,7 @@ pub struct Kernels {
     norm_sqr: NormFn,
     l2_sqr_ny: NyFn,
     inner_product_ny: NyFn,
+    le_hits: HitsFn,
 }
 
 impl fmt::Debug for Kernels {
@@ -147,6 +149,7 @@ impl Kernels {
             norm_sqr: scalar::norm_sqr,
             l2_sqr_ny: scalar::l2_sqr_ny,
             inner_product_ny: scalar::inner_product_ny,
+            le_hits: scalar::le_hits,
         }
     }
 
@@ -164,6 +167,7 @@ impl Kernels {
                 norm_sqr: portable::norm_sqr,
                 l2_sqr_ny: portable::l2_sqr_ny,
                 inner_product_ny: portable::inner_product_ny,
+                le_hits: portable::le_hits,
             },
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2 => Kernels {
@@ -173,6 +177,7 @@ impl Kernels {
                 norm_sqr: x86::norm_sqr_avx2,
                 l2_sqr_ny: x86::l2_sqr_ny_avx2,
                 inner_product_ny: x86::inner_product_ny_avx2,
+                le_hits: x86::le_hits_avx2,
             },
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => Kernels {
@@ -182,6 +187,7 @@ impl Kernels {
                 norm_sqr: x86::norm_sqr_avx512,
                 l2_sqr_ny: x86::l2_sqr_ny_avx512,
                 inner_product_ny: x86::inner_product_ny_avx512,
+                le_hits: x86::le_hits_avx512,
             },
             #[cfg(not(target_arch = "x86_64"))]
             _ => return None,
@@ -252,6 +258,32 @@ impl Kernels {
         );
         // SAFETY: supported level; sizes checked above.
         unsafe { (self.inner_product_ny)(x, ys, out) }
+    }
+
+    /// Appends to `hits` every index `i` with `(offsets[i] + bias) + values[i] <=
+    /// thresholds[i]` (`offsets` may be empty: zeros). This is the vectorised pre-check
+    /// of the fused top-k scan: `values` is one column of a GEMM tile, `offsets` the
+    /// queries' squared norms, `bias` a database vector's squared norm, `thresholds` the
+    /// queries' current k-th best keys.
+    ///
+    /// # Panics
+    /// If `thresholds` (or a non-empty `offsets`) is not as long as `values`.
+    #[inline]
+    pub fn le_hits(
+        &self,
+        values: &[f32],
+        offsets: &[f32],
+        bias: f32,
+        thresholds: &[f32],
+        hits: &mut Vec<u32>,
+    ) {
+        assert!(
+            thresholds.len() == values.len()
+                && (offsets.is_empty() || offsets.len() == values.len()),
+            "le_hits: bad sizes"
+        );
+        // SAFETY: supported level; sizes checked above.
+        unsafe { (self.le_hits)(values, offsets, bias, thresholds, hits) }
     }
 
     /// The distance of `metric` between `a` and `b` (squared L2 or inner product).

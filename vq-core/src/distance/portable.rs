@@ -84,3 +84,5 @@ pub fn inner_product_ny(x: &[f32], ys: &[f32], out: &mut [f32]) {
         *o = inner_product(x, y);
     }
 }
+
+pub use super::scalar::le_hits;

@@ -41,3 +41,40 @@ pub fn inner_product_ny(x: &[f32], ys: &[f32], out: &mut [f32]) {
         *o = inner_product(x, y);
     }
 }
+
+/// Appends to `hits` every `i` with `(offsets[i] + bias) + values[i] <= thresholds[i]`
+/// (`offsets` empty means zeros). The fused top-k pre-check.
+#[inline(always)]
+pub fn le_hits(
+    values: &[f32],
+    offsets: &[f32],
+    bias: f32,
+    thresholds: &[f32],
+    hits: &mut Vec<u32>,
+) {
+    const LANES: usize = 16;
+    let n = values.len();
+    let mut i0 = 0;
+    while i0 < n {
+        let i1 = (i0 + LANES).min(n);
+        let mut any = false;
+        if offsets.is_empty() {
+            for i in i0..i1 {
+                any |= bias + values[i] <= thresholds[i];
+            }
+        } else {
+            for i in i0..i1 {
+                any |= (offsets[i] + bias) + values[i] <= thresholds[i];
+            }
+        }
+        if any {
+            for i in i0..i1 {
+                let off = if offsets.is_empty() { 0.0 } else { offsets[i] };
+                if (off + bias) + values[i] <= thresholds[i] {
+                    hits.push(i as u32);
+                }
+            }
+        }
+        i0 = i1;
+    }
+}

@@ -401,3 +401,64 @@ pub(super) unsafe fn inner_product_ny_avx2(x: &[f32], ys: &[f32], out: &mut [f32
         *o = unsafe { inner_product_avx2(x, y) };
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Threshold scans (fused top-k pre-check)
+// ---------------------------------------------------------------------------------
+
+/// AVX-512 version of `scalar::le_hits`: sixteen lanes per masked compare.
+///
+/// # Safety
+/// `avx512f`; `thresholds.len() == values.len()`; `offsets` empty or as long.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn le_hits_avx512(
+    values: &[f32],
+    offsets: &[f32],
+    bias: f32,
+    thresholds: &[f32],
+    hits: &mut Vec<u32>,
+) {
+    let n = values.len();
+    let (pv, po, pt) = (values.as_ptr(), offsets.as_ptr(), thresholds.as_ptr());
+    let b = _mm512_set1_ps(bias);
+    let with_offsets = !offsets.is_empty();
+    let mut i0 = 0;
+    while i0 < n {
+        let m = if n - i0 >= 16 {
+            0xffff
+        } else {
+            tail_mask(n - i0)
+        };
+        // SAFETY: lanes selected by `m` are below n, and every slice has n values.
+        let mut mask = unsafe {
+            let v = _mm512_maskz_loadu_ps(m, pv.add(i0));
+            let t = _mm512_maskz_loadu_ps(m, pt.add(i0));
+            let base = if with_offsets {
+                _mm512_add_ps(_mm512_maskz_loadu_ps(m, po.add(i0)), b)
+            } else {
+                b
+            };
+            _mm512_mask_cmp_ps_mask::<_CMP_LE_OQ>(m, _mm512_add_ps(base, v), t)
+        };
+        while mask != 0 {
+            hits.push((i0 + mask.trailing_zeros() as usize) as u32);
+            mask &= mask - 1;
+        }
+        i0 += 16;
+    }
+}
+
+/// `scalar::le_hits` compiled with AVX2 enabled, so the pre-check vectorises 8-wide.
+///
+/// # Safety
+/// `avx2`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn le_hits_avx2(
+    values: &[f32],
+    offsets: &[f32],
+    bias: f32,
+    thresholds: &[f32],
+    hits: &mut Vec<u32>,
+) {
+    super::scalar::le_hits(values, offsets, bias, thresholds, hits)
+}

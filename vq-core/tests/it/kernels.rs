@@ -98,3 +98,33 @@ fn detected_level_is_supported() {
         assert_eq!(k.level(), SimdLevel::best_supported());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn threshold_hits_equal_scalar(
+        (vals, offs, thr) in (0usize..300).prop_flat_map(|n| (
+            prop::collection::vec(-50.0f32..50.0, n),
+            prop::collection::vec(0.0f32..50.0, n),
+            prop::collection::vec(-60.0f32..60.0, n),
+        )),
+        bias in -10.0f32..10.0,
+        use_offsets in any::<bool>(),
+    ) {
+        let offs: &[f32] = if use_offsets { &offs } else { &[] };
+        let mut want = Vec::new();
+        scalar::le_hits(&vals, offs, bias, &thr, &mut want);
+        // The scalar reference against its definition.
+        let direct: Vec<u32> = (0..vals.len())
+            .filter(|&i| (offs.get(i).copied().unwrap_or(0.0) + bias) + vals[i] <= thr[i])
+            .map(|i| i as u32)
+            .collect();
+        prop_assert_eq!(&want, &direct);
+        for k in levels() {
+            let mut got = vec![7u32];
+            k.le_hits(&vals, offs, bias, &thr, &mut got);
+            prop_assert_eq!(&got[1..], &want[..], "{}", k.level());
+        }
+    }
+}
