@@ -126,6 +126,21 @@ fn plan(nq: usize, n: usize, query_block: usize) -> Vec<(usize, usize, usize, us
     tasks
 }
 
+/// One computed GEMM tile and what its keys need.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    /// `qb × nb` values, queries contiguous.
+    values: &'a [f32],
+    qb: usize,
+    nb: usize,
+    /// Squared norms of the tile's queries (L2 only).
+    qnorms: &'a [f32],
+    /// Squared norms of the tile's database vectors (L2 only).
+    bnorms: &'a [f32],
+    /// Id of the tile's first database vector.
+    base: usize,
+}
+
 /// Fused scan of one GEMM tile, column `j` = database vector `base + j`; `tile` holds
 /// `alpha · ⟨q_i, y_j⟩` at `i + j·qb` with `alpha = -2` (L2) or `-1` (inner product),
 /// so the key is `(‖q_i‖² + ‖y_j‖²) + tile` for L2 and `tile` itself for inner product.
@@ -134,12 +149,20 @@ fn plan(nq: usize, n: usize, query_block: usize) -> Vec<(usize, usize, usize, us
 #[inline]
 fn scan_tile<S: Sink, const L2: bool>(
     kernels: &Kernels,
-    (tile, (qb, nb), qnorms, bnorms, base): (&[f32], (usize, usize), &[f32], &[f32], usize),
+    t: Tile<'_>,
     sinks: &mut [S],
     thresh: &mut [f32],
     selector: Option<&dyn IdFilter>,
     hits: &mut Vec<u32>,
 ) {
+    let Tile {
+        values: tile,
+        qb,
+        nb,
+        qnorms,
+        bnorms,
+        base,
+    } = t;
     for j in 0..nb {
         let col = &tile[j * qb..(j + 1) * qb];
         let bn = if L2 { bnorms[j] } else { 0.0 };
@@ -205,7 +228,14 @@ fn gemm_task<S: Sink>(
         } else {
             &[]
         };
-        let args = (&tile[..qb * nb], (qb, nb), qn, bn, b0);
+        let args = Tile {
+            values: &tile[..qb * nb],
+            qb,
+            nb,
+            qnorms: qn,
+            bnorms: bn,
+            base: b0,
+        };
         match metric {
             Metric::L2 => {
                 scan_tile::<S, true>(kernels, args, sinks, &mut thresh, selector, &mut hits)
