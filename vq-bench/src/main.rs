@@ -42,8 +42,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", msg.join(": ").replace('\n', "\n       "));
+            // One line: the first line of each error in the chain (a factory error's
+            // second and third lines draw a marker under the token; the first names it).
+            let msg: Vec<String> = e
+                .chain()
+                .map(|c| c.to_string().lines().next().unwrap_or_default().to_string())
+                .collect();
+            eprintln!("error: {}", msg.join(": "));
             ExitCode::FAILURE
         }
     }

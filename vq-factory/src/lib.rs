@@ -56,6 +56,7 @@ impl fmt::Display for ParseError {
                 write!(f, "unexpected `{t}` at position {at} after the index")?
             }
         }
+        write!(f, " in `{}`", self.input)?;
         let width = (self.span.end - self.span.start).max(1);
         write!(
             f,

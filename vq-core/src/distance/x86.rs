@@ -154,7 +154,7 @@ pub(super) unsafe fn norm_sqr_avx512(a: &[f32]) -> f32 {
 /// `avx512f`; each of `y0..y3` points at `d` readable floats; `x` has `d` floats.
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn four_rows_avx512<const L2: bool>(
+unsafe fn four_rows_avx512<const L2: bool, const PREFETCH: bool>(
     x: *const f32,
     y0: *const f32,
     y1: *const f32,
@@ -173,6 +173,14 @@ unsafe fn four_rows_avx512<const L2: bool>(
         } else {
             tail_mask(d - i)
         };
+        if PREFETCH {
+            // The same line of each of the next four rows (`y3 + d..` is the next step);
+            // prefetch never faults, and the caller only sets PREFETCH when those rows exist.
+            _mm_prefetch::<_MM_HINT_T0>(y0.wrapping_add(4 * d + i) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(y1.wrapping_add(4 * d + i) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(y2.wrapping_add(4 * d + i) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(y3.wrapping_add(4 * d + i) as *const i8);
+        }
         // SAFETY: lanes selected by `m` lie inside the `d` floats of each pointer.
         unsafe {
             let q = _mm512_maskz_loadu_ps(m, x.add(i));
@@ -220,14 +228,17 @@ unsafe fn ny_avx512<const L2: bool>(x: &[f32], ys: &[f32], out: &mut [f32]) {
     while j + 4 <= n {
         // SAFETY: rows j..j+4 lie inside `ys` because ys.len() == n * d.
         let r = unsafe {
-            four_rows_avx512::<L2>(
-                px,
+            let rows = (
                 py.add(j * d),
                 py.add((j + 1) * d),
                 py.add((j + 2) * d),
                 py.add((j + 3) * d),
-                d,
-            )
+            );
+            if j + 8 <= n {
+                four_rows_avx512::<L2, true>(px, rows.0, rows.1, rows.2, rows.3, d)
+            } else {
+                four_rows_avx512::<L2, false>(px, rows.0, rows.1, rows.2, rows.3, d)
+            }
         };
         out[j..j + 4].copy_from_slice(&r);
         j += 4;

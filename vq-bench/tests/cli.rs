@@ -1,0 +1,206 @@
+//! End-to-end tests of the `vq` binary.
+
+use std::process::Command;
+
+fn vq(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vq"))
+        .args(args)
+        .output()
+        .expect("the vq binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const FIELDS: [&str; 18] = [
+    "case",
+    "library",
+    "version",
+    "index",
+    "params",
+    "threads",
+    "n",
+    "d",
+    "nq",
+    "k",
+    "train_s",
+    "add_s",
+    "search_s",
+    "qps",
+    "recall_at_1",
+    "recall_10_at_10",
+    "bytes_per_vector",
+    "peak_rss_mb",
+];
+
+#[test]
+fn bench_synthetic_prints_the_report_fields() {
+    let (code, out, err) = vq(&[
+        "bench",
+        "--data",
+        "synthetic:3000,16,40,7",
+        "--index",
+        "Flat",
+        "--threads",
+        "2",
+        "--repeats",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1);
+    let row: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    for f in FIELDS {
+        assert!(row.get(f).is_some(), "missing field {f}");
+    }
+    assert_eq!(row["library"], "vq");
+    assert_eq!(row["n"], 3000);
+    assert_eq!(row["threads"], 2);
+    assert_eq!(row["recall_at_1"], 1.0);
+    assert_eq!(row["recall_10_at_10"], 1.0);
+}
+
+#[test]
+fn bench_folder_with_idmap_one_at_a_time_and_cached_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (code, _, err) = vq(&["generate", "--data", "synthetic:2000,8,30,3", "--out", d]);
+    assert_eq!(code, 0, "{err}");
+    // Without ground truth in the folder: computed, and cached only when asked.
+    std::fs::remove_file(dir.path().join("groundtruth.ivecs")).unwrap();
+    let (code, out, err) = vq(&[
+        "bench",
+        "--data",
+        d,
+        "--index",
+        "IDMap,Flat",
+        "--metric",
+        "ip",
+        "-k",
+        "5",
+        "--one-at-a-time",
+        "--repeats",
+        "1",
+        "--cache-gt",
+        "--nq",
+        "10",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(row["mode"], "one-at-a-time");
+    assert_eq!(row["nq"], 10);
+    assert_eq!(row["recall_at_1"], 1.0);
+    assert!(row["recall_10_at_10"].is_null(), "k = 5 < 10");
+    assert!(dir.path().join("groundtruth.ivecs").exists());
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_1() {
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "bench",
+            "--data",
+            "synthetic:100,4,5",
+            "--index",
+            "Flat,Bogus",
+        ],
+        vec![
+            "bench",
+            "--data",
+            "synthetic:100,4,5",
+            "--index",
+            "IVF64,Flat",
+        ],
+        vec!["bench", "--data", "/definitely/not/here", "--index", "Flat"],
+        vec![
+            "bench",
+            "--data",
+            "synthetic:100,4,5",
+            "--index",
+            "Flat",
+            "-k",
+            "0",
+        ],
+        vec![
+            "bench",
+            "--data",
+            "synthetic:100,4,5",
+            "--index",
+            "Flat",
+            "-k",
+            "101",
+        ],
+        vec![
+            "bench",
+            "--data",
+            "synthetic:100,4,5",
+            "--index",
+            "Flat",
+            "--params",
+            "nprobe=4",
+        ],
+        vec![
+            "bench",
+            "--data",
+            "synthetic:100,4,5",
+            "--index",
+            "Flat",
+            "--build-params",
+            "efConstruction=40",
+        ],
+        vec!["bench", "--data", "synthetic:100,0,5", "--index", "Flat"],
+        vec![
+            "bench",
+            "--data",
+            "synthetic:100,4,5",
+            "--index",
+            "Flat",
+            "--metric",
+            "cosine",
+        ],
+        vec![
+            "bench",
+            "--data",
+            "synthetic:100,4,5",
+            "--index",
+            "Flat",
+            "--threads",
+            "0",
+        ],
+    ];
+    for args in cases {
+        let (code, out, err) = vq(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line only: {err}");
+    }
+    let (_, _, err) = vq(&[
+        "bench",
+        "--data",
+        "synthetic:100,4,5",
+        "--index",
+        "Flat,Bogus",
+    ]);
+    assert!(err.contains("`Bogus` at position 5"), "{err}");
+}
+
+#[test]
+fn malformed_data_folder_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x_base.fvecs"), [4u8, 0, 0, 0, 1, 2]).unwrap();
+    std::fs::write(dir.path().join("x_query.fvecs"), [1u8, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let (code, _, err) = vq(&[
+        "bench",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--index",
+        "Flat",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("x_base.fvecs"), "{err}");
+}
