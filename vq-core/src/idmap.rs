@@ -65,6 +65,20 @@ impl<I: Index> IndexIDMap<I> {
         (self.index, self.ids)
     }
 
+    /// A filter over inner positions that accepts what `selector` accepts of their ids.
+    fn by_position<'a>(
+        &'a self,
+        selector: &'a dyn IdFilter,
+    ) -> impl Fn(Label) -> bool + Send + Sync + 'a {
+        let ids = &self.ids;
+        move |pos: Label| {
+            usize::try_from(pos)
+                .ok()
+                .and_then(|p| ids.get(p))
+                .is_some_and(|&id| selector.is_member(id))
+        }
+    }
+
     fn map_labels(&self, labels: &mut [Label]) {
         for l in labels {
             if *l != NO_LABEL {
@@ -133,13 +147,10 @@ impl<I: Index> Index for IndexIDMap<I> {
         params: &SearchParams<'_>,
         out: &mut SearchResults,
     ) -> Result<()> {
-        let translated;
+        let translated = params.selector.map(|sel| self.by_position(sel));
         let mut inner = params.clone();
-        if let Some(sel) = params.selector {
-            let ids = &self.ids;
-            translated =
-                move |pos: Label| ids.get(pos as usize).is_some_and(|&id| sel.is_member(id));
-            inner.selector = Some(&translated);
+        if let Some(t) = &translated {
+            inner.selector = Some(t);
         }
         self.index.search_into(queries, k, &inner, out)?;
         self.map_labels(out.parts_mut().1);
@@ -152,13 +163,10 @@ impl<I: Index> Index for IndexIDMap<I> {
         radius: f32,
         params: &SearchParams<'_>,
     ) -> Result<RangeSearchResults> {
-        let translated;
+        let translated = params.selector.map(|sel| self.by_position(sel));
         let mut inner = params.clone();
-        if let Some(sel) = params.selector {
-            let ids = &self.ids;
-            translated =
-                move |pos: Label| ids.get(pos as usize).is_some_and(|&id| sel.is_member(id));
-            inner.selector = Some(&translated);
+        if let Some(t) = &translated {
+            inner.selector = Some(t);
         }
         let mut res = self.index.range_search(queries, radius, &inner)?;
         self.map_labels(res.labels_mut());
@@ -166,12 +174,9 @@ impl<I: Index> Index for IndexIDMap<I> {
     }
 
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
-        let ids = &self.ids;
-        let by_pos = |pos: Label| {
-            ids.get(pos as usize)
-                .is_some_and(|&id| selector.is_member(id))
-        };
-        let keep: Vec<bool> = (0..ids.len()).map(|p| !by_pos(p as Label)).collect();
+        let keep: Vec<bool> = self.ids.iter().map(|&id| !selector.is_member(id)).collect();
+        let by_pos =
+            |pos: Label| usize::try_from(pos).ok().and_then(|p| keep.get(p)) == Some(&false);
         let removed = self.index.remove_ids(&by_pos)?;
         let mut it = keep.iter();
         self.ids.retain(|_| *it.next().unwrap_or(&true));

@@ -9,7 +9,7 @@
 //! between vectors, a zero or negative dimension, or a header that disagrees with the
 //! file size is an [`Error::Format`] naming the file — never a panic and never an
 //! allocation larger than the file. Three ways to read: whole files
-//! ([`read_fvecs`]...), streaming in batches ([`VecsReader`], [`BinReader`]) and
+//! ([`read_fvecs`]...), streaming in batches ([`VectorReader`]) and
 //! memory-mapped ([`MmapVecs`], [`MmapBin`]).
 //!
 //! ```
@@ -197,14 +197,16 @@ fn vecs_shape<T: Element>(path: &Path, f: &mut File, len: u64) -> Result<(usize,
     Ok((d, (len / rec) as usize))
 }
 
-/// Streams a texmex file (`.fvecs`, `.ivecs`, `.bvecs`) in batches of vectors.
+/// Streams a vector file in batches: texmex (`.fvecs`, `.ivecs`, `.bvecs`) or BigANN
+/// (`.fbin`, `.ibin`, `.u8bin`). The shape is checked at open; every texmex vector's
+/// dimension header is checked as it is read.
 ///
 /// ```
-/// # use vq_core::io::{write_fvecs, VecsReader};
+/// # use vq_core::io::{write_fvecs, VectorReader};
 /// # use vq_core::VectorsRef;
 /// # let path = std::env::temp_dir().join("vq-stream-doc.fvecs");
 /// # write_fvecs(&path, VectorsRef::new(&[0.0; 10], 2)?)?;
-/// let mut reader = VecsReader::<f32>::open(&path)?;
+/// let mut reader = VectorReader::<f32>::open_texmex(&path)?;
 /// assert_eq!((reader.len(), reader.dim()), (5, 2));
 /// let mut seen = 0;
 /// while let Some(batch) = reader.next_batch(2)? {
@@ -214,30 +216,48 @@ fn vecs_shape<T: Element>(path: &Path, f: &mut File, len: u64) -> Result<(usize,
 /// # Ok::<(), vq_core::Error>(())
 /// ```
 #[derive(Debug)]
-pub struct VecsReader<T: Element> {
+pub struct VectorReader<T: Element> {
     path: PathBuf,
     reader: BufReader<File>,
     dim: usize,
     len: usize,
     pos: usize,
+    /// Texmex: every vector is preceded by its dimension.
+    texmex: bool,
     _t: PhantomData<T>,
 }
 
-impl<T: Element> VecsReader<T> {
-    /// Opens `path` and checks its size against its first dimension.
+impl<T: Element> VectorReader<T> {
+    /// Opens a texmex file and checks its size against its first dimension.
     ///
     /// # Errors
     /// I/O errors, an empty or truncated file, an invalid dimension.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+    pub fn open_texmex(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_as(path.as_ref(), true)
+    }
+
+    /// Opens a BigANN file and checks its header against its size.
+    ///
+    /// # Errors
+    /// I/O errors, a short file, a header that disagrees with the size.
+    pub fn open_bigann(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_as(path.as_ref(), false)
+    }
+
+    fn open_as(path: &Path, texmex: bool) -> Result<Self> {
         let (mut f, len) = open(path)?;
-        let (dim, n) = vecs_shape::<T>(path, &mut f, len)?;
-        Ok(VecsReader {
+        let (dim, n) = if texmex {
+            vecs_shape::<T>(path, &mut f, len)?
+        } else {
+            bin_shape::<T>(path, &mut f, len)?
+        };
+        Ok(VectorReader {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(1 << 20, f),
             dim,
             len: n,
             pos: 0,
+            texmex,
             _t: PhantomData,
         })
     }
@@ -252,7 +272,7 @@ impl<T: Element> VecsReader<T> {
         self.len
     }
 
-    /// `true` for a file with no vectors (never: empty files are refused at open).
+    /// `true` for a file with no vectors.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -267,19 +287,23 @@ impl<T: Element> VecsReader<T> {
             return Ok(None);
         }
         let mut data = vec![T::default(); m * self.dim];
-        for (i, row) in data.chunks_exact_mut(self.dim).enumerate() {
-            let d = read_i32(&mut self.reader, &self.path, "a dimension")?;
-            if d as i64 != self.dim as i64 {
-                return Err(Error::format(
-                    &self.path,
-                    format!(
-                        "vector {} has dimension {d}, the first had {}",
-                        self.pos + i,
-                        self.dim
-                    ),
-                ));
+        if self.texmex {
+            for (i, row) in data.chunks_exact_mut(self.dim).enumerate() {
+                let d = read_i32(&mut self.reader, &self.path, "a dimension")?;
+                if d as i64 != self.dim as i64 {
+                    return Err(Error::format(
+                        &self.path,
+                        format!(
+                            "vector {} has dimension {d}, the first had {}",
+                            self.pos + i,
+                            self.dim
+                        ),
+                    ));
+                }
+                read_values(&mut self.reader, &self.path, row)?;
             }
-            read_values(&mut self.reader, &self.path, row)?;
+        } else {
+            read_values(&mut self.reader, &self.path, &mut data)?;
         }
         self.pos += m;
         Ok(Some(Matrix {
@@ -291,7 +315,7 @@ impl<T: Element> VecsReader<T> {
     /// Reads every remaining vector.
     ///
     /// # Errors
-    /// As [`VecsReader::next_batch`].
+    /// As [`VectorReader::next_batch`].
     pub fn read_all(mut self) -> Result<Matrix<T>> {
         let rest = self.len - self.pos;
         Ok(self.next_batch(rest)?.unwrap_or(Matrix {
@@ -306,7 +330,7 @@ impl<T: Element> VecsReader<T> {
 /// # Errors
 /// See the [module docs](self).
 pub fn read_fvecs(path: impl AsRef<Path>) -> Result<Vectors> {
-    let m = VecsReader::<f32>::open(path)?.read_all()?;
+    let m = VectorReader::<f32>::open_texmex(path)?.read_all()?;
     let dim = m.dim;
     Vectors::new(m.data, dim)
 }
@@ -316,7 +340,7 @@ pub fn read_fvecs(path: impl AsRef<Path>) -> Result<Vectors> {
 /// # Errors
 /// See the [module docs](self).
 pub fn read_ivecs(path: impl AsRef<Path>) -> Result<Matrix<i32>> {
-    VecsReader::<i32>::open(path)?.read_all()
+    VectorReader::<i32>::open_texmex(path)?.read_all()
 }
 
 /// Reads a whole `.bvecs` file.
@@ -324,7 +348,7 @@ pub fn read_ivecs(path: impl AsRef<Path>) -> Result<Matrix<i32>> {
 /// # Errors
 /// See the [module docs](self).
 pub fn read_bvecs(path: impl AsRef<Path>) -> Result<Matrix<u8>> {
-    VecsReader::<u8>::open(path)?.read_all()
+    VectorReader::<u8>::open_texmex(path)?.read_all()
 }
 
 fn create(path: &Path) -> Result<BufWriter<File>> {
@@ -411,88 +435,12 @@ fn bin_shape<T: Element>(path: &Path, f: &mut File, len: u64) -> Result<(usize, 
     Ok((d, n as usize))
 }
 
-/// Streams a BigANN file (`.fbin`, `.ibin`, `.u8bin`) in batches.
-#[derive(Debug)]
-pub struct BinReader<T: Element> {
-    path: PathBuf,
-    reader: BufReader<File>,
-    dim: usize,
-    len: usize,
-    pos: usize,
-    _t: PhantomData<T>,
-}
-
-impl<T: Element> BinReader<T> {
-    /// Opens `path` and checks the header against the file size.
-    ///
-    /// # Errors
-    /// I/O errors, a short file, a header that disagrees with the size.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let (mut f, len) = open(path)?;
-        let (dim, n) = bin_shape::<T>(path, &mut f, len)?;
-        Ok(BinReader {
-            path: path.to_path_buf(),
-            reader: BufReader::with_capacity(1 << 20, f),
-            dim,
-            len: n,
-            pos: 0,
-            _t: PhantomData,
-        })
-    }
-
-    /// Dimension of every vector.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Number of vectors.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// `true` when the file holds no vectors.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Reads up to `max` more vectors; `None` at the end.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn next_batch(&mut self, max: usize) -> Result<Option<Matrix<T>>> {
-        let m = max.max(1).min(self.len - self.pos);
-        if m == 0 {
-            return Ok(None);
-        }
-        let mut data = vec![T::default(); m * self.dim];
-        read_values(&mut self.reader, &self.path, &mut data)?;
-        self.pos += m;
-        Ok(Some(Matrix {
-            data,
-            dim: self.dim,
-        }))
-    }
-
-    /// Reads every remaining vector.
-    ///
-    /// # Errors
-    /// As [`BinReader::next_batch`].
-    pub fn read_all(mut self) -> Result<Matrix<T>> {
-        let rest = self.len - self.pos;
-        Ok(self.next_batch(rest)?.unwrap_or(Matrix {
-            data: Vec::new(),
-            dim: self.dim,
-        }))
-    }
-}
-
 /// Reads a whole `.fbin` file.
 ///
 /// # Errors
 /// See the [module docs](self).
 pub fn read_fbin(path: impl AsRef<Path>) -> Result<Vectors> {
-    let m = BinReader::<f32>::open(path)?.read_all()?;
+    let m = VectorReader::<f32>::open_bigann(path)?.read_all()?;
     let dim = m.dim;
     Vectors::new(m.data, dim)
 }
@@ -502,7 +450,7 @@ pub fn read_fbin(path: impl AsRef<Path>) -> Result<Vectors> {
 /// # Errors
 /// See the [module docs](self).
 pub fn read_ibin(path: impl AsRef<Path>) -> Result<Matrix<i32>> {
-    BinReader::<i32>::open(path)?.read_all()
+    VectorReader::<i32>::open_bigann(path)?.read_all()
 }
 
 /// Reads a whole `.u8bin` file.
@@ -510,7 +458,7 @@ pub fn read_ibin(path: impl AsRef<Path>) -> Result<Matrix<i32>> {
 /// # Errors
 /// See the [module docs](self).
 pub fn read_u8bin(path: impl AsRef<Path>) -> Result<Matrix<u8>> {
-    BinReader::<u8>::open(path)?.read_all()
+    VectorReader::<u8>::open_bigann(path)?.read_all()
 }
 
 /// Writes a BigANN file (`n`, `d` header then the values).

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 use vq_core::io::{
-    BinReader, MmapBin, MmapVecs, VecsReader, read_bvecs, read_fbin, read_fvecs, read_ibin,
-    read_ivecs, read_vectors, write_bin, write_bvecs, write_fbin, write_fvecs, write_ivecs,
+    MmapBin, MmapVecs, VectorReader, read_bvecs, read_fbin, read_fvecs, read_ibin, read_ivecs,
+    read_vectors, write_bin, write_bvecs, write_fbin, write_fvecs, write_ivecs,
 };
 use vq_core::testing::vectors;
 use vq_core::{Error, VectorsRef};
@@ -18,7 +18,7 @@ proptest! {
         prop_assert_eq!(read_vectors(&p).unwrap(), x.clone());
         let m = MmapVecs::<f32>::open(&p).unwrap();
         prop_assert_eq!(m.to_matrix(0, usize::MAX).as_slice().to_vec(), x.as_slice().to_vec());
-        let mut r = VecsReader::<f32>::open(&p).unwrap();
+        let mut r = VectorReader::<f32>::open_texmex(&p).unwrap();
         let mut all = Vec::new();
         while let Some(b) = r.next_batch(7).unwrap() {
             all.extend_from_slice(b.as_slice());
@@ -30,7 +30,7 @@ proptest! {
         prop_assert_eq!(read_fbin(&pb).unwrap(), x.clone());
         let mb = MmapBin::<f32>::open(&pb).unwrap();
         prop_assert_eq!(mb.vectors().unwrap().as_slice(), x.as_slice());
-        let mut br = BinReader::<f32>::open(&pb).unwrap();
+        let mut br = VectorReader::<f32>::open_bigann(&pb).unwrap();
         prop_assert_eq!(br.next_batch(usize::MAX).unwrap().unwrap().into_vec(), x.as_slice().to_vec());
     }
 
