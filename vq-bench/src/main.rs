@@ -6,6 +6,7 @@
 
 mod bench;
 mod dataset;
+mod kmeans;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,9 @@ enum Command {
     /// Build an index from a factory string, search it, print one JSON line per
     /// `--params` setting (timings, recall, memory).
     Bench(bench::BenchArgs),
+    /// Train k-means on the base vectors; print one JSON line (time, objective,
+    /// full-base MSE, imbalance, per-iteration objectives).
+    Kmeans(kmeans::KmeansArgs),
     /// Write a synthetic dataset as texmex files (base, query, learn, ground truth), so
     /// other tools (Faiss's harness) read the very same bytes.
     Generate(bench::GenerateArgs),
@@ -34,6 +38,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Bench(a) => bench::run_bench(&a),
         Command::Generate(a) => bench::run_generate(&a),
+        Command::Kmeans(a) => kmeans::run(&a),
     }
 }
 
