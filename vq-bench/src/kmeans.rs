@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
-use vq_kmeans::{Init, KMeans, KMeansParams};
+use vq_kmeans::{Init, KMeans, KMeansParams, imbalance_factor};
 
 use crate::bench::{peak_rss_mb, pool};
 use crate::dataset::Dataset;
@@ -74,11 +74,6 @@ pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
         let train_s = t0.elapsed().as_secs_f64();
         let (labels, dist) = km.assign(x)?;
         let mse = dist.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let mut counts = vec![0usize; a.k];
-        for &l in &labels {
-            counts[l as usize] += 1;
-        }
-        let sq: f64 = counts.iter().map(|&c| (c * c) as f64).sum();
         let stats = km.iteration_stats();
         let row = json!({
             "case": "kmeans",
@@ -93,7 +88,7 @@ pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
             "objective_per_point": km.objective().map(|o| o / km.n_train() as f64),
             "n_train": km.n_train(),
             "mse_full_base": mse,
-            "imbalance_factor": sq * a.k as f64 / (n as f64 * n as f64),
+            "imbalance_factor": imbalance_factor(&labels, a.k),
             "nsplit": stats.iter().map(|s| s.nsplit).sum::<usize>(),
             "objectives": stats.iter().map(|s| s.objective).collect::<Vec<_>>(),
             "time_search_s": stats.last().map(|s| s.time_search_s),

@@ -204,3 +204,55 @@ fn malformed_data_folder_is_an_error() {
     assert_eq!(code, 1);
     assert!(err.contains("x_base.fvecs"), "{err}");
 }
+
+#[test]
+fn kmeans_prints_one_line_and_refuses_bad_input() {
+    let (code, out, err) = vq(&[
+        "kmeans",
+        "--data",
+        "synthetic:4000,8,0,2",
+        "--k",
+        "16",
+        "--niter",
+        "4",
+        "--init",
+        "kmeans++",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    for f in [
+        "train_s",
+        "objective",
+        "n_train",
+        "mse_full_base",
+        "imbalance_factor",
+        "n",
+        "d",
+        "k",
+        "niter",
+        "objectives",
+    ] {
+        assert!(row.get(f).is_some(), "missing {f}");
+    }
+    assert_eq!(row["objectives"].as_array().unwrap().len(), 4);
+    assert_eq!(row["n_train"], 4000);
+    for args in [
+        vec!["kmeans", "--data", "synthetic:100,4,0", "--k", "0"],
+        vec!["kmeans", "--data", "synthetic:100,4,0", "--k", "101"],
+        vec![
+            "kmeans",
+            "--data",
+            "synthetic:100,4,0",
+            "--k",
+            "4",
+            "--init",
+            "best",
+        ],
+    ] {
+        let (code, _, err) = vq(&args);
+        assert_eq!(code, 1, "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}

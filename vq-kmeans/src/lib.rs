@@ -8,4 +8,4 @@ mod train;
 mod two_level;
 
 pub use params::{Init, KMeansParams};
-pub use train::{IterationStats, KMeans, TrainOptions};
+pub use train::{IterationStats, KMeans, TrainOptions, imbalance_factor};

@@ -401,7 +401,9 @@ impl KMeans {
 fn cluster_counts(labels: &[Label], k: usize) -> Vec<usize> {
     let mut counts = vec![0usize; k];
     for &l in labels {
-        counts[l as usize] += 1;
+        if let Some(c) = usize::try_from(l).ok().and_then(|l| counts.get_mut(l)) {
+            *c += 1;
+        }
     }
     counts
 }
@@ -413,6 +415,18 @@ fn imbalance(counts: &[usize]) -> f64 {
         return 1.0;
     }
     sq * counts.len() as f64 / (total * total)
+}
+
+/// Faiss's imbalance factor of an assignment to `k` clusters: `k · Σ nᵢ² / (Σ nᵢ)²`
+/// over the cluster sizes `nᵢ` (1 when perfectly balanced). Labels outside `0..k` are
+/// ignored.
+///
+/// ```
+/// assert_eq!(vq_kmeans::imbalance_factor(&[0, 1, 0, 1], 2), 1.0);
+/// assert_eq!(vq_kmeans::imbalance_factor(&[0, 0, 0, 0], 2), 2.0);
+/// ```
+pub fn imbalance_factor(labels: &[Label], k: usize) -> f64 {
+    imbalance(&cluster_counts(labels, k))
 }
 
 /// Weighted means of the points of each cluster, accumulated in `f64` in point order

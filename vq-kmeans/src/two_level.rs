@@ -5,7 +5,7 @@ use std::time::Instant;
 use vq_core::{Error, Result, VectorsRef};
 
 use crate::params::KMeansParams;
-use crate::train::{IterationStats, KMeans};
+use crate::train::{IterationStats, KMeans, imbalance_factor};
 
 /// Splits `k` centroids over groups proportionally to their sizes (largest remainders),
 /// at most one centroid per point and at least one per non-empty group.
@@ -110,17 +110,11 @@ impl KMeans {
         km.set_result(centroids, Vec::new(), n_train);
         let (labels, dist) = km.assign(x)?;
         let objective = dist.iter().map(|&v| v as f64).sum();
-        let mut counts = vec![0usize; k];
-        for &l in &labels {
-            counts[l as usize] += 1;
-        }
-        let total = n as f64;
-        let sq: f64 = counts.iter().map(|&c| (c * c) as f64).sum();
         let stats = vec![IterationStats {
             objective,
             time_s: t0.elapsed().as_secs_f64(),
             time_search_s: 0.0,
-            imbalance_factor: sq * k as f64 / (total * total),
+            imbalance_factor: imbalance_factor(&labels, k),
             nsplit: 0,
         }];
         let c = km.centroids().as_slice().to_vec();
