@@ -1,6 +1,6 @@
 //! The exact index: every vector stored as is, searched exhaustively.
 
-use crate::codec::{Codec, FlatCodec};
+use crate::codec::FlatCodec;
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::index::{Index, check_search};
@@ -224,9 +224,5 @@ impl Index for IndexFlat {
     fn bytes_per_vector(&self) -> f64 {
         let norms = if self.metric == Metric::L2 { 4 } else { 0 };
         (4 * self.dim + norms) as f64
-    }
-
-    fn as_codec(&self) -> Option<&dyn Codec> {
-        None
     }
 }

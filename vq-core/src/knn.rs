@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::metric::Metric;
 use crate::results::{RangeSearchResults, SearchResults};
 use crate::selector::IdFilter;
-use crate::topk::TopK;
-use crate::vectors::{Label, NO_LABEL, VectorsRef};
+use crate::topk::{TopK, write_entries};
+use crate::vectors::{Label, VectorsRef};
 
 /// Batches with fewer queries than this use the per-query kernel engine.
 pub const GEMM_MIN_QUERIES: usize = 8;
@@ -390,33 +390,19 @@ pub fn knn_into(
         .enumerate()
         .for_each(|(qi, ((d, l), top))| {
             let Some(top) = top else { return };
-            top.write_sorted(metric, d, l);
+            let mut entries = top.to_sorted_vec();
             if recompute {
-                exact_l2_rerank(kernels, queries.row(qi), db.vectors, d, l);
+                // GEMM-derived L2 keys carry cancellation error: report exact kernel
+                // distances for the kept ids and restore the (distance, id) order.
+                let q = queries.row(qi);
+                for e in &mut entries {
+                    e.0 = kernels.l2_sqr(q, db.vectors.row(e.1 as usize));
+                }
+                entries.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             }
+            write_entries(metric, &entries, d, l);
         });
     Ok(())
-}
-
-/// Replaces GEMM-derived L2 distances of one result row by exact kernel distances and
-/// restores the (distance, id) order.
-fn exact_l2_rerank(
-    kernels: &Kernels,
-    q: &[f32],
-    db: VectorsRef<'_>,
-    dist: &mut [f32],
-    labels: &mut [Label],
-) {
-    let valid = labels.iter().take_while(|&&l| l != NO_LABEL).count();
-    let mut pairs: Vec<(f32, Label)> = labels[..valid]
-        .iter()
-        .map(|&l| (kernels.l2_sqr(q, db.row(l as usize)), l))
-        .collect();
-    pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    for (i, (d, l)) in pairs.into_iter().enumerate() {
-        dist[i] = d;
-        labels[i] = l;
-    }
 }
 
 /// Every database vector within `radius` of each query (L2: `< radius`; inner product:

@@ -190,18 +190,31 @@ impl TopK {
     /// # Panics
     /// If the two output slices differ in length.
     pub fn write_sorted(&self, metric: Metric, distances: &mut [f32], labels: &mut [Label]) {
-        assert_eq!(distances.len(), labels.len());
-        let v = self.to_sorted_vec();
-        for (i, (d, l)) in distances.iter_mut().zip(labels.iter_mut()).enumerate() {
-            match v.get(i) {
-                Some(&(key, label)) => {
-                    *d = metric.from_key(key);
-                    *l = label;
-                }
-                None => {
-                    *d = metric.worst();
-                    *l = NO_LABEL;
-                }
+        write_entries(metric, &self.to_sorted_vec(), distances, labels);
+    }
+}
+
+/// Writes sorted `(key, label)` entries as `metric` values and pads the rest of the
+/// output with [`Metric::worst`] and [`NO_LABEL`].
+///
+/// # Panics
+/// If the two output slices differ in length.
+pub(crate) fn write_entries(
+    metric: Metric,
+    entries: &[(f32, Label)],
+    distances: &mut [f32],
+    labels: &mut [Label],
+) {
+    assert_eq!(distances.len(), labels.len());
+    for (i, (d, l)) in distances.iter_mut().zip(labels.iter_mut()).enumerate() {
+        match entries.get(i) {
+            Some(&(key, label)) => {
+                *d = metric.from_key(key);
+                *l = label;
+            }
+            None => {
+                *d = metric.worst();
+                *l = NO_LABEL;
             }
         }
     }

@@ -162,6 +162,11 @@ impl KMeans {
         Ok((l, d))
     }
 
+    /// Replaces the recorded statistics (used by two-level clustering).
+    pub(crate) fn set_stats(&mut self, stats: Vec<IterationStats>) {
+        self.stats = stats;
+    }
+
     /// Installs centroids computed elsewhere (used by two-level clustering).
     pub(crate) fn set_result(
         &mut self,
@@ -341,8 +346,8 @@ impl KMeans {
                     Some(w) => dist.iter().zip(w).map(|(&a, &b)| a as f64 * b as f64).sum(),
                     None => dist.iter().map(|&a| a as f64).sum(),
                 };
-                let mut hassign = update_centroids(x, weights, &labels, k, &mut c, frozen);
                 let counts = cluster_counts(&labels, k);
+                let mut hassign = update_centroids(x, weights, &labels, &counts, &mut c, frozen);
                 let nsplit = split_clusters(&mut c, d, &mut hassign, n, frozen, &mut rng);
                 post_process(&mut c, d, &p, frozen);
                 let s = IterationStats {
@@ -430,19 +435,20 @@ pub fn imbalance_factor(labels: &[Label], k: usize) -> f64 {
 }
 
 /// Weighted means of the points of each cluster, accumulated in `f64` in point order
-/// (so the result does not depend on the thread count). Empty clusters keep their old
-/// centroid until they are split. Returns the (weighted) cluster sizes.
+/// (so the result does not depend on the thread count). `counts` are the cluster sizes
+/// of `labels`. Empty clusters keep their old centroid until they are split. Returns the
+/// (weighted) cluster sizes.
 fn update_centroids(
     x: VectorsRef<'_>,
     weights: Option<&[f32]>,
     labels: &[Label],
-    k: usize,
+    counts: &[usize],
     centroids: &mut [f32],
     frozen: usize,
 ) -> Vec<f64> {
     let d = x.dim();
+    let k = counts.len();
     // Counting sort of the points by cluster.
-    let counts = cluster_counts(labels, k);
     let mut start = vec![0usize; k + 1];
     for c in 0..k {
         start[c + 1] = start[c] + counts[c];
@@ -456,24 +462,27 @@ fn update_centroids(
     centroids
         .par_chunks_mut(d)
         .enumerate()
-        .map(|(c, out)| {
-            let pts = &order[start[c]..start[c + 1]];
-            let mut wsum = 0.0f64;
-            let mut acc = vec![0.0f64; d];
-            for &i in pts {
-                let w = weights.map_or(1.0, |w| w[i] as f64);
-                wsum += w;
-                for (a, &v) in acc.iter_mut().zip(x.row(i)) {
-                    *a += w * v as f64;
+        .map_init(
+            || vec![0.0f64; d],
+            |acc, (c, out)| {
+                let pts = &order[start[c]..start[c + 1]];
+                let mut wsum = 0.0f64;
+                acc.fill(0.0);
+                for &i in pts {
+                    let w = weights.map_or(1.0, |w| w[i] as f64);
+                    wsum += w;
+                    for (a, &v) in acc.iter_mut().zip(x.row(i)) {
+                        *a += w * v as f64;
+                    }
                 }
-            }
-            if c >= frozen && wsum > 0.0 {
-                for (o, a) in out.iter_mut().zip(&acc) {
-                    *o = (a / wsum) as f32;
+                if c >= frozen && wsum > 0.0 {
+                    for (o, a) in out.iter_mut().zip(acc.iter()) {
+                        *o = (a / wsum) as f32;
+                    }
                 }
-            }
-            wsum
-        })
+                wsum
+            },
+        )
         .collect()
 }
 

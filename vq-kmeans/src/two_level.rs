@@ -106,19 +106,16 @@ impl KMeans {
             n_train += sub.n_train();
             centroids.extend_from_slice(sub.centroids().as_slice());
         }
-        let mut km = KMeans::new(d, p.clone())?;
-        km.set_result(centroids, Vec::new(), n_train);
-        let (labels, dist) = km.assign(x)?;
-        let objective = dist.iter().map(|&v| v as f64).sum();
+        self.set_result(centroids, Vec::new(), n_train);
+        let (labels, dist) = self.assign(x)?;
         let stats = vec![IterationStats {
-            objective,
+            objective: dist.iter().map(|&v| v as f64).sum(),
             time_s: t0.elapsed().as_secs_f64(),
             time_search_s: 0.0,
             imbalance_factor: imbalance_factor(&labels, k),
             nsplit: 0,
         }];
-        let c = km.centroids().as_slice().to_vec();
-        self.set_result(c, stats, n_train);
+        self.set_stats(stats);
         Ok(())
     }
 }
