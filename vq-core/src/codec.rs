@@ -108,6 +108,23 @@ pub trait AdcCodec: Codec {
     /// Dimension mismatch, not trained.
     fn query_computer<'a>(&'a self, query: &'a [f32], metric: Metric)
     -> Result<Self::Computer<'a>>;
+
+    /// Computers for a batch of queries. The default makes them one by one; codecs
+    /// override it when batching pays (product quantizers build their tables through
+    /// one GEMM per sub-space).
+    ///
+    /// # Errors
+    /// As [`AdcCodec::query_computer`].
+    fn query_computers<'a>(
+        &'a self,
+        queries: VectorsRef<'a>,
+        metric: Metric,
+    ) -> Result<Vec<Self::Computer<'a>>> {
+        queries
+            .rows()
+            .map(|q| self.query_computer(q, metric))
+            .collect()
+    }
 }
 
 /// The identity codec: a vector is stored as its `4 × dim` little-endian float bytes.

@@ -69,6 +69,15 @@ pub trait VectorTransform: Send + Sync + Debug {
         let _ = (y, out);
         Err(Error::not_supported("reverse_transform", self.describe()))
     }
+    /// Allocating form of [`VectorTransform::reverse_into`].
+    ///
+    /// # Errors
+    /// As [`VectorTransform::reverse_into`].
+    fn reverse(&self, y: VectorsRef<'_>) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; y.len() * self.d_in()];
+        self.reverse_into(y, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// Scales every vector to unit L2 norm (Faiss's `NormalizationTransform`, factory token

@@ -6,7 +6,13 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 
-use vq_core::{Index, IndexFlat, IndexIDMap, IndexIDMap2, L2Normalize, Metric, PreTransform};
+use vq_core::{
+    Index, IndexFlat, IndexIDMap, IndexIDMap2, L2Normalize, Metric, PreTransform, VectorTransform,
+};
+use vq_pq::{
+    IndexPQ, IndexScalarQuantizer, Opq, Pca, ProductQuantizer, RandomRotation, ScalarQuantizer,
+    SqType,
+};
 
 /// Why a factory string was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +89,27 @@ pub enum IdMapKind {
 pub enum TransformSpec {
     /// `L2norm`.
     L2Norm,
+    /// `PCA{d}`, `PCAW{d}` (whitening), `PCAR{d}` (random rotation), `PCAWR{d}`.
+    Pca {
+        /// Output dimension.
+        d_out: usize,
+        /// Whitening (`W`).
+        whiten: bool,
+        /// Random rotation of the output (`R`).
+        rotate: bool,
+    },
+    /// `OPQ{M}` or `OPQ{M}_{D}`.
+    Opq {
+        /// Sub-quantizers the rotation is optimised for.
+        m: usize,
+        /// Output dimension (the input's when absent).
+        d_out: Option<usize>,
+    },
+    /// `RR` or `RR{D}`: random rotation.
+    RandomRotation {
+        /// Output dimension (the input's when absent).
+        d_out: Option<usize>,
+    },
 }
 
 /// The index at the end of the chain.
@@ -91,6 +118,17 @@ pub enum TransformSpec {
 pub enum IndexSpec {
     /// `Flat`.
     Flat,
+    /// `PQ{M}` or `PQ{M}x{nbits}` (an `np` suffix, Faiss's "no polysemous training", is
+    /// accepted: vq never runs polysemous training).
+    Pq {
+        /// Sub-quantizers.
+        m: usize,
+        /// Bits per sub-quantizer code.
+        nbits: usize,
+    },
+    /// `SQ8`, `SQ6`, `SQ4`, `SQfp16`, `SQbf16`, `SQ8_direct`, `SQ8_direct_signed`,
+    /// and the vq spellings `SQ8_uniform`, `SQ4_uniform`.
+    Sq(SqType),
 }
 
 /// A parsed factory string. `Display` prints the canonical string.
@@ -105,10 +143,77 @@ pub struct FactorySpec {
 }
 
 /// Faiss token prefixes recognised but not implemented yet.
-const LATER: [&str; 14] = [
-    "IVF", "IMI", "PQ", "OPQ", "PCA", "SQ", "HNSW", "NSG", "RFlat", "Refine", "LSH", "ITQ", "RR",
-    "Residual",
+const LATER: [&str; 9] = [
+    "IVF", "IMI", "HNSW", "NSG", "RFlat", "Refine", "LSH", "ITQ", "Residual",
 ];
+
+/// One classified token.
+enum Tok {
+    IdMap(IdMapKind),
+    Transform(TransformSpec),
+    Index(IndexSpec),
+    /// A known family in a form vq does not provide yet (e.g. `PQ16x4fs`).
+    Later,
+}
+
+/// Parses a positive decimal number (no sign, no leading `+`).
+fn num(s: &str) -> Option<usize> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|&v| v > 0)
+}
+
+fn classify(t: &str) -> Option<Tok> {
+    Some(match t {
+        "IDMap" => Tok::IdMap(IdMapKind::IdMap),
+        "IDMap2" => Tok::IdMap(IdMapKind::IdMap2),
+        "L2norm" => Tok::Transform(TransformSpec::L2Norm),
+        "Flat" => Tok::Index(IndexSpec::Flat),
+        "RR" => Tok::Transform(TransformSpec::RandomRotation { d_out: None }),
+        _ => {
+            if let Some(rest) = t.strip_prefix("OPQ") {
+                let (m, d) = match rest.split_once('_') {
+                    Some((m, d)) => (num(m)?, Some(num(d)?)),
+                    None => (num(rest)?, None),
+                };
+                Tok::Transform(TransformSpec::Opq { m, d_out: d })
+            } else if let Some(rest) = t.strip_prefix("PCA") {
+                let (whiten, rest) = match rest.strip_prefix('W') {
+                    Some(r) => (true, r),
+                    None => (false, rest),
+                };
+                let (rotate, rest) = match rest.strip_prefix('R') {
+                    Some(r) => (true, r),
+                    None => (false, rest),
+                };
+                Tok::Transform(TransformSpec::Pca {
+                    d_out: num(rest)?,
+                    whiten,
+                    rotate,
+                })
+            } else if let Some(rest) = t.strip_prefix("RR") {
+                Tok::Transform(TransformSpec::RandomRotation {
+                    d_out: Some(num(rest)?),
+                })
+            } else if let Some(rest) = t.strip_prefix("PQ") {
+                if rest.ends_with("fs") || rest.ends_with("fsr") {
+                    return Some(Tok::Later);
+                }
+                let rest = rest.strip_suffix("np").unwrap_or(rest);
+                let (m, nbits) = match rest.split_once('x') {
+                    Some((m, b)) => (num(m)?, num(b)?),
+                    None => (num(rest)?, 8),
+                };
+                Tok::Index(IndexSpec::Pq { m, nbits })
+            } else if let Some(rest) = t.strip_prefix("SQ") {
+                Tok::Index(IndexSpec::Sq(SqType::parse(rest)?))
+            } else {
+                return None;
+            }
+        }
+    })
+}
 
 fn tokens(s: &str) -> Vec<(&str, Range<usize>)> {
     let mut out = Vec::new();
@@ -146,32 +251,33 @@ impl FactorySpec {
             if t.is_empty() {
                 return Err(err(ParseErrorKind::Empty, span));
             }
-            let known = matches!(*t, "IDMap" | "IDMap2" | "L2norm" | "Flat");
-            if !known {
-                let kind = if LATER.iter().any(|p| t.starts_with(p)) {
-                    ParseErrorKind::NotAvailableYet(t.to_string())
-                } else {
-                    ParseErrorKind::UnknownToken(t.to_string())
-                };
-                return Err(err(kind, span));
-            }
+            let tok = match classify(t) {
+                Some(Tok::Later) => {
+                    return Err(err(ParseErrorKind::NotAvailableYet(t.to_string()), span));
+                }
+                Some(tok) => tok,
+                None => {
+                    let kind = if LATER.iter().any(|p| t.starts_with(p)) {
+                        ParseErrorKind::NotAvailableYet(t.to_string())
+                    } else {
+                        ParseErrorKind::UnknownToken(t.to_string())
+                    };
+                    return Err(err(kind, span));
+                }
+            };
             if index.is_some() {
                 return Err(err(ParseErrorKind::Trailing(t.to_string()), span));
             }
-            match *t {
-                "IDMap" | "IDMap2" => {
+            match tok {
+                Tok::IdMap(kind) => {
                     if i != 0 {
                         return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
                     }
-                    id_map = Some(if *t == "IDMap" {
-                        IdMapKind::IdMap
-                    } else {
-                        IdMapKind::IdMap2
-                    });
+                    id_map = Some(kind);
                 }
-                "L2norm" => transforms.push(TransformSpec::L2Norm),
-                "Flat" => index = Some(IndexSpec::Flat),
-                _ => unreachable!("checked above"),
+                Tok::Transform(tr) => transforms.push(tr),
+                Tok::Index(ix) => index = Some(ix),
+                Tok::Later => unreachable!("handled above"),
             }
         }
         let index =
@@ -183,26 +289,49 @@ impl FactorySpec {
         })
     }
 
-    /// Builds an empty index of dimension `d` for this spec.
+    /// Builds an empty (untrained where training is needed) index of dimension `d`.
     ///
     /// # Errors
-    /// Invalid dimensions (`d == 0`).
+    /// Invalid dimensions: `d == 0`, a PCA or OPQ output larger than allowed, `M` not
+    /// dividing the dimension it applies to, `nbits` outside 1..=16.
     pub fn build(&self, d: usize, metric: Metric) -> vq_core::Result<Box<dyn Index>> {
+        let mut dim = d;
+        let mut chain: Vec<Box<dyn VectorTransform>> = Vec::new();
+        for t in &self.transforms {
+            let tr: Box<dyn VectorTransform> = match *t {
+                TransformSpec::L2Norm => Box::new(L2Normalize::new(dim)?),
+                TransformSpec::Pca {
+                    d_out,
+                    whiten,
+                    rotate,
+                } => Box::new(
+                    Pca::new(dim, d_out)?
+                        .with_eigen_power(if whiten { -0.5 } else { 0.0 })
+                        .with_random_rotation(rotate),
+                ),
+                TransformSpec::Opq { m, d_out } => {
+                    Box::new(Opq::with_output(dim, m, d_out.unwrap_or(dim))?)
+                }
+                TransformSpec::RandomRotation { d_out } => {
+                    Box::new(RandomRotation::new(dim, d_out.unwrap_or(dim))?)
+                }
+            };
+            dim = tr.d_out();
+            chain.push(tr);
+        }
         let base: Box<dyn Index> = match self.index {
-            IndexSpec::Flat => Box::new(IndexFlat::new(d, metric)?),
+            IndexSpec::Flat => Box::new(IndexFlat::new(dim, metric)?),
+            IndexSpec::Pq { m, nbits } => {
+                Box::new(IndexPQ::new(ProductQuantizer::new(dim, m, nbits)?, metric))
+            }
+            IndexSpec::Sq(t) => Box::new(IndexScalarQuantizer::new(
+                ScalarQuantizer::new(dim, t)?,
+                metric,
+            )),
         };
-        let inner: Box<dyn Index> = if self.transforms.is_empty() {
+        let inner: Box<dyn Index> = if chain.is_empty() {
             base
         } else {
-            let chain = self
-                .transforms
-                .iter()
-                .map(|t| -> vq_core::Result<Box<dyn vq_core::VectorTransform>> {
-                    match t {
-                        TransformSpec::L2Norm => Ok(Box::new(L2Normalize::new(d)?)),
-                    }
-                })
-                .collect::<vq_core::Result<Vec<_>>>()?;
             Box::new(PreTransform::new(chain, base)?)
         };
         Ok(match self.id_map {
@@ -220,22 +349,49 @@ impl FromStr for FactorySpec {
     }
 }
 
+impl fmt::Display for TransformSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TransformSpec::L2Norm => f.write_str("L2norm"),
+            TransformSpec::Pca {
+                d_out,
+                whiten,
+                rotate,
+            } => write!(
+                f,
+                "PCA{}{}{d_out}",
+                if whiten { "W" } else { "" },
+                if rotate { "R" } else { "" }
+            ),
+            TransformSpec::Opq { m, d_out: None } => write!(f, "OPQ{m}"),
+            TransformSpec::Opq { m, d_out: Some(d) } => write!(f, "OPQ{m}_{d}"),
+            TransformSpec::RandomRotation { d_out: None } => f.write_str("RR"),
+            TransformSpec::RandomRotation { d_out: Some(d) } => write!(f, "RR{d}"),
+        }
+    }
+}
+
+impl fmt::Display for IndexSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            IndexSpec::Flat => f.write_str("Flat"),
+            IndexSpec::Pq { m, nbits: 8 } => write!(f, "PQ{m}"),
+            IndexSpec::Pq { m, nbits } => write!(f, "PQ{m}x{nbits}"),
+            IndexSpec::Sq(t) => write!(f, "{t}"),
+        }
+    }
+}
+
 impl fmt::Display for FactorySpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<&str> = Vec::new();
+        let mut parts: Vec<String> = Vec::new();
         match self.id_map {
-            Some(IdMapKind::IdMap) => parts.push("IDMap"),
-            Some(IdMapKind::IdMap2) => parts.push("IDMap2"),
+            Some(IdMapKind::IdMap) => parts.push("IDMap".into()),
+            Some(IdMapKind::IdMap2) => parts.push("IDMap2".into()),
             None => {}
         }
-        for t in &self.transforms {
-            match t {
-                TransformSpec::L2Norm => parts.push("L2norm"),
-            }
-        }
-        match self.index {
-            IndexSpec::Flat => parts.push("Flat"),
-        }
+        parts.extend(self.transforms.iter().map(ToString::to_string));
+        parts.push(self.index.to_string());
         f.write_str(&parts.join(","))
     }
 }
@@ -264,6 +420,20 @@ mod tests {
             "IDMap,Flat",
             "IDMap2,L2norm,Flat",
             "L2norm,L2norm,Flat",
+            "PQ16",
+            "PQ16x4",
+            "OPQ16_64,PQ16",
+            "OPQ8,PQ8x10",
+            "PCA64,SQ8",
+            "PCAW32,SQ4",
+            "PCAR16,Flat",
+            "PCAWR16,SQfp16",
+            "RR,SQ4",
+            "RR64,SQbf16",
+            "IDMap2,L2norm,SQ8_direct",
+            "SQ8_direct_signed",
+            "SQ6",
+            "SQ8_uniform",
         ] {
             let spec = FactorySpec::parse(s).unwrap();
             assert_eq!(spec.to_string(), s);
@@ -282,6 +452,18 @@ mod tests {
         assert_eq!(e.span, 6..11);
         assert!(e.to_string().contains("position 6"));
         assert!(e.to_string().ends_with("      ^^^^^"));
+        assert_eq!(
+            FactorySpec::parse("PQ16np").unwrap().index,
+            IndexSpec::Pq { m: 16, nbits: 8 }
+        );
+        for bad in [
+            "PQ", "PQx4", "PQ16x", "PQ0", "PQ-1", "SQ7", "PCA", "OPQ_64", "RR0", "SQ",
+        ] {
+            let e = FactorySpec::parse(bad).unwrap_err();
+            assert_eq!(e.kind, ParseErrorKind::UnknownToken(bad.into()), "{bad}");
+        }
+        let e = FactorySpec::parse("PQ16x4fs").unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::NotAvailableYet("PQ16x4fs".into()));
         let e = FactorySpec::parse("IVF1024,Flat").unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::NotAvailableYet("IVF1024".into()));
         assert_eq!(e.span, 0..7);
@@ -300,6 +482,25 @@ mod tests {
             FactorySpec::parse(" , Flat").unwrap_err().kind,
             ParseErrorKind::Empty
         );
+    }
+
+    #[test]
+    fn builds_compressed_pipelines_and_checks_dimensions() {
+        let ix = index_factory(128, "OPQ16_64,PQ16", Metric::L2).unwrap();
+        assert_eq!(ix.dim(), 128);
+        assert!(!ix.is_trained());
+        let ix = index_factory(128, "PCA64,SQ8", Metric::L2).unwrap();
+        assert_eq!(ix.dim(), 128);
+        let ix = index_factory(32, "PQ8x4", Metric::InnerProduct).unwrap();
+        assert_eq!(ix.bytes_per_vector(), 4.0);
+        let ix = index_factory(30, "SQ4", Metric::L2).unwrap();
+        assert_eq!(ix.bytes_per_vector(), 15.0);
+        // M must divide the dimension it applies to (after the transforms).
+        assert!(index_factory(128, "PQ7", Metric::L2).is_err());
+        assert!(index_factory(128, "OPQ16_60,PQ16", Metric::L2).is_err());
+        assert!(index_factory(128, "PCA64,PQ5", Metric::L2).is_err());
+        assert!(index_factory(16, "PCA64,Flat", Metric::L2).is_err());
+        assert!(index_factory(16, "PQ4x17", Metric::L2).is_err());
     }
 
     #[test]

@@ -1,0 +1,575 @@
+//! Scalar quantization: every component becomes a few bits on a trained range, or a
+//! 16-bit float (Faiss's `ScalarQuantizer`).
+
+use std::fmt;
+
+use rayon::prelude::*;
+use vq_core::{AdcCodec, CodeDistance, Codec, Error, Metric, Result, VectorsRef};
+
+use crate::bits::{BitReader, BitWriter, packed_len};
+use crate::simd::{Block, BlockKind};
+
+/// Vectors encoded or decoded per parallel task.
+const BLOCK: usize = 4096;
+
+/// What a component is turned into (Faiss's `QuantizerType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SqType {
+    /// 8 bits, one trained range per dimension (`SQ8`).
+    Q8,
+    /// 6 bits, per-dimension ranges (`SQ6`); four components in three bytes.
+    Q6,
+    /// 4 bits, per-dimension ranges (`SQ4`); two components per byte.
+    Q4,
+    /// 8 bits, one range for all dimensions (`SQ8_uniform`... Faiss's `QT_8bit_uniform`).
+    Q8Uniform,
+    /// 4 bits, one range for all dimensions.
+    Q4Uniform,
+    /// IEEE half precision (`SQfp16`); no training.
+    Fp16,
+    /// bfloat16 (`SQbf16`); no training.
+    Bf16,
+    /// The value cast to a byte, for data already in `0..=255` (`SQ8_direct`).
+    Q8Direct,
+    /// The value plus 128 cast to a byte, for data in `-128..=127`
+    /// (`SQ8_direct_signed`).
+    Q8DirectSigned,
+}
+
+impl SqType {
+    /// Bits per component.
+    pub fn bits(self) -> usize {
+        match self {
+            SqType::Q8 | SqType::Q8Uniform | SqType::Q8Direct | SqType::Q8DirectSigned => 8,
+            SqType::Q6 => 6,
+            SqType::Q4 | SqType::Q4Uniform => 4,
+            SqType::Fp16 | SqType::Bf16 => 16,
+        }
+    }
+
+    /// `true` for the types whose range is learnt from data.
+    pub fn needs_training(self) -> bool {
+        !matches!(
+            self,
+            SqType::Fp16 | SqType::Bf16 | SqType::Q8Direct | SqType::Q8DirectSigned
+        )
+    }
+
+    fn uniform(self) -> bool {
+        matches!(self, SqType::Q8Uniform | SqType::Q4Uniform)
+    }
+
+    fn levels(self) -> f32 {
+        ((1u32 << self.bits()) - 1) as f32
+    }
+
+    /// Parses the factory suffix: `8`, `6`, `4`, `8_uniform`, `4_uniform`, `fp16`,
+    /// `bf16`, `8_direct`, `8_direct_signed` (the part after `SQ`).
+    pub fn parse(s: &str) -> Option<SqType> {
+        Some(match s {
+            "8" => SqType::Q8,
+            "6" => SqType::Q6,
+            "4" => SqType::Q4,
+            "8_uniform" => SqType::Q8Uniform,
+            "4_uniform" => SqType::Q4Uniform,
+            "fp16" => SqType::Fp16,
+            "bf16" => SqType::Bf16,
+            "8_direct" => SqType::Q8Direct,
+            "8_direct_signed" => SqType::Q8DirectSigned,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for SqType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SqType::Q8 => "SQ8",
+            SqType::Q6 => "SQ6",
+            SqType::Q4 => "SQ4",
+            SqType::Q8Uniform => "SQ8_uniform",
+            SqType::Q4Uniform => "SQ4_uniform",
+            SqType::Fp16 => "SQfp16",
+            SqType::Bf16 => "SQbf16",
+            SqType::Q8Direct => "SQ8_direct",
+            SqType::Q8DirectSigned => "SQ8_direct_signed",
+        })
+    }
+}
+
+/// How the trained range `[vmin, vmax]` is chosen (Faiss's `RangeStat`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum RangeStat {
+    /// Minimum to maximum, widened by `margin × (max − min)` on both sides (default,
+    /// margin 0).
+    MinMax {
+        /// Relative widening.
+        margin: f32,
+    },
+    /// `mean ± k·std`.
+    MeanStd {
+        /// Number of standard deviations.
+        k: f32,
+    },
+    /// The `fraction` and `1 − fraction` quantiles (outliers clipped).
+    Quantiles {
+        /// Fraction cut at each end, in `[0, 0.5]`.
+        fraction: f32,
+    },
+}
+
+impl Default for RangeStat {
+    fn default() -> Self {
+        RangeStat::MinMax { margin: 0.0 }
+    }
+}
+
+/// A scalar quantizer: `d` components, each coded independently.
+///
+/// Trained types map each component onto its range `[vmin, vmin + vdiff]` and cut it
+/// into `2^bits − 1` equal steps; a code decodes to the centre of its step, so inside
+/// the range the error is at most half a step. Distances are computed from the codes
+/// directly by SIMD kernels (`c·scale + offset − q` in registers), not by decoding to a
+/// buffer first.
+///
+/// ```
+/// use vq_core::{Codec, VectorsRef};
+/// use vq_pq::{ScalarQuantizer, SqType};
+/// let x = [0.0f32, 10.0, 1.0, 20.0, 0.5, 15.0];
+/// let mut sq = ScalarQuantizer::new(2, SqType::Q8)?;
+/// sq.train(VectorsRef::new(&x, 2)?)?;
+/// let codes = sq.encode(VectorsRef::new(&x, 2)?)?;
+/// assert_eq!(codes.len(), 6);
+/// let back = sq.decode(&codes)?;
+/// assert!((back[5] - 15.0).abs() <= 0.5 * 10.0 / 255.0 + 1e-5);
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalarQuantizer {
+    d: usize,
+    qtype: SqType,
+    rangestat: RangeStat,
+    /// Per-dimension lower ends (all equal for uniform types); empty until trained.
+    vmin: Vec<f32>,
+    /// Per-dimension widths.
+    vdiff: Vec<f32>,
+}
+
+impl ScalarQuantizer {
+    /// A quantizer of dimension `d` with the default range statistic (min-max).
+    ///
+    /// # Errors
+    /// `d == 0`.
+    pub fn new(d: usize, qtype: SqType) -> Result<ScalarQuantizer> {
+        if d == 0 {
+            return Err(Error::invalid_param(
+                "d",
+                "the dimension must be at least 1",
+            ));
+        }
+        let mut sq = ScalarQuantizer {
+            d,
+            qtype,
+            rangestat: RangeStat::default(),
+            vmin: Vec::new(),
+            vdiff: Vec::new(),
+        };
+        if !qtype.needs_training() {
+            let (lo, w) = match qtype {
+                SqType::Q8Direct => (0.0, 255.0),
+                SqType::Q8DirectSigned => (-128.0, 255.0),
+                _ => (0.0, 0.0),
+            };
+            sq.vmin = vec![lo; d];
+            sq.vdiff = vec![w; d];
+        }
+        Ok(sq)
+    }
+
+    /// Sets the range statistic used by [`Codec::train`].
+    ///
+    /// # Errors
+    /// A negative or non-finite argument, or a quantile fraction above 0.5.
+    pub fn with_range_stat(mut self, rs: RangeStat) -> Result<Self> {
+        let ok = match rs {
+            RangeStat::MinMax { margin } => margin.is_finite() && margin >= 0.0,
+            RangeStat::MeanStd { k } => k.is_finite() && k > 0.0,
+            RangeStat::Quantiles { fraction } => (0.0..=0.5).contains(&fraction),
+        };
+        if !ok {
+            return Err(Error::invalid_param(
+                "rangestat",
+                format!("{rs:?}: the argument is out of range"),
+            ));
+        }
+        self.rangestat = rs;
+        Ok(self)
+    }
+
+    /// The quantizer type.
+    pub fn qtype(&self) -> SqType {
+        self.qtype
+    }
+
+    /// The range statistic.
+    pub fn range_stat(&self) -> RangeStat {
+        self.rangestat
+    }
+
+    /// Per-dimension lower ends of the trained ranges.
+    pub fn vmin(&self) -> &[f32] {
+        &self.vmin
+    }
+
+    /// Per-dimension widths of the trained ranges.
+    pub fn vdiff(&self) -> &[f32] {
+        &self.vdiff
+    }
+
+    /// Installs trained ranges (`d` values each), e.g. from a file.
+    ///
+    /// # Errors
+    /// Wrong lengths, non-finite values or negative widths.
+    pub fn set_ranges(&mut self, vmin: &[f32], vdiff: &[f32]) -> Result<()> {
+        if vmin.len() != self.d || vdiff.len() != self.d {
+            return Err(Error::LengthMismatch {
+                what: "SQ ranges",
+                expected: self.d,
+                got: vmin.len().min(vdiff.len()),
+            });
+        }
+        if vmin.iter().chain(vdiff).any(|v| !v.is_finite()) || vdiff.iter().any(|&v| v < 0.0) {
+            return Err(Error::invalid_param(
+                "vdiff",
+                "ranges must be finite, widths ≥ 0",
+            ));
+        }
+        self.vmin = vmin.to_vec();
+        self.vdiff = vdiff.to_vec();
+        Ok(())
+    }
+
+    fn check_trained(&self) -> Result<()> {
+        if self.vmin.is_empty() {
+            Err(Error::NotTrained {
+                what: format!("ScalarQuantizer({})", self.qtype),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `(vmin, vdiff)` of a set of values under the range statistic.
+    fn range_of(&self, values: &mut [f32]) -> (f32, f32) {
+        let n = values.len();
+        let (lo, hi) = match self.rangestat {
+            RangeStat::MinMax { margin } => {
+                let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+                for &v in values.iter() {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+                let e = (hi - lo) * margin;
+                (lo - e, hi + e)
+            }
+            RangeStat::MeanStd { k } => {
+                let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+                let var = values
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / n as f64;
+                let s = var.sqrt() * f64::from(k);
+                ((mean - s) as f32, (mean + s) as f32)
+            }
+            RangeStat::Quantiles { fraction } => {
+                values.sort_unstable_by(f32::total_cmp);
+                let o = ((fraction * n as f32) as usize).min((n - 1) / 2);
+                (values[o], values[n - 1 - o])
+            }
+        };
+        (lo, (hi - lo).max(0.0))
+    }
+
+    #[inline]
+    fn encode_component(&self, i: usize, x: f32) -> u32 {
+        match self.qtype {
+            SqType::Q8Direct => x.clamp(0.0, 255.0) as u32,
+            SqType::Q8DirectSigned => (x + 128.0).clamp(0.0, 255.0) as u32,
+            _ => {
+                let w = self.vdiff[i];
+                if w <= 0.0 {
+                    return 0;
+                }
+                let t = ((x - self.vmin[i]) / w).clamp(0.0, 1.0);
+                let lv = self.qtype.levels();
+                (t * lv).min(lv) as u32
+            }
+        }
+    }
+
+    #[inline]
+    fn decode_component(&self, i: usize, c: u32) -> f32 {
+        match self.qtype {
+            SqType::Q8Direct => c as f32,
+            SqType::Q8DirectSigned => c as f32 - 128.0,
+            _ => self.vmin[i] + (c as f32 + 0.5) / self.qtype.levels() * self.vdiff[i],
+        }
+    }
+
+    fn encode_one(&self, x: &[f32], code: &mut [u8]) {
+        match self.qtype {
+            SqType::Fp16 => {
+                for (c, &v) in code.chunks_exact_mut(2).zip(x) {
+                    let h = half::f16::from_f32(v.clamp(-65504.0, 65504.0));
+                    c.copy_from_slice(&h.to_bits().to_le_bytes());
+                }
+            }
+            SqType::Bf16 => {
+                for (c, &v) in code.chunks_exact_mut(2).zip(x) {
+                    let h = half::bf16::from_f32(v);
+                    c.copy_from_slice(&h.to_bits().to_le_bytes());
+                }
+            }
+            t if t.bits() == 8 => {
+                for (i, (c, &v)) in code.iter_mut().zip(x).enumerate() {
+                    *c = self.encode_component(i, v) as u8;
+                }
+            }
+            t => {
+                let nb = t.bits();
+                let mut w = BitWriter::new(code);
+                for (i, &v) in x.iter().enumerate() {
+                    w.write(self.encode_component(i, v), nb);
+                }
+                // Clear the padding bits so equal vectors give equal codes.
+                let used = x.len() * nb;
+                if !used.is_multiple_of(8) {
+                    let last = code.len() - 1;
+                    code[last] &= (1u8 << (used % 8)) - 1;
+                }
+            }
+        }
+    }
+
+    fn decode_one(&self, code: &[u8], out: &mut [f32]) {
+        match self.qtype {
+            SqType::Fp16 => {
+                for (o, c) in out.iter_mut().zip(code.chunks_exact(2)) {
+                    *o = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                }
+            }
+            SqType::Bf16 => {
+                for (o, c) in out.iter_mut().zip(code.chunks_exact(2)) {
+                    *o = half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                }
+            }
+            t if t.bits() == 8 => {
+                for (i, (o, &c)) in out.iter_mut().zip(code).enumerate() {
+                    *o = self.decode_component(i, u32::from(c));
+                }
+            }
+            t => {
+                let nb = t.bits();
+                let mut r = BitReader::new(code);
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = self.decode_component(i, r.read(nb));
+                }
+            }
+        }
+    }
+}
+
+impl Codec for ScalarQuantizer {
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    fn code_size(&self) -> usize {
+        packed_len(self.d, self.qtype.bits())
+    }
+
+    fn is_trained(&self) -> bool {
+        !self.vmin.is_empty()
+    }
+
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        x.check_dim(self.d)?;
+        x.check_finite()?;
+        if !self.qtype.needs_training() {
+            return Ok(());
+        }
+        if x.is_empty() {
+            return Err(Error::InsufficientTrainingData { needed: 1, got: 0 });
+        }
+        let d = self.d;
+        if self.qtype.uniform() {
+            let mut all = x.as_slice().to_vec();
+            let (lo, w) = self.range_of(&mut all);
+            self.vmin = vec![lo; d];
+            self.vdiff = vec![w; d];
+        } else {
+            let ranges: Vec<(f32, f32)> = (0..d)
+                .into_par_iter()
+                .map(|j| {
+                    let mut col: Vec<f32> = x.rows().map(|r| r[j]).collect();
+                    self.range_of(&mut col)
+                })
+                .collect();
+            self.vmin = ranges.iter().map(|r| r.0).collect();
+            self.vdiff = ranges.iter().map(|r| r.1).collect();
+        }
+        Ok(())
+    }
+
+    fn encode_into(&self, x: VectorsRef<'_>, codes: &mut [u8]) -> Result<()> {
+        self.check_trained()?;
+        x.check_dim(self.d)?;
+        x.check_finite()?;
+        let cs = self.code_size();
+        if codes.len() != x.len() * cs {
+            return Err(Error::LengthMismatch {
+                what: "codes",
+                expected: x.len() * cs,
+                got: codes.len(),
+            });
+        }
+        let d = self.d;
+        codes
+            .par_chunks_mut(BLOCK * cs)
+            .zip(x.as_slice().par_chunks(BLOCK * d))
+            .for_each(|(cb, xb)| {
+                for (c, r) in cb.chunks_exact_mut(cs).zip(xb.chunks_exact(d)) {
+                    self.encode_one(r, c);
+                }
+            });
+        Ok(())
+    }
+
+    fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        self.check_trained()?;
+        let cs = self.code_size();
+        if !codes.len().is_multiple_of(cs) {
+            return Err(Error::invalid_param(
+                "codes",
+                format!("{} bytes are not whole codes of {cs} bytes", codes.len()),
+            ));
+        }
+        let n = codes.len() / cs;
+        if out.len() != n * self.d {
+            return Err(Error::LengthMismatch {
+                what: "decoded output",
+                expected: n * self.d,
+                got: out.len(),
+            });
+        }
+        let d = self.d;
+        out.par_chunks_mut(BLOCK * d)
+            .zip(codes.par_chunks(BLOCK * cs))
+            .for_each(|(ob, cb)| {
+                for (o, c) in ob.chunks_exact_mut(d).zip(cb.chunks_exact(cs)) {
+                    self.decode_one(c, o);
+                }
+            });
+        Ok(())
+    }
+}
+
+/// Per-query distance computer of a [`ScalarQuantizer`]: works on the codes directly.
+#[derive(Clone, Debug)]
+pub struct SqDistance {
+    block: Block,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    cs: usize,
+    add: f32,
+}
+
+impl CodeDistance for SqDistance {
+    #[inline]
+    fn distance(&mut self, code: &[u8]) -> f32 {
+        let mut o = [0.0];
+        self.distances(code, &mut o);
+        o[0]
+    }
+
+    #[inline]
+    fn distances(&mut self, codes: &[u8], out: &mut [f32]) {
+        self.block.run(codes, self.cs, &self.a, &self.b, out);
+        if self.add != 0.0 {
+            for o in out.iter_mut() {
+                *o += self.add;
+            }
+        }
+    }
+}
+
+impl AdcCodec for ScalarQuantizer {
+    type Computer<'a> = SqDistance;
+
+    fn query_computer<'a>(&'a self, query: &'a [f32], metric: Metric) -> Result<SqDistance> {
+        self.check_trained()?;
+        if query.len() != self.d {
+            return Err(Error::DimensionMismatch {
+                expected: self.d,
+                got: query.len(),
+            });
+        }
+        let ip = metric == Metric::InnerProduct;
+        let cs = self.code_size();
+        let kind = match self.qtype {
+            SqType::Fp16 => BlockKind::F16,
+            SqType::Bf16 => BlockKind::Bf16,
+            t => match t.bits() {
+                8 => BlockKind::U8,
+                6 => BlockKind::U6,
+                _ => BlockKind::U4,
+            },
+        };
+        if matches!(kind, BlockKind::F16 | BlockKind::Bf16) {
+            return Ok(SqDistance {
+                block: Block::new(kind, ip),
+                a: Vec::new(),
+                b: query.to_vec(),
+                cs,
+                add: 0.0,
+            });
+        }
+        // Decoded component i = c_i·scale_i + offset_i.
+        let padded = match kind {
+            BlockKind::U8 => self.d,
+            BlockKind::U4 => 2 * cs,
+            _ => self.d.div_ceil(4) * 4,
+        };
+        let mut a = vec![0f32; padded];
+        let mut b = vec![0f32; padded];
+        let mut add = 0f32;
+        for i in 0..self.d {
+            let (scale, offset) = match self.qtype {
+                SqType::Q8Direct => (1.0, 0.0),
+                SqType::Q8DirectSigned => (1.0, -128.0),
+                t => {
+                    let s = self.vdiff[i] / t.levels();
+                    (s, self.vmin[i] + 0.5 * s)
+                }
+            };
+            let q = query[i];
+            if ip {
+                a[i] = q * scale;
+                add += q * offset;
+            } else {
+                a[i] = scale;
+                b[i] = offset - q;
+            }
+        }
+        Ok(SqDistance {
+            block: Block::new(kind, ip),
+            a,
+            b,
+            cs,
+            add,
+        })
+    }
+}
