@@ -119,7 +119,10 @@ impl LinearTransform {
     /// `out = y · R` without removing the bias (PCA adds its mean back instead).
     pub(crate) fn reverse_raw(&self, y: VectorsRef<'_>, out: &mut [f32]) -> Result<()> {
         let Some(rev) = &self.rev else {
-            return Err(Error::not_supported("reverse_transform", self.describe()));
+            return Err(Error::not_supported(
+                "reverse_transform",
+                format!("{} (not invertible)", self.describe()),
+            ));
         };
         y.check_dim(self.d_out)?;
         if out.len() != y.len() * self.d_in {
@@ -200,33 +203,16 @@ impl VectorTransform for LinearTransform {
     }
 
     fn reverse_into(&self, y: VectorsRef<'_>, out: &mut [f32]) -> Result<()> {
-        let Some(rev) = &self.rev else {
-            return Err(Error::not_supported(
-                "reverse_transform",
-                format!("{} (not invertible)", self.describe()),
-            ));
-        };
-        y.check_dim(self.d_out)?;
-        if out.len() != y.len() * self.d_in {
-            return Err(Error::LengthMismatch {
-                what: "reverse transform output",
-                expected: y.len() * self.d_in,
-                got: out.len(),
-            });
+        if self.b.iter().all(|&v| v == 0.0) {
+            return self.reverse_raw(y, out);
         }
-        let centred: Vec<f32>;
-        let src = if self.b.iter().any(|&v| v != 0.0) {
-            centred = y
-                .as_slice()
-                .chunks_exact(self.d_out)
-                .flat_map(|r| r.iter().zip(&self.b).map(|(v, b)| v - b))
-                .collect();
-            &centred[..]
-        } else {
-            y.as_slice()
-        };
-        gemm_rows(src, self.d_out, rev, self.d_in, out);
-        Ok(())
+        y.check_dim(self.d_out)?;
+        let centred: Vec<f32> = y
+            .as_slice()
+            .chunks_exact(self.d_out)
+            .flat_map(|r| r.iter().zip(&self.b).map(|(v, b)| v - b))
+            .collect();
+        self.reverse_raw(VectorsRef::new(&centred, self.d_out)?, out)
     }
 }
 

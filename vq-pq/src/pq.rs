@@ -547,16 +547,14 @@ impl ProductQuantizer {
                 got: if a.len() != cs { a.len() } else { b.len() },
             });
         }
-        let mut ia = vec![0u32; self.m];
-        let mut ib = vec![0u32; self.m];
-        self.unpack_code(a, &mut ia);
-        self.unpack_code(b, &mut ib);
-        let k = self.ksub;
-        Ok(ia
-            .iter()
-            .zip(&ib)
-            .enumerate()
-            .map(|(mi, (&x, &y))| self.sdc[(mi * k + x as usize) * k + y as usize])
+        // Indices read on the fly: no allocation per distance.
+        let (k, nb) = (self.ksub, self.nbits);
+        let (mut ra, mut rb) = (BitReader::new(a), BitReader::new(b));
+        Ok((0..self.m)
+            .map(|mi| {
+                let (x, y) = (ra.read(nb) as usize, rb.read(nb) as usize);
+                self.sdc[(mi * k + x) * k + y]
+            })
             .sum())
     }
 }
