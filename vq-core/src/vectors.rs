@@ -2,6 +2,9 @@
 
 use crate::error::{Error, Result};
 
+/// Values from which [`VectorsRef::check_finite`] splits its scan over threads.
+const PARALLEL_CHECK: usize = 1 << 20;
+
 /// A vector id. Results use [`NO_LABEL`] (`-1`) where fewer than `k` neighbours exist,
 /// exactly as Faiss does, so results map one-to-one onto Faiss's.
 pub type Label = i64;
@@ -68,10 +71,15 @@ impl<'a> VectorsRef<'a> {
     /// [`Error::NonFinite`] with the position of the first NaN or infinity.
     pub fn check_finite(&self) -> Result<()> {
         // Fast path, vectorisable: a branch-free test over blocks.
-        let bad = self
-            .data
-            .chunks(1024)
-            .any(|c| !c.iter().fold(true, |ok, x| ok & x.is_finite()));
+        let block_bad = |c: &[f32]| !c.iter().fold(true, |ok, x| ok & x.is_finite());
+        let bad = if self.data.len() >= PARALLEL_CHECK {
+            use rayon::prelude::*;
+            self.data
+                .par_chunks(PARALLEL_CHECK / 4)
+                .any(|c| c.chunks(1024).any(block_bad))
+        } else {
+            self.data.chunks(1024).any(block_bad)
+        };
         if !bad {
             return Ok(());
         }

@@ -143,13 +143,36 @@ impl<C: AdcCodec + Clone + 'static> IndexFlatCodes<C> {
 #[inline]
 fn push_block(dist: &[f32], base: usize, ip: bool, filter: Option<&dyn IdFilter>, top: &mut TopK) {
     let mut thr = top.threshold();
+    let (groups, _) = dist.as_chunks::<16>();
+    let tail0 = groups.len() * 16;
+    for (g, grp) in groups.iter().enumerate() {
+        // Branch-free test of a whole group first: most groups hold no candidate.
+        let hit = grp
+            .iter()
+            .fold(false, |a, &v| a | ((if ip { -v } else { v }) <= thr));
+        if hit {
+            push_range(grp, base + 16 * g, ip, filter, top, &mut thr);
+        }
+    }
+    push_range(&dist[tail0..], base + tail0, ip, filter, top, &mut thr);
+}
+
+#[inline]
+fn push_range(
+    dist: &[f32],
+    base: usize,
+    ip: bool,
+    filter: Option<&dyn IdFilter>,
+    top: &mut TopK,
+    thr: &mut f32,
+) {
     for (j, &v) in dist.iter().enumerate() {
         let key = if ip { -v } else { v };
-        if key <= thr {
+        if key <= *thr {
             let id = (base + j) as Label;
             if filter.is_none_or(|f| f.is_member(id)) {
                 top.push(key, id);
-                thr = top.threshold();
+                *thr = top.threshold();
             }
         }
     }
@@ -198,7 +221,7 @@ impl<C: AdcCodec + Clone + 'static> Index for IndexFlatCodes<C> {
     fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
         self.check_trained()?;
         x.check_dim(self.dim())?;
-        x.check_finite()?;
+        // The codec checks for non-finite values while encoding.
         let cs = self.codec.code_size();
         let old = self.codes.len();
         self.codes.resize(old + x.len() * cs, 0);

@@ -27,7 +27,7 @@ use vq_core::{Vectors, VectorsRef};
 
 /// A seeded random subset of at most `max` rows of `x`, in their original order, or
 /// `None` when `x` is small enough already.
-pub(crate) fn subsample(x: VectorsRef<'_>, max: usize, seed: u64) -> Option<Vectors> {
+pub fn subsample(x: VectorsRef<'_>, max: usize, seed: u64) -> Option<Vectors> {
     let n = x.len();
     if n <= max {
         return None;

@@ -688,6 +688,7 @@ pub struct PqDistanceTable {
     m: usize,
     nbits: usize,
     bias: f32,
+    kernel: simd::Pq8,
 }
 
 impl PqDistanceTable {
@@ -711,6 +712,7 @@ impl PqDistanceTable {
             m,
             nbits,
             bias: 0.0,
+            kernel: simd::Pq8::new(),
         })
     }
 
@@ -754,7 +756,7 @@ impl PqDistanceTable {
     pub fn scan(&self, codes: &[u8], out: &mut [f32]) {
         let m = self.m;
         match self.nbits {
-            8 => scan8(&self.table, m, codes, out),
+            8 => self.kernel.run(&self.table, m, codes, out),
             16 => scan16(&self.table, m, codes, out),
             nb => {
                 let cs = packed_len(m, nb);
@@ -774,34 +776,6 @@ impl PqDistanceTable {
                 *o += self.bias;
             }
         }
-    }
-}
-
-fn scan8(table: &[f32], m: usize, codes: &[u8], out: &mut [f32]) {
-    let (t, _) = table.as_chunks::<256>();
-    let (t8, t_rest) = t.as_chunks::<8>();
-    assert!(codes.len() >= out.len() * m);
-    for (o, c) in out.iter_mut().zip(codes.chunks_exact(m)) {
-        // Eight indices per 64-bit load, extracted with shifts (cheaper than eight
-        // byte loads); two partial sums, and consecutive codes overlap in the
-        // pipeline (a four-lane array here gets vectorised with shuffles, slower).
-        let (words, tail) = c.as_chunks::<8>();
-        let (mut s0, mut s1) = (0f32, 0f32);
-        for (w, tb) in words.iter().zip(t8) {
-            let w = u64::from_le_bytes(*w);
-            s0 += tb[0][(w & 255) as usize];
-            s1 += tb[1][((w >> 8) & 255) as usize];
-            s0 += tb[2][((w >> 16) & 255) as usize];
-            s1 += tb[3][((w >> 24) & 255) as usize];
-            s0 += tb[4][((w >> 32) & 255) as usize];
-            s1 += tb[5][((w >> 40) & 255) as usize];
-            s0 += tb[6][((w >> 48) & 255) as usize];
-            s1 += tb[7][(w >> 56) as usize];
-        }
-        for (&b, tm) in tail.iter().zip(t_rest) {
-            s0 += tm[b as usize];
-        }
-        *o = s0 + s1;
     }
 }
 

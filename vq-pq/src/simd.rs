@@ -384,7 +384,7 @@ mod x86 {
     };
 
     #[inline(always)]
-    unsafe fn hsum256(v: __m256) -> f32 {
+    pub(super) unsafe fn hsum256(v: __m256) -> f32 {
         // SAFETY: only register operations; the caller has AVX enabled.
         unsafe {
             let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -805,4 +805,358 @@ unsafe fn safe_f16_l2(codes: &[u8], cs: usize, a: &[f32], q: &[f32], out: &mut [
 
 unsafe fn safe_f16_ip(codes: &[u8], cs: usize, a: &[f32], q: &[f32], out: &mut [f32]) {
     f16_ip_plain(codes, cs, a, q, out)
+}
+
+// ------------------------------------------------------------ PQ 8-bit lookups
+
+/// The 8-bit product-quantizer scan: `(table m × 256, m, codes, out)`.
+type Pq8Fn = unsafe fn(&[f32], usize, &[u8], &mut [f32]);
+
+/// Table lookups for 8-bit PQ codes, portable: eight indices per 64-bit load,
+/// extracted with shifts, into two partial sums.
+fn pq8_plain(table: &[f32], m: usize, codes: &[u8], out: &mut [f32]) {
+    let (t, _) = table.as_chunks::<256>();
+    let (t8, t_rest) = t.as_chunks::<8>();
+    for (o, c) in out.iter_mut().zip(codes.chunks_exact(m)) {
+        let (words, tail) = c.as_chunks::<8>();
+        let (mut s0, mut s1) = (0f32, 0f32);
+        for (w, tb) in words.iter().zip(t8) {
+            let w = u64::from_le_bytes(*w);
+            s0 += tb[0][(w & 255) as usize];
+            s1 += tb[1][((w >> 8) & 255) as usize];
+            s0 += tb[2][((w >> 16) & 255) as usize];
+            s1 += tb[3][((w >> 24) & 255) as usize];
+            s0 += tb[4][((w >> 32) & 255) as usize];
+            s1 += tb[5][((w >> 40) & 255) as usize];
+            s0 += tb[6][((w >> 48) & 255) as usize];
+            s1 += tb[7][(w >> 56) as usize];
+        }
+        for (&b, tm) in tail.iter().zip(t_rest) {
+            s0 += tm[b as usize];
+        }
+        *o = s0 + s1;
+    }
+}
+
+unsafe fn pq8_plain_fn(table: &[f32], m: usize, codes: &[u8], out: &mut [f32]) {
+    pq8_plain(table, m, codes, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_pq {
+    use std::arch::x86_64::{
+        __m256i, _mm_loadl_epi64, _mm_loadu_si128, _mm256_add_epi32, _mm256_cvtepu8_epi32,
+        _mm256_i32gather_ps, _mm256_setr_epi32, _mm512_add_epi32, _mm512_add_ps,
+        _mm512_cvtepu8_epi32, _mm512_i32gather_ps, _mm512_reduce_add_ps, _mm512_setr_epi32,
+        _mm512_setzero_ps,
+    };
+
+    #[inline(always)]
+    fn lanes8() -> __m256i {
+        // SAFETY: register-only; AVX is enabled in every caller.
+        unsafe { _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792) }
+    }
+
+    /// Eight sub-quantizers at `i..i + 8` of code `p` by one 8-lane gather, summed.
+    ///
+    /// # Safety
+    /// AVX2; `p + i + 8` inside the code and `table` holding `(i + 8) · 256` floats.
+    #[inline(always)]
+    unsafe fn gather8(table: *const f32, p: *const u8, i: usize) -> f32 {
+        // SAFETY: guaranteed by the caller; indices are bytes, so below 256 per lane.
+        unsafe {
+            let b = _mm_loadl_epi64(p.add(i).cast());
+            let idx = _mm256_add_epi32(_mm256_cvtepu8_epi32(b), lanes8());
+            super::x86::hsum256(_mm256_i32gather_ps::<4>(table.add(i * 256), idx))
+        }
+    }
+
+    /// AVX-512: one 16-lane gather per 16 sub-quantizers, then 8-lane, then scalar.
+    ///
+    /// # Safety
+    /// AVX-512F; `table.len() >= m · 256` and `codes.len() >= out.len() · m`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn pq8_512(table: &[f32], m: usize, codes: &[u8], out: &mut [f32]) {
+        let t = table.as_ptr();
+        let g16 = m / 16;
+        for (o, c) in out.iter_mut().zip(codes.chunks_exact(m)) {
+            let p = c.as_ptr();
+            // SAFETY: every load stays inside the `m`-byte code and every gathered
+            // index `i · 256 + byte` below `m · 256` (the caller's guarantees).
+            unsafe {
+                let lanes = _mm512_setr_epi32(
+                    0, 256, 512, 768, 1024, 1280, 1536, 1792, 2048, 2304, 2560, 2816, 3072, 3328,
+                    3584, 3840,
+                );
+                let mut acc = _mm512_setzero_ps();
+                for g in 0..g16 {
+                    let b = _mm_loadu_si128(p.add(16 * g).cast());
+                    let idx = _mm512_add_epi32(_mm512_cvtepu8_epi32(b), lanes);
+                    acc = _mm512_add_ps(acc, _mm512_i32gather_ps::<4>(idx, t.add(g * 4096)));
+                }
+                let mut s = if g16 > 0 {
+                    _mm512_reduce_add_ps(acc)
+                } else {
+                    0.0
+                };
+                let mut i = g16 * 16;
+                if m - i >= 8 {
+                    s += gather8(t, p, i);
+                    i += 8;
+                }
+                while i < m {
+                    s += *t.add(i * 256 + usize::from(*p.add(i)));
+                    i += 1;
+                }
+                *o = s;
+            }
+        }
+    }
+
+    /// AVX2: one 8-lane gather per 8 sub-quantizers, then scalar.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `table.len() >= m · 256` and `codes.len() >= out.len() · m`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pq8_256(table: &[f32], m: usize, codes: &[u8], out: &mut [f32]) {
+        let t = table.as_ptr();
+        let g8 = m / 8;
+        for (o, c) in out.iter_mut().zip(codes.chunks_exact(m)) {
+            let p = c.as_ptr();
+            // SAFETY: as in `pq8_512`.
+            unsafe {
+                let (mut s0, mut s1) = (0f32, 0f32);
+                let mut g = 0;
+                while g + 2 <= g8 {
+                    s0 += gather8(t, p, 8 * g);
+                    s1 += gather8(t, p, 8 * g + 8);
+                    g += 2;
+                }
+                if g < g8 {
+                    s0 += gather8(t, p, 8 * g);
+                }
+                for i in g8 * 8..m {
+                    s1 += *t.add(i * 256 + usize::from(*p.add(i)));
+                }
+                *o = s0 + s1;
+            }
+        }
+    }
+}
+
+/// The 8-bit PQ scan kernel, safe to call: chosen for a level the CPU has.
+#[derive(Clone, Copy)]
+pub(crate) struct Pq8 {
+    f: Pq8Fn,
+}
+
+impl std::fmt::Debug for Pq8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pq8")
+    }
+}
+
+impl Pq8 {
+    pub(crate) fn new() -> Pq8 {
+        let f: Pq8Fn = match level() {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => x86_pq::pq8_512,
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => x86_pq::pq8_256,
+            _ => pq8_plain_fn,
+        };
+        Pq8 { f }
+    }
+
+    /// Sums of one table entry per sub-quantizer for `out.len()` codes of `m` bytes.
+    ///
+    /// # Panics
+    /// If `table` has fewer than `m · 256` entries or `codes` fewer than `out.len()`
+    /// codes.
+    #[inline]
+    pub(crate) fn run(&self, table: &[f32], m: usize, codes: &[u8], out: &mut [f32]) {
+        assert!(table.len() >= m * 256 && codes.len() >= out.len() * m);
+        // SAFETY: chosen for a level the CPU supports; lengths checked above.
+        unsafe { (self.f)(table, m, codes, out) }
+    }
+}
+
+// ------------------------------------------------------------ SQ 8-bit encoding
+
+/// The 8-bit scalar-quantizer encoder: `(x, vmin, vdiff, code)`.
+type Sq8EncodeFn = unsafe fn(&[f32], &[f32], &[f32], &mut [u8]);
+
+/// `code[i] = floor(255 · clamp((x[i] − vmin[i]) / vdiff[i], 0, 1))`, 0 where the width
+/// is not positive (Faiss's 8-bit encoding).
+fn sq8_encode_plain(x: &[f32], vmin: &[f32], vdiff: &[f32], code: &mut [u8]) {
+    for (((c, &v), &lo), &w) in code.iter_mut().zip(x).zip(vmin).zip(vdiff) {
+        *c = if w > 0.0 {
+            (((v - lo) / w).clamp(0.0, 1.0) * 255.0) as u8
+        } else {
+            0
+        };
+    }
+}
+
+unsafe fn sq8_encode_plain_fn(x: &[f32], vmin: &[f32], vdiff: &[f32], code: &mut [u8]) {
+    sq8_encode_plain(x, vmin, vdiff, code)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_sq {
+    use std::arch::x86_64::{
+        _CMP_GT_OQ, _mm_packus_epi16, _mm_packus_epi32, _mm_storel_epi64, _mm_storeu_si128,
+        _mm256_and_ps, _mm256_castsi256_si128, _mm256_cmp_ps, _mm256_cvttps_epi32, _mm256_div_ps,
+        _mm256_extracti128_si256, _mm256_loadu_ps, _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps,
+        _mm256_set1_ps, _mm256_setzero_ps, _mm256_sub_ps, _mm512_cmp_ps_mask, _mm512_cvtepi32_epi8,
+        _mm512_cvttps_epi32, _mm512_div_ps, _mm512_loadu_ps, _mm512_maskz_mul_ps, _mm512_max_ps,
+        _mm512_min_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_sub_ps,
+    };
+
+    /// AVX-512 version of [`super::sq8_encode_plain`].
+    ///
+    /// # Safety
+    /// AVX-512F; `x`, `vmin` and `vdiff` hold at least `code.len()` floats.
+    #[target_feature(enable = "avx512f,avx2")]
+    pub(super) unsafe fn sq8_encode_512(x: &[f32], vmin: &[f32], vdiff: &[f32], code: &mut [u8]) {
+        let d = code.len();
+        let n = d / 16 * 16;
+        let mut i = 0;
+        // SAFETY: loads of 16 floats and the 16-byte store at `i` with `i + 16 <= n <= d`.
+        unsafe {
+            let (zero, one, top) = (
+                _mm512_setzero_ps(),
+                _mm512_set1_ps(1.0),
+                _mm512_set1_ps(255.0),
+            );
+            while i < n {
+                let v = _mm512_loadu_ps(x.as_ptr().add(i));
+                let lo = _mm512_loadu_ps(vmin.as_ptr().add(i));
+                let w = _mm512_loadu_ps(vdiff.as_ptr().add(i));
+                // `max` returns its second operand for NaN (0 / 0 where w = 0).
+                let t = _mm512_div_ps(_mm512_sub_ps(v, lo), w);
+                let t = _mm512_min_ps(_mm512_max_ps(t, zero), one);
+                let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(w, zero);
+                let q = _mm512_cvttps_epi32(_mm512_maskz_mul_ps(keep, t, top));
+                _mm_storeu_si128(code.as_mut_ptr().add(i).cast(), _mm512_cvtepi32_epi8(q));
+                i += 16;
+            }
+        }
+        super::sq8_encode_plain(&x[n..d], &vmin[n..d], &vdiff[n..d], &mut code[n..]);
+    }
+
+    /// AVX2 version of [`super::sq8_encode_plain`].
+    ///
+    /// # Safety
+    /// AVX2; `x`, `vmin` and `vdiff` hold at least `code.len()` floats.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sq8_encode_256(x: &[f32], vmin: &[f32], vdiff: &[f32], code: &mut [u8]) {
+        let d = code.len();
+        let n = d / 8 * 8;
+        let mut i = 0;
+        // SAFETY: loads of 8 floats and the 8-byte store at `i` with `i + 8 <= n <= d`.
+        unsafe {
+            let (zero, one, top) = (
+                _mm256_setzero_ps(),
+                _mm256_set1_ps(1.0),
+                _mm256_set1_ps(255.0),
+            );
+            while i < n {
+                let v = _mm256_loadu_ps(x.as_ptr().add(i));
+                let lo = _mm256_loadu_ps(vmin.as_ptr().add(i));
+                let w = _mm256_loadu_ps(vdiff.as_ptr().add(i));
+                let t = _mm256_div_ps(_mm256_sub_ps(v, lo), w);
+                let t = _mm256_min_ps(_mm256_max_ps(t, zero), one);
+                let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(w, zero);
+                // Masked-off lanes become +0.0 (all bits clear) and convert to 0.
+                let q = _mm256_cvttps_epi32(_mm256_and_ps(keep, _mm256_mul_ps(t, top)));
+                let w16 =
+                    _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+                _mm_storel_epi64(code.as_mut_ptr().add(i).cast(), _mm_packus_epi16(w16, w16));
+                i += 8;
+            }
+        }
+        super::sq8_encode_plain(&x[n..d], &vmin[n..d], &vdiff[n..d], &mut code[n..]);
+    }
+}
+
+/// The 8-bit SQ encoder, safe to call: chosen for a level the CPU has.
+#[derive(Clone, Copy)]
+pub(crate) struct Sq8Encode {
+    f: Sq8EncodeFn,
+}
+
+impl Sq8Encode {
+    pub(crate) fn new() -> Sq8Encode {
+        let f: Sq8EncodeFn = match level() {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => x86_sq::sq8_encode_512,
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => x86_sq::sq8_encode_256,
+            _ => sq8_encode_plain_fn,
+        };
+        Sq8Encode { f }
+    }
+
+    /// Encodes `code.len()` components.
+    ///
+    /// # Panics
+    /// If `x`, `vmin` or `vdiff` is shorter than `code`.
+    #[inline]
+    pub(crate) fn run(&self, x: &[f32], vmin: &[f32], vdiff: &[f32], code: &mut [u8]) {
+        let d = code.len();
+        assert!(x.len() >= d && vmin.len() >= d && vdiff.len() >= d);
+        // SAFETY: chosen for a level the CPU supports; lengths checked above.
+        unsafe { (self.f)(x, vmin, vdiff, code) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn pq8_kernel_matches_portable_sums() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for m in [1usize, 4, 7, 8, 10, 16, 24, 32, 40] {
+            let table: Vec<f32> = (0..m * 256).map(|_| rng.random_range(0.0..10.0)).collect();
+            let n = 37;
+            let codes: Vec<u8> = (0..n * m).map(|_| rng.random()).collect();
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            Pq8::new().run(&table, m, &codes, &mut a);
+            pq8_plain(&table, m, &codes, &mut b);
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                let exact: f32 = (0..m)
+                    .map(|j| table[j * 256 + codes[i * m + j] as usize])
+                    .sum();
+                assert!((x - y).abs() <= 1e-4 * exact.max(1.0), "m={m}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn sq8_encoder_matches_portable_codes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for d in [1usize, 7, 8, 15, 16, 33, 128] {
+            let x: Vec<f32> = (0..d).map(|_| rng.random_range(-2.0..3.0)).collect();
+            let vmin: Vec<f32> = (0..d).map(|_| rng.random_range(-1.0..0.5)).collect();
+            // Some zero widths, and values outside the range on both sides.
+            let vdiff: Vec<f32> = (0..d)
+                .map(|i| {
+                    if i % 5 == 3 {
+                        0.0
+                    } else {
+                        rng.random_range(0.1..2.0)
+                    }
+                })
+                .collect();
+            let (mut a, mut b) = (vec![0u8; d], vec![1u8; d]);
+            Sq8Encode::new().run(&x, &vmin, &vdiff, &mut a);
+            sq8_encode_plain(&x, &vmin, &vdiff, &mut b);
+            assert_eq!(a, b, "d={d}");
+            assert!(b.iter().zip(&vdiff).all(|(&c, &w)| w > 0.0 || c == 0));
+        }
+    }
 }

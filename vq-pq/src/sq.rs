@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use vq_core::{AdcCodec, CodeDistance, Codec, Error, Metric, Result, VectorsRef};
 
 use crate::bits::{BitReader, BitWriter, packed_len};
-use crate::simd::{Block, BlockKind};
+use crate::simd::{self, Block, BlockKind};
 
 /// Vectors encoded or decoded per parallel task.
 const BLOCK: usize = 4096;
@@ -261,35 +261,16 @@ impl ScalarQuantizer {
         }
     }
 
-    /// `(vmin, vdiff)` of a set of values under the range statistic.
+    /// `(vmin, vdiff)` of a set of values under the quantile statistic (sorts them).
     fn range_of(&self, values: &mut [f32]) -> (f32, f32) {
         let n = values.len();
-        let (lo, hi) = match self.rangestat {
-            RangeStat::MinMax { margin } => {
-                let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-                for &v in values.iter() {
-                    lo = lo.min(v);
-                    hi = hi.max(v);
-                }
-                let e = (hi - lo) * margin;
-                (lo - e, hi + e)
-            }
-            RangeStat::MeanStd { k } => {
-                let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
-                let var = values
-                    .iter()
-                    .map(|&v| (f64::from(v) - mean).powi(2))
-                    .sum::<f64>()
-                    / n as f64;
-                let s = var.sqrt() * f64::from(k);
-                ((mean - s) as f32, (mean + s) as f32)
-            }
-            RangeStat::Quantiles { fraction } => {
-                values.sort_unstable_by(f32::total_cmp);
-                let o = ((fraction * n as f32) as usize).min((n - 1) / 2);
-                (values[o], values[n - 1 - o])
-            }
+        let fraction = match self.rangestat {
+            RangeStat::Quantiles { fraction } => fraction,
+            _ => 0.0,
         };
+        values.sort_unstable_by(f32::total_cmp);
+        let o = ((fraction * n as f32) as usize).min((n - 1) / 2);
+        let (lo, hi) = (values[o], values[n - 1 - o]);
         (lo, (hi - lo).max(0.0))
     }
 
@@ -319,7 +300,7 @@ impl ScalarQuantizer {
         }
     }
 
-    fn encode_one(&self, x: &[f32], code: &mut [u8]) {
+    fn encode_one(&self, enc8: &simd::Sq8Encode, x: &[f32], code: &mut [u8]) {
         match self.qtype {
             SqType::Fp16 => {
                 for (c, &v) in code.chunks_exact_mut(2).zip(x) {
@@ -333,9 +314,17 @@ impl ScalarQuantizer {
                     c.copy_from_slice(&h.to_bits().to_le_bytes());
                 }
             }
-            t if t.bits() == 8 => {
-                for (i, (c, &v)) in code.iter_mut().zip(x).enumerate() {
-                    *c = self.encode_component(i, v) as u8;
+            SqType::Q8 | SqType::Q8Uniform => {
+                enc8.run(x, &self.vmin, &self.vdiff, code);
+            }
+            SqType::Q8Direct => {
+                for (c, &v) in code.iter_mut().zip(x) {
+                    *c = v.clamp(0.0, 255.0) as u8;
+                }
+            }
+            SqType::Q8DirectSigned => {
+                for (c, &v) in code.iter_mut().zip(x) {
+                    *c = (v + 128.0).clamp(0.0, 255.0) as u8;
                 }
             }
             t => {
@@ -382,6 +371,75 @@ impl ScalarQuantizer {
     }
 }
 
+/// Rows per task of the parallel range passes.
+const RANGE_ROWS: usize = 1024;
+
+/// Per-column minimum and maximum in one row-major pass (parallel over row blocks).
+fn column_min_max(x: VectorsRef<'_>) -> (Vec<f32>, Vec<f32>) {
+    let d = x.dim();
+    let init = || (vec![f32::INFINITY; d], vec![f32::NEG_INFINITY; d]);
+    x.as_slice()
+        .par_chunks(RANGE_ROWS * d)
+        .map(|blk| {
+            let (mut lo, mut hi) = init();
+            for r in blk.chunks_exact(d) {
+                for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(r) {
+                    *l = l.min(v);
+                    *h = h.max(v);
+                }
+            }
+            (lo, hi)
+        })
+        .reduce(init, |(mut lo, mut hi), (l2, h2)| {
+            for (a, b) in lo.iter_mut().zip(&l2) {
+                *a = a.min(*b);
+            }
+            for (a, b) in hi.iter_mut().zip(&h2) {
+                *a = a.max(*b);
+            }
+            (lo, hi)
+        })
+}
+
+/// Sums of `f(row value, column)` per column in f64, in one row-major parallel pass.
+fn column_sums(x: VectorsRef<'_>, f: impl Fn(f32, usize) -> f64 + Sync) -> Vec<f64> {
+    let d = x.dim();
+    x.as_slice()
+        .par_chunks(RANGE_ROWS * d)
+        .map(|blk| {
+            let mut acc = vec![0f64; d];
+            for r in blk.chunks_exact(d) {
+                for (j, (a, &v)) in acc.iter_mut().zip(r).enumerate() {
+                    *a += f(v, j);
+                }
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f64; d],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(&b) {
+                    *x += y;
+                }
+                a
+            },
+        )
+}
+
+/// Per-column mean and (population) variance, two row-major passes.
+fn column_mean_var(x: VectorsRef<'_>) -> (Vec<f64>, Vec<f64>) {
+    let n = x.len() as f64;
+    let mean: Vec<f64> = column_sums(x, |v, _| f64::from(v))
+        .into_iter()
+        .map(|s| s / n)
+        .collect();
+    let var = column_sums(x, |v, j| (f64::from(v) - mean[j]).powi(2))
+        .into_iter()
+        .map(|s| s / n)
+        .collect();
+    (mean, var)
+}
+
 impl Codec for ScalarQuantizer {
     fn dim(&self) -> usize {
         self.d
@@ -405,21 +463,72 @@ impl Codec for ScalarQuantizer {
             return Err(Error::InsufficientTrainingData { needed: 1, got: 0 });
         }
         let d = self.d;
-        if self.qtype.uniform() {
-            let mut all = x.as_slice().to_vec();
-            let (lo, w) = self.range_of(&mut all);
-            self.vmin = vec![lo; d];
-            self.vdiff = vec![w; d];
+        let uniform = self.qtype.uniform();
+        let (lo, hi): (Vec<f32>, Vec<f32>) = match self.rangestat {
+            RangeStat::MinMax { margin } => {
+                let (mut lo, mut hi) = column_min_max(x);
+                if uniform {
+                    lo = vec![lo.iter().copied().fold(f32::INFINITY, f32::min)];
+                    hi = vec![hi.iter().copied().fold(f32::NEG_INFINITY, f32::max)];
+                }
+                lo.iter()
+                    .zip(&hi)
+                    .map(|(&l, &h)| {
+                        let e = (h - l) * margin;
+                        (l - e, h + e)
+                    })
+                    .unzip()
+            }
+            RangeStat::MeanStd { k } => {
+                let (mean, var) = column_mean_var(x);
+                let (mean, var) = if uniform {
+                    // Equal counts per column: the pooled mean and variance.
+                    let m = mean.iter().sum::<f64>() / d as f64;
+                    let v = mean
+                        .iter()
+                        .zip(&var)
+                        .map(|(&mj, &vj)| vj + (mj - m) * (mj - m))
+                        .sum::<f64>()
+                        / d as f64;
+                    (vec![m], vec![v])
+                } else {
+                    (mean, var)
+                };
+                mean.iter()
+                    .zip(&var)
+                    .map(|(&m, &v)| {
+                        let s = v.sqrt() * f64::from(k);
+                        ((m - s) as f32, (m + s) as f32)
+                    })
+                    .unzip()
+            }
+            RangeStat::Quantiles { .. } => {
+                let ranges: Vec<(f32, f32)> = if uniform {
+                    let mut all = x.as_slice().to_vec();
+                    vec![self.range_of(&mut all)]
+                } else {
+                    (0..d)
+                        .into_par_iter()
+                        .map(|j| {
+                            let mut col: Vec<f32> = x.rows().map(|r| r[j]).collect();
+                            self.range_of(&mut col)
+                        })
+                        .collect()
+                };
+                ranges.iter().map(|&(l, w)| (l, l + w)).unzip()
+            }
+        };
+        let widths: Vec<f32> = lo
+            .iter()
+            .zip(&hi)
+            .map(|(&l, &h)| (h - l).max(0.0))
+            .collect();
+        if uniform {
+            self.vmin = vec![lo[0]; d];
+            self.vdiff = vec![widths[0]; d];
         } else {
-            let ranges: Vec<(f32, f32)> = (0..d)
-                .into_par_iter()
-                .map(|j| {
-                    let mut col: Vec<f32> = x.rows().map(|r| r[j]).collect();
-                    self.range_of(&mut col)
-                })
-                .collect();
-            self.vmin = ranges.iter().map(|r| r.0).collect();
-            self.vdiff = ranges.iter().map(|r| r.1).collect();
+            self.vmin = lo;
+            self.vdiff = widths;
         }
         Ok(())
     }
@@ -437,12 +546,13 @@ impl Codec for ScalarQuantizer {
             });
         }
         let d = self.d;
+        let enc8 = simd::Sq8Encode::new();
         codes
             .par_chunks_mut(BLOCK * cs)
             .zip(x.as_slice().par_chunks(BLOCK * d))
             .for_each(|(cb, xb)| {
                 for (c, r) in cb.chunks_exact_mut(cs).zip(xb.chunks_exact(d)) {
-                    self.encode_one(r, c);
+                    self.encode_one(&enc8, r, c);
                 }
             });
         Ok(())
