@@ -9,6 +9,7 @@ use std::str::FromStr;
 use vq_core::{
     Index, IndexFlat, IndexIDMap, IndexIDMap2, L2Normalize, Metric, PreTransform, VectorTransform,
 };
+use vq_ivf::{IndexIvf, IvfCodec, IvfFlat, IvfPq};
 use vq_pq::{
     IndexPQ, IndexScalarQuantizer, Opq, Pca, ProductQuantizer, RandomRotation, ScalarQuantizer,
     SqType,
@@ -131,6 +132,22 @@ pub enum IndexSpec {
     Sq(SqType),
 }
 
+/// The coarse quantizer of an inverted-file index, before its encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CoarseSpec {
+    /// `IVF{n}` (also `IVF{n}k`, `IVF{n}M`): k-means centroids in a flat index.
+    Ivf {
+        /// Number of lists.
+        nlist: usize,
+    },
+    /// `IMI2x{b}`: inverted multi-index, `2^(2b)` cells (L2 only).
+    Imi {
+        /// Bits per half.
+        bits: usize,
+    },
+}
+
 /// A parsed factory string. `Display` prints the canonical string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FactorySpec {
@@ -138,7 +155,9 @@ pub struct FactorySpec {
     pub id_map: Option<IdMapKind>,
     /// Transforms, applied first to last.
     pub transforms: Vec<TransformSpec>,
-    /// The index.
+    /// Coarse quantizer: the index is an inverted file over `index`'s encoding.
+    pub coarse: Option<CoarseSpec>,
+    /// The index (or, after a coarse quantizer, the encoding of the lists).
     pub index: IndexSpec,
 }
 
@@ -147,10 +166,23 @@ const LATER: [&str; 9] = [
     "IVF", "IMI", "HNSW", "NSG", "RFlat", "Refine", "LSH", "ITQ", "Residual",
 ];
 
+/// Parses `IVF{n}[k|M]` (no suffix after the count: `IVF1024_HNSW32` is for later).
+fn ivf_lists(rest: &str) -> Option<usize> {
+    let (digits, mult) = if let Some(r) = rest.strip_suffix('k') {
+        (r, 1 << 10)
+    } else if let Some(r) = rest.strip_suffix('M') {
+        (r, 1 << 20)
+    } else {
+        (rest, 1)
+    };
+    num(digits)?.checked_mul(mult)
+}
+
 /// One classified token.
 enum Tok {
     IdMap(IdMapKind),
     Transform(TransformSpec),
+    Coarse(CoarseSpec),
     Index(IndexSpec),
     /// A known family in a form vq does not provide yet (e.g. `PQ16x4fs`).
     Later,
@@ -172,7 +204,13 @@ fn classify(t: &str) -> Option<Tok> {
         "Flat" => Tok::Index(IndexSpec::Flat),
         "RR" => Tok::Transform(TransformSpec::RandomRotation { d_out: None }),
         _ => {
-            if let Some(rest) = t.strip_prefix("OPQ") {
+            if let Some(rest) = t.strip_prefix("IVF") {
+                Tok::Coarse(CoarseSpec::Ivf {
+                    nlist: ivf_lists(rest)?,
+                })
+            } else if let Some(rest) = t.strip_prefix("IMI2x") {
+                Tok::Coarse(CoarseSpec::Imi { bits: num(rest)? })
+            } else if let Some(rest) = t.strip_prefix("OPQ") {
                 let (m, d) = match rest.split_once('_') {
                     Some((m, d)) => (num(m)?, Some(num(d)?)),
                     None => (num(rest)?, None),
@@ -245,6 +283,7 @@ impl FactorySpec {
         let toks = tokens(input);
         let mut id_map = None;
         let mut transforms = Vec::new();
+        let mut coarse = None;
         let mut index = None;
         for (i, (t, span)) in toks.iter().enumerate() {
             let span = span.clone();
@@ -275,7 +314,18 @@ impl FactorySpec {
                     }
                     id_map = Some(kind);
                 }
-                Tok::Transform(tr) => transforms.push(tr),
+                Tok::Transform(tr) => {
+                    if coarse.is_some() {
+                        return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
+                    }
+                    transforms.push(tr)
+                }
+                Tok::Coarse(c) => {
+                    if coarse.is_some() {
+                        return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
+                    }
+                    coarse = Some(c)
+                }
                 Tok::Index(ix) => index = Some(ix),
                 Tok::Later => unreachable!("handled above"),
             }
@@ -285,6 +335,7 @@ impl FactorySpec {
         Ok(FactorySpec {
             id_map,
             transforms,
+            coarse,
             index,
         })
     }
@@ -319,15 +370,45 @@ impl FactorySpec {
             dim = tr.d_out();
             chain.push(tr);
         }
-        let base: Box<dyn Index> = match self.index {
-            IndexSpec::Flat => Box::new(IndexFlat::new(dim, metric)?),
-            IndexSpec::Pq { m, nbits } => {
+        let base: Box<dyn Index> = match (self.coarse, self.index) {
+            (None, IndexSpec::Flat) => Box::new(IndexFlat::new(dim, metric)?),
+            (None, IndexSpec::Pq { m, nbits }) => {
                 Box::new(IndexPQ::new(ProductQuantizer::new(dim, m, nbits)?, metric))
             }
-            IndexSpec::Sq(t) => Box::new(IndexScalarQuantizer::new(
+            (None, IndexSpec::Sq(t)) => Box::new(IndexScalarQuantizer::new(
                 ScalarQuantizer::new(dim, t)?,
                 metric,
             )),
+            (Some(CoarseSpec::Ivf { nlist }), IndexSpec::Flat) => {
+                Box::new(IndexIvf::new_flat(dim, nlist, metric)?)
+            }
+            (Some(CoarseSpec::Ivf { nlist }), IndexSpec::Pq { m, nbits }) => {
+                Box::new(IndexIvf::new_pq(dim, nlist, m, nbits, metric)?)
+            }
+            (Some(CoarseSpec::Ivf { nlist }), IndexSpec::Sq(t)) => {
+                Box::new(IndexIvf::new_sq(dim, nlist, t, metric)?)
+            }
+            (Some(CoarseSpec::Imi { bits }), ix) => {
+                if metric != Metric::L2 {
+                    return Err(vq_core::Error::invalid_param(
+                        "metric",
+                        format!("IMI2x{bits} supports L2 only (as Faiss)"),
+                    ));
+                }
+                match ix {
+                    IndexSpec::Flat => Box::new(IndexIvf::new_imi(dim, bits, IvfFlat::new(dim)?)?),
+                    IndexSpec::Pq { m, nbits } => Box::new(IndexIvf::new_imi(
+                        dim,
+                        bits,
+                        IvfPq::new(ProductQuantizer::new(dim, m, nbits)?, true),
+                    )?),
+                    IndexSpec::Sq(t) => Box::new(IndexIvf::new_imi(
+                        dim,
+                        bits,
+                        IvfCodec::new(ScalarQuantizer::new(dim, t)?, true),
+                    )?),
+                }
+            }
         };
         let inner: Box<dyn Index> = if chain.is_empty() {
             base
@@ -371,6 +452,15 @@ impl fmt::Display for TransformSpec {
     }
 }
 
+impl fmt::Display for CoarseSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CoarseSpec::Ivf { nlist } => write!(f, "IVF{nlist}"),
+            CoarseSpec::Imi { bits } => write!(f, "IMI2x{bits}"),
+        }
+    }
+}
+
 impl fmt::Display for IndexSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -391,6 +481,9 @@ impl fmt::Display for FactorySpec {
             None => {}
         }
         parts.extend(self.transforms.iter().map(ToString::to_string));
+        if let Some(c) = self.coarse {
+            parts.push(c.to_string());
+        }
         parts.push(self.index.to_string());
         f.write_str(&parts.join(","))
     }
@@ -434,6 +527,11 @@ mod tests {
             "SQ8_direct_signed",
             "SQ6",
             "SQ8_uniform",
+            "IVF1024,Flat",
+            "IVF4096,PQ32",
+            "OPQ16_64,IVF1024,PQ16",
+            "IMI2x8,PQ16",
+            "IDMap2,PCA32,IVF16,SQ8",
         ] {
             let spec = FactorySpec::parse(s).unwrap();
             assert_eq!(spec.to_string(), s);
@@ -464,9 +562,24 @@ mod tests {
         }
         let e = FactorySpec::parse("PQ16x4fs").unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::NotAvailableYet("PQ16x4fs".into()));
-        let e = FactorySpec::parse("IVF1024,Flat").unwrap_err();
-        assert_eq!(e.kind, ParseErrorKind::NotAvailableYet("IVF1024".into()));
-        assert_eq!(e.span, 0..7);
+        let e = FactorySpec::parse("IVF1024_HNSW32,Flat").unwrap_err();
+        assert_eq!(
+            e.kind,
+            ParseErrorKind::NotAvailableYet("IVF1024_HNSW32".into())
+        );
+        assert_eq!(e.span, 0..14);
+        assert_eq!(
+            FactorySpec::parse("IVF4k,Flat").unwrap().coarse,
+            Some(CoarseSpec::Ivf { nlist: 4096 })
+        );
+        let e = FactorySpec::parse("IVF16,PCA8,Flat").unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::Misplaced("PCA8".into()));
+        let e = FactorySpec::parse("IVF16,IMI2x4,Flat").unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::Misplaced("IMI2x4".into()));
+        assert_eq!(
+            FactorySpec::parse("IVF16").unwrap_err().kind,
+            ParseErrorKind::MissingIndex
+        );
         let e = FactorySpec::parse("L2norm,IDMap,Flat").unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::Misplaced("IDMap".into()));
         assert_eq!(
@@ -501,6 +614,12 @@ mod tests {
         assert!(index_factory(128, "PCA64,PQ5", Metric::L2).is_err());
         assert!(index_factory(16, "PCA64,Flat", Metric::L2).is_err());
         assert!(index_factory(16, "PQ4x17", Metric::L2).is_err());
+        let ix = index_factory(64, "OPQ16_64,IVF256,PQ16", Metric::L2).unwrap();
+        assert_eq!(ix.bytes_per_vector(), 24.0);
+        assert_eq!(ix.search_param_names()[0], "nprobe");
+        assert!(index_factory(64, "IMI2x8,PQ16", Metric::InnerProduct).is_err());
+        assert!(index_factory(63, "IMI2x8,Flat", Metric::L2).is_err());
+        assert!(index_factory(64, "IVF0,Flat", Metric::L2).is_err());
     }
 
     #[test]

@@ -1,3 +1,20 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+mod encoding;
+mod invlists;
+mod ivf;
+mod ondisk;
+mod quantizer;
+mod shards;
+
+pub use encoding::{
+    CodecScanner, FlatScanner, IvfCodec, IvfEncoding, IvfFlat, IvfPq, ListScanner,
+    PRECOMPUTED_TABLE_MAX_BYTES, PqScanner,
+};
+pub use invlists::{ArrayInvertedLists, InvertedLists, merge_into};
+pub use ivf::{IndexIvf, IndexIvfFlat, IndexIvfPq, IndexIvfSq};
+pub use ondisk::OnDiskInvertedLists;
+pub use quantizer::{AnyQuantizer, CoarseQuantizer, MultiIndexQuantizer};
+pub use shards::IndexShards;

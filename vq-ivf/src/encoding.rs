@@ -1,0 +1,627 @@
+//! How an IVF index encodes the vectors of its lists and scores a query against them:
+//! raw floats (IVF-Flat), any code-domain codec on residuals (IVF-SQ), and product
+//! quantization with precomputed tables (IVF-PQ).
+
+use std::fmt::Debug;
+
+use vq_core::distance::Kernels;
+use vq_core::{AdcCodec, CodeDistance, Codec, Error, Metric, Result, VectorsRef};
+use vq_pq::{PqDistanceTable, ProductQuantizer};
+
+use crate::quantizer::CoarseQuantizer;
+
+/// Scores one query against the codes of the lists it probes.
+pub trait ListScanner {
+    /// Prepares for the codes of `list`, whose centroid is at `coarse_dis` from the
+    /// query (the coarse quantizer's distance: squared L2 or inner product).
+    ///
+    /// # Errors
+    /// A centroid the quantizer cannot provide.
+    fn set_list(&mut self, list: usize, coarse_dis: f32) -> Result<()>;
+
+    /// Distances from the query to `out.len()` consecutive codes of the current list.
+    ///
+    /// # Errors
+    /// Internal codec errors (not trained, wrong sizes).
+    fn scan(&mut self, codes: &[u8], out: &mut [f32]) -> Result<()>;
+}
+
+/// The encoding of an IVF index's entries (Faiss's per-class `encode_vectors` and
+/// `InvertedListScanner`).
+pub trait IvfEncoding: Debug + Clone + Send + Sync + 'static {
+    /// The per-query scanner.
+    type Scanner<'a>: ListScanner
+    where
+        Self: 'a;
+
+    /// Input dimension.
+    fn dim(&self) -> usize;
+
+    /// Bytes per code.
+    fn code_size(&self) -> usize;
+
+    /// `true` when codes hold `x − centroid` (residuals) rather than `x`.
+    fn by_residual(&self) -> bool;
+
+    /// `true` once trained (or when no training is needed).
+    fn is_trained(&self) -> bool;
+
+    /// At most this many (sampled) vectors are used for training, as Faiss does for
+    /// product quantizers; `None` = all.
+    fn max_train_points(&self) -> Option<usize> {
+        None
+    }
+
+    /// Trains on vectors (residuals when [`IvfEncoding::by_residual`]).
+    ///
+    /// # Errors
+    /// The codec's training errors.
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()>;
+
+    /// Encodes vectors (residuals when by residual).
+    ///
+    /// # Errors
+    /// The codec's errors.
+    fn encode_into(&self, x: VectorsRef<'_>, codes: &mut [u8]) -> Result<()>;
+
+    /// Decodes codes (to residuals when by residual).
+    ///
+    /// # Errors
+    /// The codec's errors.
+    fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()>;
+
+    /// Called once the quantizer is trained (and after loading): precomputes what
+    /// search needs per list (IVF-PQ's tables). The default does nothing.
+    ///
+    /// # Errors
+    /// Centroids the quantizer cannot provide.
+    fn prepare(&mut self, quantizer: &dyn CoarseQuantizer, metric: Metric) -> Result<()> {
+        let _ = (quantizer, metric);
+        Ok(())
+    }
+
+    /// A scanner for `query`.
+    ///
+    /// # Errors
+    /// Not trained, dimension mismatch.
+    fn scanner<'a>(
+        &'a self,
+        quantizer: &'a dyn CoarseQuantizer,
+        query: &'a [f32],
+        metric: Metric,
+    ) -> Result<Self::Scanner<'a>>;
+
+    /// A short description, e.g. `"Flat"`, `"SQ8"`, `"PQ16"`.
+    fn describe(&self) -> String;
+}
+
+// ------------------------------------------------------------------------- Flat
+
+/// Raw `f32` vectors in the lists (IVF-Flat): exact distances to the stored vectors.
+#[derive(Clone, Debug)]
+pub struct IvfFlat {
+    d: usize,
+}
+
+impl IvfFlat {
+    /// For vectors of dimension `d`.
+    ///
+    /// # Errors
+    /// `d == 0`.
+    pub fn new(d: usize) -> Result<IvfFlat> {
+        if d == 0 {
+            return Err(Error::invalid_param(
+                "d",
+                "the dimension must be at least 1",
+            ));
+        }
+        Ok(IvfFlat { d })
+    }
+}
+
+/// Scanner of [`IvfFlat`].
+#[derive(Debug)]
+pub struct FlatScanner<'a> {
+    query: &'a [f32],
+    metric: Metric,
+    kernels: &'static Kernels,
+    scratch: Vec<f32>,
+}
+
+impl ListScanner for FlatScanner<'_> {
+    fn set_list(&mut self, _list: usize, _coarse_dis: f32) -> Result<()> {
+        Ok(())
+    }
+
+    fn scan(&mut self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        let d = self.query.len();
+        let codes = &codes[..out.len() * 4 * d];
+        match bytemuck::try_cast_slice::<u8, f32>(codes) {
+            Ok(ys) if cfg!(target_endian = "little") => {
+                self.kernels.distance_ny(self.metric, self.query, ys, out);
+            }
+            _ => {
+                self.scratch.clear();
+                self.scratch.extend(
+                    codes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+                self.kernels
+                    .distance_ny(self.metric, self.query, &self.scratch, out);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl IvfEncoding for IvfFlat {
+    type Scanner<'a> = FlatScanner<'a>;
+
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    fn code_size(&self) -> usize {
+        4 * self.d
+    }
+
+    fn by_residual(&self) -> bool {
+        false
+    }
+
+    fn is_trained(&self) -> bool {
+        true
+    }
+
+    fn train(&mut self, _x: VectorsRef<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    fn encode_into(&self, x: VectorsRef<'_>, codes: &mut [u8]) -> Result<()> {
+        vq_core::FlatCodec::new(self.d)?.encode_into(x, codes)
+    }
+
+    fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        vq_core::FlatCodec::new(self.d)?.decode_into(codes, out)
+    }
+
+    fn scanner<'a>(
+        &'a self,
+        _quantizer: &'a dyn CoarseQuantizer,
+        query: &'a [f32],
+        metric: Metric,
+    ) -> Result<FlatScanner<'a>> {
+        check_query(self.d, query)?;
+        Ok(FlatScanner {
+            query,
+            metric,
+            kernels: Kernels::get(),
+            scratch: Vec::new(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        "Flat".into()
+    }
+}
+
+fn check_query(d: usize, q: &[f32]) -> Result<()> {
+    if q.len() == d {
+        Ok(())
+    } else {
+        Err(Error::DimensionMismatch {
+            expected: d,
+            got: q.len(),
+        })
+    }
+}
+
+// ------------------------------------------------------------- any ADC codec
+
+/// Any code-domain codec (e.g. a `ScalarQuantizer`: IVF-SQ), on residuals or not.
+///
+/// With residuals and L2, each list's scan compares the residual query `q − c` with
+/// the codes; with inner product it adds `⟨q, c⟩` (the coarse distance) to `⟨q, r⟩`,
+/// as Faiss's `IndexIVFScalarQuantizer` does.
+#[derive(Clone, Debug)]
+pub struct IvfCodec<C> {
+    codec: C,
+    by_residual: bool,
+}
+
+impl<C> IvfCodec<C> {
+    /// Wraps `codec`; `by_residual` as Faiss's default (`true`) for IVF-SQ.
+    pub fn new(codec: C, by_residual: bool) -> IvfCodec<C> {
+        IvfCodec { codec, by_residual }
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &C {
+        &self.codec
+    }
+}
+
+/// Scanner of [`IvfCodec`].
+#[derive(Debug)]
+pub struct CodecScanner<'a, C> {
+    enc: &'a IvfCodec<C>,
+    quantizer: &'a dyn CoarseQuantizer,
+    query: &'a [f32],
+    metric: Metric,
+    resid: Vec<f32>,
+    bias: f32,
+}
+
+impl<C: AdcCodec> ListScanner for CodecScanner<'_, C> {
+    fn set_list(&mut self, list: usize, coarse_dis: f32) -> Result<()> {
+        if !self.enc.by_residual {
+            return Ok(());
+        }
+        match self.metric {
+            Metric::L2 => {
+                self.quantizer.centroid_into(list, &mut self.resid)?;
+                for (r, &q) in self.resid.iter_mut().zip(self.query) {
+                    *r = q - *r;
+                }
+            }
+            Metric::InnerProduct => self.bias = coarse_dis,
+        }
+        Ok(())
+    }
+
+    fn scan(&mut self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        let q = if self.enc.by_residual && self.metric == Metric::L2 {
+            &self.resid[..]
+        } else {
+            self.query
+        };
+        let mut comp = self.enc.codec.query_computer(q, self.metric)?;
+        comp.distances(codes, out);
+        if self.bias != 0.0 {
+            out.iter_mut().for_each(|o| *o += self.bias);
+        }
+        Ok(())
+    }
+}
+
+impl<C: AdcCodec + Clone + 'static> IvfEncoding for IvfCodec<C> {
+    type Scanner<'a> = CodecScanner<'a, C>;
+
+    fn dim(&self) -> usize {
+        self.codec.dim()
+    }
+
+    fn code_size(&self) -> usize {
+        self.codec.code_size()
+    }
+
+    fn by_residual(&self) -> bool {
+        self.by_residual
+    }
+
+    fn is_trained(&self) -> bool {
+        self.codec.is_trained()
+    }
+
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.codec.train(x)
+    }
+
+    fn encode_into(&self, x: VectorsRef<'_>, codes: &mut [u8]) -> Result<()> {
+        self.codec.encode_into(x, codes)
+    }
+
+    fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        self.codec.decode_into(codes, out)
+    }
+
+    fn scanner<'a>(
+        &'a self,
+        quantizer: &'a dyn CoarseQuantizer,
+        query: &'a [f32],
+        metric: Metric,
+    ) -> Result<CodecScanner<'a, C>> {
+        check_query(self.codec.dim(), query)?;
+        Ok(CodecScanner {
+            enc: self,
+            quantizer,
+            query,
+            metric,
+            resid: vec![0.0; query.len()],
+            bias: 0.0,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let name = std::any::type_name::<C>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("codec");
+        format!(
+            "{name}{}",
+            if self.by_residual { " (residual)" } else { "" }
+        )
+    }
+}
+
+// ------------------------------------------------------------------------- PQ
+
+/// Largest precomputed table (bytes) built automatically, as Faiss's
+/// `precomputed_table_max_bytes`.
+pub const PRECOMPUTED_TABLE_MAX_BYTES: usize = 2 << 30;
+
+/// The query-independent part of IVF-PQ's L2 distances by list.
+#[derive(Clone, Debug, Default)]
+enum Precomputed {
+    /// Not available: residual tables are computed per list.
+    #[default]
+    None,
+    /// `nlist × M × ksub` values `‖y_R‖² + 2⟨y_C, y_R⟩`.
+    Full(Vec<f32>),
+    /// Multi-index quantizer: one table per half (`2^bits × M/2 × ksub` each).
+    Multi { bits: usize, halves: [Vec<f32>; 2] },
+}
+
+/// Product-quantization codes in the lists (IVF-PQ), on residuals by default.
+///
+/// L2 search with residuals uses Faiss's decomposition
+/// `‖x − y_C − y_R‖² = ‖x − y_C‖² + (‖y_R‖² + 2⟨y_C, y_R⟩) − 2⟨x, y_R⟩`: the middle
+/// term is precomputed per list when the table fits in
+/// [`PRECOMPUTED_TABLE_MAX_BYTES`] (compactly, per half, for a multi-index), the last
+/// is one table per query, the first comes from the coarse search; so probing a list
+/// costs one table addition, not a table computation.
+#[derive(Clone, Debug)]
+pub struct IvfPq {
+    pq: ProductQuantizer,
+    by_residual: bool,
+    use_precomputed: bool,
+    precomputed: Precomputed,
+}
+
+impl IvfPq {
+    /// Wraps `pq` (residual encoding when `by_residual`, Faiss's default).
+    pub fn new(pq: ProductQuantizer, by_residual: bool) -> IvfPq {
+        IvfPq {
+            pq,
+            by_residual,
+            use_precomputed: true,
+            precomputed: Precomputed::None,
+        }
+    }
+
+    /// The product quantizer.
+    pub fn pq(&self) -> &ProductQuantizer {
+        &self.pq
+    }
+
+    /// Mutable product quantizer (e.g. k-means parameters before training).
+    pub fn pq_mut(&mut self) -> &mut ProductQuantizer {
+        &mut self.pq
+    }
+
+    /// Whether precomputed tables may be used (Faiss's `use_precomputed_table`, on by
+    /// default); takes effect at the next `prepare` (training or loading).
+    pub fn set_use_precomputed(&mut self, on: bool) {
+        self.use_precomputed = on;
+        if !on {
+            self.precomputed = Precomputed::None;
+        }
+    }
+
+    /// `true` when a precomputed table is in use.
+    pub fn has_precomputed(&self) -> bool {
+        !matches!(self.precomputed, Precomputed::None)
+    }
+
+    /// Squared norms of every sub-centroid, `M × ksub`.
+    fn centroid_norms(&self) -> Vec<f32> {
+        self.pq
+            .centroids()
+            .chunks_exact(self.pq.dsub())
+            .map(|c| c.iter().map(|v| v * v).sum())
+            .collect()
+    }
+
+    /// `‖y_R‖² + 2⟨c, y_R⟩` for the sub-quantizers `m0..m0 + nm` and each row `c` of
+    /// `cents` (vectors over those sub-spaces only).
+    fn term1(&self, cents: &[f32], m0: usize, nm: usize, norms: &[f32]) -> Result<Vec<f32>> {
+        let (dsub, ks) = (self.pq.dsub(), self.pq.ksub());
+        let dpart = nm * dsub;
+        let n = cents.len() / dpart;
+        let mut out = vec![0f32; n * nm * ks];
+        // A product quantizer over the part, sharing the sub-codebooks, gives the inner
+        // products through the batched table code.
+        let mut part = ProductQuantizer::new(dpart, nm, self.pq.nbits())?;
+        part.set_centroids(&self.pq.centroids()[m0 * ks * dsub..(m0 + nm) * ks * dsub])?;
+        let ip =
+            part.compute_distance_tables(VectorsRef::new(cents, dpart)?, Metric::InnerProduct)?;
+        let nrm = &norms[m0 * ks..(m0 + nm) * ks];
+        for (o, t) in out.chunks_exact_mut(nm * ks).zip(ip.chunks_exact(nm * ks)) {
+            for ((o, &t), &n) in o.iter_mut().zip(t).zip(nrm) {
+                *o = n + 2.0 * t;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Scanner of [`IvfPq`].
+#[derive(Debug)]
+pub struct PqScanner<'a> {
+    enc: &'a IvfPq,
+    quantizer: &'a dyn CoarseQuantizer,
+    query: &'a [f32],
+    metric: Metric,
+    /// Per-query table: `−2⟨x, y_R⟩` (L2 with precomputed terms) or the full table.
+    base: Vec<f32>,
+    table: PqDistanceTable,
+    resid: Vec<f32>,
+}
+
+impl ListScanner for PqScanner<'_> {
+    fn set_list(&mut self, list: usize, coarse_dis: f32) -> Result<()> {
+        let e = self.enc;
+        if !e.by_residual {
+            return Ok(());
+        }
+        if self.metric == Metric::InnerProduct {
+            self.table.set_bias(coarse_dis);
+            return Ok(());
+        }
+        let tsize = self.base.len();
+        match &e.precomputed {
+            Precomputed::Full(pre) => {
+                let p = &pre[list * tsize..(list + 1) * tsize];
+                for ((t, &a), &b) in self.table.table_mut().iter_mut().zip(p).zip(&self.base) {
+                    *t = a + b;
+                }
+                self.table.set_bias(coarse_dis);
+            }
+            Precomputed::Multi { bits, halves } => {
+                let half = tsize / 2;
+                let idx = [list & ((1 << bits) - 1), list >> bits];
+                let t = self.table.table_mut();
+                for h in 0..2 {
+                    let p = &halves[h][idx[h] * half..(idx[h] + 1) * half];
+                    let b = &self.base[h * half..(h + 1) * half];
+                    for ((t, &a), &b) in t[h * half..(h + 1) * half].iter_mut().zip(p).zip(b) {
+                        *t = a + b;
+                    }
+                }
+                self.table.set_bias(coarse_dis);
+            }
+            Precomputed::None => {
+                self.quantizer.centroid_into(list, &mut self.resid)?;
+                for (r, &q) in self.resid.iter_mut().zip(self.query) {
+                    *r = q - *r;
+                }
+                e.pq.compute_distance_table(&self.resid, Metric::L2, self.table.table_mut())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(&mut self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        self.table.scan(codes, out);
+        Ok(())
+    }
+}
+
+impl IvfEncoding for IvfPq {
+    type Scanner<'a> = PqScanner<'a>;
+
+    fn dim(&self) -> usize {
+        self.pq.dim()
+    }
+
+    fn code_size(&self) -> usize {
+        self.pq.code_size()
+    }
+
+    fn by_residual(&self) -> bool {
+        self.by_residual
+    }
+
+    fn is_trained(&self) -> bool {
+        self.pq.is_trained()
+    }
+
+    fn max_train_points(&self) -> Option<usize> {
+        Some(self.pq.kmeans_params().max_points_per_centroid * self.pq.ksub())
+    }
+
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.precomputed = Precomputed::None;
+        self.pq.train(x)
+    }
+
+    fn encode_into(&self, x: VectorsRef<'_>, codes: &mut [u8]) -> Result<()> {
+        self.pq.encode_into(x, codes)
+    }
+
+    fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        self.pq.decode_into(codes, out)
+    }
+
+    fn prepare(&mut self, quantizer: &dyn CoarseQuantizer, metric: Metric) -> Result<()> {
+        self.precomputed = Precomputed::None;
+        if !self.use_precomputed
+            || !self.by_residual
+            || metric != Metric::L2
+            || !self.pq.is_trained()
+        {
+            return Ok(());
+        }
+        let (m, ks, d) = (self.pq.m(), self.pq.ksub(), self.pq.dim());
+        let norms = self.centroid_norms();
+        if let Some((bits, c0, c1)) = quantizer.multi_index_parts() {
+            if m.is_multiple_of(2) {
+                let h = m / 2;
+                self.precomputed = Precomputed::Multi {
+                    bits,
+                    halves: [self.term1(c0, 0, h, &norms)?, self.term1(c1, h, h, &norms)?],
+                };
+            }
+            return Ok(());
+        }
+        let nlist = quantizer.nlist();
+        let bytes = nlist.saturating_mul(m * ks * 4);
+        if bytes > PRECOMPUTED_TABLE_MAX_BYTES || nlist == 0 {
+            return Ok(());
+        }
+        let mut cents = vec![0f32; nlist * d];
+        for (l, c) in cents.chunks_exact_mut(d).enumerate() {
+            quantizer.centroid_into(l, c)?;
+        }
+        self.precomputed = Precomputed::Full(self.term1(&cents, 0, m, &norms)?);
+        Ok(())
+    }
+
+    fn scanner<'a>(
+        &'a self,
+        quantizer: &'a dyn CoarseQuantizer,
+        query: &'a [f32],
+        metric: Metric,
+    ) -> Result<PqScanner<'a>> {
+        check_query(self.pq.dim(), query)?;
+        let tsize = self.pq.m() * self.pq.ksub();
+        let mut base = vec![0f32; tsize];
+        let precomputed_l2 = self.by_residual && metric == Metric::L2 && self.has_precomputed();
+        if precomputed_l2 {
+            self.pq
+                .compute_distance_table(query, Metric::InnerProduct, &mut base)?;
+            base.iter_mut().for_each(|v| *v *= -2.0);
+        } else if !(self.by_residual && metric == Metric::L2) {
+            // Not by residual, or inner product: one table for every list.
+            self.pq.compute_distance_table(query, metric, &mut base)?;
+        }
+        let table = PqDistanceTable::new(
+            if precomputed_l2 {
+                vec![0.0; tsize]
+            } else {
+                base.clone()
+            },
+            self.pq.m(),
+            self.pq.nbits(),
+        )?;
+        Ok(PqScanner {
+            enc: self,
+            quantizer,
+            query,
+            metric,
+            base,
+            table,
+            resid: vec![0.0; query.len()],
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "PQ{}x{}{}",
+            self.pq.m(),
+            self.pq.nbits(),
+            if self.by_residual { " (residual)" } else { "" }
+        )
+    }
+}

@@ -1,0 +1,946 @@
+//! The inverted-file index over any coarse quantizer and any encoding.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use vq_core::topk::TopK;
+use vq_core::{
+    Error, IdFilter, Index, IndexFlat, Label, Metric, RangeSearchResults, Result, SearchParams,
+    SearchResults, Vectors, VectorsRef, check_search,
+};
+use vq_kmeans::{KMeans, KMeansParams};
+use vq_pq::{ProductQuantizer, ScalarQuantizer, SqType};
+
+use crate::encoding::{IvfCodec, IvfEncoding, IvfFlat, IvfPq, ListScanner};
+use crate::invlists::{ArrayInvertedLists, InvertedLists};
+use crate::quantizer::{CoarseQuantizer, MultiIndexQuantizer};
+
+/// Distances computed per block while scanning a list.
+const SCAN_BLOCK: usize = 256;
+
+/// An inverted-file index: a coarse quantizer assigns each vector to one of `nlist`
+/// lists, and each list stores the vectors' codes and ids (Faiss's `IndexIVF`).
+/// A search visits the `nprobe` lists nearest to the query.
+///
+/// Generic over the quantizer `Q` (an [`IndexFlat`] of k-means centroids by default, a
+/// [`MultiIndexQuantizer`], or any index through [`crate::AnyQuantizer`]) and the
+/// encoding `E` ([`IvfFlat`], [`IvfCodec`] for scalar quantizers, [`IvfPq`]).
+///
+/// Semantics follow Faiss:
+/// - `add` gives ids `len()..len() + n`; `add_with_ids` stores the caller's ids, which
+///   need not be unique (duplicates are all stored and can all be returned;
+///   `remove_ids` removes every copy). With a direct map enabled, ids must be unique:
+///   an id already present is an [`Error::DuplicateId`] and nothing is added.
+/// - `nprobe` (per call through [`SearchParams`], or the index default 1) is clamped to
+///   `nlist`; `nprobe = 0` is an error. `max_codes` (0 = no limit) stops a query's scan
+///   once that many codes were visited (whole lists).
+/// - `remove_ids` keeps ids of the remaining vectors unchanged.
+/// - `reconstruct` needs a direct map ([`IndexIvf::make_direct_map`]).
+/// - Results are padded with `-1` when the probed lists hold fewer than `k` vectors.
+///
+/// ```
+/// use vq_core::{Index, SearchParams, synthetic::SyntheticSpec};
+/// use vq_ivf::IndexIvf;
+/// let data = SyntheticSpec::new(5_000, 32, 10).generate()?;
+/// let mut index = IndexIvf::new_flat(32, 64, vq_core::Metric::L2)?;
+/// index.train(data.base.as_ref())?;
+/// index.add(data.base.as_ref())?;
+/// let params = SearchParams::new().with_nprobe(8);
+/// let res = index.search(data.queries.as_ref(), 5, &params)?;
+/// assert_eq!(res.row(0).1.len(), 5);
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct IndexIvf<Q, E> {
+    quantizer: Q,
+    encoding: E,
+    lists: Box<dyn InvertedLists>,
+    nlist: usize,
+    metric: Metric,
+    nprobe: usize,
+    max_codes: usize,
+    kmeans: KMeansParams,
+    direct_map: Option<HashMap<Label, (u32, u32)>>,
+    prepared: bool,
+}
+
+/// IVF with raw vectors in the lists (`IVF<n>,Flat`).
+pub type IndexIvfFlat = IndexIvf<IndexFlat, IvfFlat>;
+/// IVF with scalar-quantized residuals (`IVF<n>,SQ8`).
+pub type IndexIvfSq = IndexIvf<IndexFlat, IvfCodec<ScalarQuantizer>>;
+/// IVF with product-quantized residuals (`IVF<n>,PQ<M>`).
+pub type IndexIvfPq = IndexIvf<IndexFlat, IvfPq>;
+
+impl IndexIvf<IndexFlat, IvfFlat> {
+    /// `IVF<nlist>,Flat`.
+    ///
+    /// # Errors
+    /// `d == 0` or `nlist == 0`.
+    pub fn new_flat(d: usize, nlist: usize, metric: Metric) -> Result<Self> {
+        IndexIvf::new(IndexFlat::new(d, metric)?, nlist, IvfFlat::new(d)?, metric)
+    }
+}
+
+impl IndexIvf<IndexFlat, IvfCodec<ScalarQuantizer>> {
+    /// `IVF<nlist>,SQ…` (residual encoding, as Faiss).
+    ///
+    /// # Errors
+    /// `d == 0` or `nlist == 0`.
+    pub fn new_sq(d: usize, nlist: usize, qtype: SqType, metric: Metric) -> Result<Self> {
+        let sq = ScalarQuantizer::new(d, qtype)?;
+        IndexIvf::new(
+            IndexFlat::new(d, metric)?,
+            nlist,
+            IvfCodec::new(sq, true),
+            metric,
+        )
+    }
+}
+
+impl IndexIvf<IndexFlat, IvfPq> {
+    /// `IVF<nlist>,PQ<m>x<nbits>` (residual encoding, precomputed tables).
+    ///
+    /// # Errors
+    /// Invalid PQ shape, `nlist == 0`.
+    pub fn new_pq(d: usize, nlist: usize, m: usize, nbits: usize, metric: Metric) -> Result<Self> {
+        let pq = ProductQuantizer::new(d, m, nbits)?;
+        IndexIvf::new(
+            IndexFlat::new(d, metric)?,
+            nlist,
+            IvfPq::new(pq, true),
+            metric,
+        )
+    }
+}
+
+impl<Q: CoarseQuantizer> IndexIvf<Q, IvfPq> {
+    /// Turns IVF-PQ's precomputed tables on (the default) or off and prepares them
+    /// again (Faiss's `use_precomputed_table`).
+    ///
+    /// # Errors
+    /// Centroids the quantizer cannot provide.
+    pub fn set_use_precomputed_table(&mut self, on: bool) -> Result<()> {
+        self.encoding.set_use_precomputed(on);
+        self.prepared = false;
+        self.ensure_prepared()
+    }
+}
+
+impl<E: IvfEncoding> IndexIvf<MultiIndexQuantizer, E> {
+    /// An inverted multi-index `IMI2x<bits>` over `encoding` (L2 only).
+    ///
+    /// # Errors
+    /// Odd dimension, bits out of range, an encoding of another dimension.
+    pub fn new_imi(d: usize, bits: usize, encoding: E) -> Result<Self> {
+        let q = MultiIndexQuantizer::new(d, bits)?;
+        let nlist = q.nlist();
+        IndexIvf::new(q, nlist, encoding, Metric::L2)
+    }
+}
+
+impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
+    /// An empty index over `quantizer` (trained or not) with `nlist` lists.
+    ///
+    /// # Errors
+    /// `nlist == 0`, dimensions of quantizer and encoding differ, a quantizer of
+    /// another metric, or a trained quantizer that does not hold `nlist` centroids.
+    pub fn new(quantizer: Q, nlist: usize, encoding: E, metric: Metric) -> Result<Self> {
+        if nlist == 0 {
+            return Err(Error::invalid_param("nlist", "must be at least 1"));
+        }
+        if quantizer.dim() != encoding.dim() {
+            return Err(Error::DimensionMismatch {
+                expected: quantizer.dim(),
+                got: encoding.dim(),
+            });
+        }
+        if quantizer.metric() != metric {
+            return Err(Error::invalid_param(
+                "metric",
+                format!(
+                    "the coarse quantizer {} uses {}, the index {metric}",
+                    quantizer.describe(),
+                    quantizer.metric()
+                ),
+            ));
+        }
+        if quantizer.trains_alone() && quantizer.nlist() != nlist {
+            return Err(Error::invalid_param(
+                "nlist",
+                format!(
+                    "{} has {} cells, not {nlist}",
+                    quantizer.describe(),
+                    quantizer.nlist()
+                ),
+            ));
+        }
+        // Faiss's `Level1Quantizer`: 10 iterations, spherical for inner product.
+        let kmeans = KMeansParams::new(nlist)
+            .with_niter(10)
+            .with_spherical(metric == Metric::InnerProduct);
+        let cs = encoding.code_size();
+        Ok(IndexIvf {
+            quantizer,
+            encoding,
+            lists: Box::new(ArrayInvertedLists::new(nlist, cs)),
+            nlist,
+            metric,
+            nprobe: 1,
+            max_codes: 0,
+            kmeans,
+            direct_map: None,
+            prepared: false,
+        })
+    }
+
+    /// Number of lists.
+    pub fn nlist(&self) -> usize {
+        self.nlist
+    }
+
+    /// Default `nprobe` (1, as Faiss) used when a search does not set one.
+    pub fn nprobe(&self) -> usize {
+        self.nprobe
+    }
+
+    /// Sets the default `nprobe`.
+    ///
+    /// # Errors
+    /// `nprobe == 0`.
+    pub fn set_nprobe(&mut self, nprobe: usize) -> Result<()> {
+        if nprobe == 0 {
+            return Err(Error::invalid_param("nprobe", "must be at least 1"));
+        }
+        self.nprobe = nprobe;
+        Ok(())
+    }
+
+    /// Sets the default `max_codes` (0 = no limit).
+    pub fn set_max_codes(&mut self, max_codes: usize) {
+        self.max_codes = max_codes;
+    }
+
+    /// The k-means parameters of coarse training (Faiss's: 10 iterations, at most 256
+    /// points per centroid, seed 1234).
+    pub fn kmeans_params_mut(&mut self) -> &mut KMeansParams {
+        &mut self.kmeans
+    }
+
+    /// The coarse quantizer.
+    pub fn quantizer(&self) -> &Q {
+        &self.quantizer
+    }
+
+    /// The encoding.
+    pub fn encoding(&self) -> &E {
+        &self.encoding
+    }
+
+    /// The inverted lists.
+    pub fn lists(&self) -> &dyn InvertedLists {
+        &*self.lists
+    }
+
+    /// Replaces the inverted lists (e.g. by merged on-disk lists) and returns the old
+    /// ones. A direct map, if enabled, is rebuilt.
+    ///
+    /// # Errors
+    /// Lists of another `nlist` or code size.
+    pub fn replace_invlists(
+        &mut self,
+        lists: Box<dyn InvertedLists>,
+    ) -> Result<Box<dyn InvertedLists>> {
+        if lists.nlist() != self.nlist || lists.code_size() != self.encoding.code_size() {
+            return Err(Error::invalid_param(
+                "lists",
+                format!(
+                    "{} does not fit {} lists of {} bytes",
+                    lists.describe(),
+                    self.nlist,
+                    self.encoding.code_size()
+                ),
+            ));
+        }
+        lists.check()?;
+        let old = std::mem::replace(&mut self.lists, lists);
+        if self.direct_map.is_some()
+            && let Err(e) = self.make_direct_map(true)
+        {
+            self.lists = old;
+            self.direct_map = None;
+            self.make_direct_map(true).ok();
+            return Err(e);
+        }
+        Ok(old)
+    }
+
+    /// Enables (building it from the lists) or drops the id → entry map that
+    /// `reconstruct` needs (Faiss's hashtable `DirectMap`).
+    ///
+    /// # Errors
+    /// [`Error::DuplicateId`] when the stored ids are not unique (the map stays off).
+    pub fn make_direct_map(&mut self, enable: bool) -> Result<()> {
+        if !enable {
+            self.direct_map = None;
+            return Ok(());
+        }
+        let mut map = HashMap::with_capacity(self.lists.total());
+        for l in 0..self.nlist {
+            for (o, &id) in self.lists.ids(l).iter().enumerate() {
+                if map.insert(id, (l as u32, o as u32)).is_some() {
+                    return Err(Error::DuplicateId { id });
+                }
+            }
+        }
+        self.direct_map = Some(map);
+        Ok(())
+    }
+
+    /// `true` when a direct map is maintained.
+    pub fn has_direct_map(&self) -> bool {
+        self.direct_map.is_some()
+    }
+
+    fn check_trained(&self) -> Result<()> {
+        if self.is_trained() {
+            Ok(())
+        } else {
+            Err(Error::NotTrained {
+                what: self.describe(),
+            })
+        }
+    }
+
+    fn ensure_prepared(&mut self) -> Result<()> {
+        if !self.prepared && self.is_trained() {
+            self.encoding.prepare(&self.quantizer, self.metric)?;
+            self.prepared = true;
+        }
+        Ok(())
+    }
+
+    /// Residuals `x − centroid(list)` for each row and its list.
+    fn residuals(&self, x: VectorsRef<'_>, lists: &[Label]) -> Result<Vectors> {
+        let d = x.dim();
+        let mut out = x.as_slice().to_vec();
+        out.par_chunks_mut(d)
+            .zip(lists.par_iter())
+            .try_for_each_init(
+                || vec![0f32; d],
+                |c, (r, &l)| -> Result<()> {
+                    self.quantizer.centroid_into(l as usize, c)?;
+                    r.iter_mut().zip(c.iter()).for_each(|(r, c)| *r -= c);
+                    Ok(())
+                },
+            )?;
+        Vectors::new(out, d)
+    }
+
+    /// The nearest list of each vector.
+    fn assign_lists(&self, x: VectorsRef<'_>) -> Result<Vec<Label>> {
+        let res = self.quantizer.search(x, 1, &SearchParams::default())?;
+        let labels = res.labels().to_vec();
+        if let Some(&bad) = labels.iter().find(|&&l| l < 0 || l as usize >= self.nlist) {
+            return Err(Error::invalid_param(
+                "quantizer",
+                format!(
+                    "{} returned list {bad} (nlist = {})",
+                    self.quantizer.describe(),
+                    self.nlist
+                ),
+            ));
+        }
+        Ok(labels)
+    }
+
+    /// Encodes `x` for the given lists: residuals when the encoding wants them.
+    fn encode(&self, x: VectorsRef<'_>, lists: &[Label]) -> Result<Vec<u8>> {
+        let mut codes = vec![0u8; x.len() * self.encoding.code_size()];
+        if self.encoding.by_residual() {
+            let r = self.residuals(x, lists)?;
+            self.encoding.encode_into(r.as_ref(), &mut codes)?;
+        } else {
+            self.encoding.encode_into(x, &mut codes)?;
+        }
+        Ok(codes)
+    }
+
+    /// Adds pre-assigned vectors: `lists[i]` is the list of row `i`.
+    fn add_assigned(&mut self, x: VectorsRef<'_>, ids: &[Label], lists: &[Label]) -> Result<()> {
+        if let Some(map) = &self.direct_map {
+            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            for &id in ids {
+                if map.contains_key(&id) || !seen.insert(id) {
+                    return Err(Error::DuplicateId { id });
+                }
+            }
+        }
+        let codes = self.encode(x, lists)?;
+        let cs = self.encoding.code_size();
+        // Group rows by list (stable), then append list by list.
+        let mut order: Vec<u32> = (0..x.len() as u32).collect();
+        order.sort_by_key(|&i| lists[i as usize]);
+        let mut done: Vec<(usize, usize)> = Vec::new();
+        let mut gids = Vec::new();
+        let mut gcodes = Vec::new();
+        let mut s = 0;
+        let mut result = Ok(());
+        while s < order.len() {
+            let l = lists[order[s] as usize] as usize;
+            let mut e = s;
+            gids.clear();
+            gcodes.clear();
+            while e < order.len() && lists[order[e] as usize] as usize == l {
+                let i = order[e] as usize;
+                gids.push(ids[i]);
+                gcodes.extend_from_slice(&codes[i * cs..(i + 1) * cs]);
+                e += 1;
+            }
+            let before = self.lists.list_len(l);
+            if let Err(err) = self.lists.append(l, &gids, &gcodes) {
+                result = Err(err);
+                break;
+            }
+            done.push((l, before));
+            if let Some(map) = &mut self.direct_map {
+                for (k, &id) in gids.iter().enumerate() {
+                    map.insert(id, (l as u32, (before + k) as u32));
+                }
+            }
+            s = e;
+        }
+        if let Err(e) = result {
+            // Roll back the lists already appended to: nothing of this call stays.
+            let new_ids: std::collections::HashSet<Label> = ids.iter().copied().collect();
+            for (l, before) in done {
+                let mut pos = 0usize;
+                let _ = self.lists.retain(l, &mut |id| {
+                    pos += 1;
+                    pos <= before || !new_ids.contains(&id)
+                });
+            }
+            if self.direct_map.is_some() {
+                self.make_direct_map(true).ok();
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Searches with a caller-supplied coarse assignment: `lists` and `coarse_dis` hold
+    /// `nprobe` entries per query (list `-1` = skip), as from the quantizer's search.
+    /// The hook sharded and GPU code use.
+    ///
+    /// # Errors
+    /// Not trained, bad shapes, a list out of range, `k` out of range.
+    pub fn search_preassigned(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        lists: &[Label],
+        coarse_dis: &[f32],
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        self.check_trained()?;
+        check_search(self, queries, k)?;
+        let nq = queries.len();
+        if lists.len() != coarse_dis.len() || !lists.len().is_multiple_of(nq) {
+            return Err(Error::LengthMismatch {
+                what: "coarse assignment",
+                expected: nq * (lists.len() / nq.max(1)),
+                got: coarse_dis.len(),
+            });
+        }
+        let nprobe = lists.len() / nq;
+        if let Some(&bad) = lists.iter().find(|&&l| l >= self.nlist as Label) {
+            return Err(Error::invalid_param(
+                "lists",
+                format!("list {bad} out of range (nlist = {})", self.nlist),
+            ));
+        }
+        self.lists.check()?;
+        let max_codes = params.max_codes.unwrap_or(self.max_codes);
+        let filter = params.selector;
+        out.reset(nq, k, self.metric);
+        let threads = rayon::current_num_threads().max(1);
+        let (dist, labels) = out.parts_mut();
+        if nq >= threads || nprobe == 1 {
+            dist.par_chunks_mut(k)
+                .zip(labels.par_chunks_mut(k))
+                .enumerate()
+                .try_for_each_init(
+                    || (TopK::new(k), vec![0f32; SCAN_BLOCK]),
+                    |(top, buf), (qi, (dc, lc))| -> Result<()> {
+                        top.clear();
+                        let probes = qi * nprobe..(qi + 1) * nprobe;
+                        self.scan_probes(
+                            queries.row(qi),
+                            &lists[probes.clone()],
+                            &coarse_dis[probes],
+                            max_codes,
+                            filter,
+                            top,
+                            buf,
+                        )?;
+                        top.write_sorted(self.metric, dc, lc);
+                        Ok(())
+                    },
+                )?;
+        } else {
+            // Few queries: split each query's probes over the threads and merge.
+            for qi in 0..nq {
+                let pl = &lists[qi * nprobe..(qi + 1) * nprobe];
+                let pd = &coarse_dis[qi * nprobe..(qi + 1) * nprobe];
+                let q = queries.row(qi);
+                let top = if max_codes > 0 {
+                    // The code budget is sequential by nature.
+                    let mut top = TopK::new(k);
+                    let mut buf = vec![0f32; SCAN_BLOCK];
+                    self.scan_probes(q, pl, pd, max_codes, filter, &mut top, &mut buf)?;
+                    top
+                } else {
+                    let parts = (2 * threads).min(nprobe);
+                    let per = nprobe.div_ceil(parts);
+                    let tops = (0..parts)
+                        .into_par_iter()
+                        .map(|p| -> Result<TopK> {
+                            let r = (p * per).min(nprobe)..((p + 1) * per).min(nprobe);
+                            let mut top = TopK::new(k);
+                            let mut buf = vec![0f32; SCAN_BLOCK];
+                            self.scan_probes(
+                                q,
+                                &pl[r.clone()],
+                                &pd[r],
+                                0,
+                                filter,
+                                &mut top,
+                                &mut buf,
+                            )?;
+                            Ok(top)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let mut top = TopK::new(k);
+                    for t in &tops {
+                        top.merge(t);
+                    }
+                    top
+                };
+                top.write_sorted(
+                    self.metric,
+                    &mut dist[qi * k..(qi + 1) * k],
+                    &mut labels[qi * k..(qi + 1) * k],
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans the given probes of one query into `top` (keys: distances for L2,
+    /// negated similarities for inner product).
+    #[allow(clippy::too_many_arguments)]
+    fn scan_probes(
+        &self,
+        q: &[f32],
+        lists: &[Label],
+        coarse_dis: &[f32],
+        max_codes: usize,
+        filter: Option<&dyn IdFilter>,
+        top: &mut TopK,
+        buf: &mut [f32],
+    ) -> Result<()> {
+        let mut scanner = self.encoding.scanner(&self.quantizer, q, self.metric)?;
+        let cs = self.encoding.code_size();
+        let ip = self.metric == Metric::InnerProduct;
+        let mut scanned = 0usize;
+        for (&l, &cd) in lists.iter().zip(coarse_dis) {
+            if l < 0 {
+                continue;
+            }
+            let l = l as usize;
+            let ids = self.lists.ids(l);
+            if ids.is_empty() {
+                continue;
+            }
+            let codes = self.lists.codes(l);
+            scanner.set_list(l, cd)?;
+            for (bi, idb) in ids.chunks(buf.len()).enumerate() {
+                let c0 = bi * buf.len() * cs;
+                let out = &mut buf[..idb.len()];
+                scanner.scan(&codes[c0..c0 + idb.len() * cs], out)?;
+                let mut thr = top.threshold();
+                for (&v, &id) in out.iter().zip(idb) {
+                    let key = if ip { -v } else { v };
+                    if key <= thr && filter.is_none_or(|f| f.is_member(id)) {
+                        top.push(key, id);
+                        thr = top.threshold();
+                    }
+                }
+            }
+            scanned += ids.len();
+            if max_codes > 0 && scanned >= max_codes {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// `nprobe` from the parameters or the default, checked and clamped to `nlist`.
+    fn effective_nprobe(&self, params: &SearchParams<'_>) -> Result<usize> {
+        let np = params.nprobe.unwrap_or(self.nprobe);
+        if np == 0 {
+            return Err(Error::invalid_param("nprobe", "must be at least 1"));
+        }
+        Ok(np.min(self.nlist))
+    }
+
+    /// The coarse assignment of the queries: `nprobe` lists and distances each.
+    fn coarse(
+        &self,
+        queries: VectorsRef<'_>,
+        params: &SearchParams<'_>,
+    ) -> Result<(Vec<Label>, Vec<f32>)> {
+        let nprobe = self.effective_nprobe(params)?;
+        let qp = params.quantizer.as_deref().cloned().unwrap_or_default();
+        let res = self.quantizer.search(queries, nprobe, &qp)?;
+        let (d, l) = res.into_parts();
+        Ok((l, d))
+    }
+
+    /// Moves every entry of `other` into this index (same quantizer centroids and
+    /// encoding shape), adding `add_id` to its ids; `other` is left empty (Faiss's
+    /// `merge_from`).
+    ///
+    /// # Errors
+    /// Incompatible indexes (dimension, metric, nlist, code size, centroids), or write
+    /// errors of the lists. On error neither index changes.
+    pub fn merge_from(&mut self, other: &mut IndexIvf<Q, E>, add_id: Label) -> Result<()> {
+        self.check_compatible(other)?;
+        other.lists.check()?;
+        if let Some(map) = &self.direct_map {
+            for l in 0..other.nlist {
+                if let Some(&id) = other
+                    .lists
+                    .ids(l)
+                    .iter()
+                    .find(|&&id| map.contains_key(&(id + add_id)))
+                {
+                    return Err(Error::DuplicateId { id: id + add_id });
+                }
+            }
+        }
+        let snapshot = ArrayInvertedLists::from_lists(&*other.lists)?;
+        crate::invlists::merge_into(&mut *self.lists, &snapshot, add_id)?;
+        other.lists.clear()?;
+        if other.direct_map.is_some() {
+            other.direct_map = Some(HashMap::new());
+        }
+        if self.direct_map.is_some() {
+            self.make_direct_map(true)?;
+        }
+        Ok(())
+    }
+
+    fn check_compatible(&self, other: &IndexIvf<Q, E>) -> Result<()> {
+        let same_shape = self.dim() == other.dim()
+            && self.metric == other.metric
+            && self.nlist == other.nlist
+            && self.encoding.code_size() == other.encoding.code_size()
+            && self.encoding.by_residual() == other.encoding.by_residual();
+        if !same_shape || !self.is_trained() || !other.is_trained() {
+            return Err(Error::invalid_param(
+                "other",
+                format!(
+                    "{} cannot be merged into {}",
+                    other.describe(),
+                    self.describe()
+                ),
+            ));
+        }
+        let d = self.dim();
+        let (mut a, mut b) = (vec![0f32; d], vec![0f32; d]);
+        for l in 0..self.nlist.min(4096) {
+            self.quantizer.centroid_into(l, &mut a)?;
+            other.quantizer.centroid_into(l, &mut b)?;
+            if a != b {
+                return Err(Error::invalid_param(
+                    "other",
+                    format!("coarse centroids differ (list {l}): train once and copy the index"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of vectors in each list.
+    pub fn list_sizes(&self) -> Vec<usize> {
+        (0..self.nlist).map(|l| self.lists.list_len(l)).collect()
+    }
+}
+
+impl<Q: CoarseQuantizer + Clone, E: IvfEncoding> IndexIvf<Q, E> {
+    /// An empty index with the same trained quantizer and encoding (Faiss's workflow
+    /// "train once, add blocks to copies, merge").
+    pub fn empty_clone(&self) -> IndexIvf<Q, E> {
+        IndexIvf {
+            quantizer: self.quantizer.clone(),
+            encoding: self.encoding.clone(),
+            lists: Box::new(ArrayInvertedLists::new(
+                self.nlist,
+                self.encoding.code_size(),
+            )),
+            nlist: self.nlist,
+            metric: self.metric,
+            nprobe: self.nprobe,
+            max_codes: self.max_codes,
+            kmeans: self.kmeans.clone(),
+            direct_map: self.direct_map.as_ref().map(|_| HashMap::new()),
+            prepared: self.prepared,
+        }
+    }
+}
+
+impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
+    fn dim(&self) -> usize {
+        self.encoding.dim()
+    }
+
+    fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    fn len(&self) -> usize {
+        self.lists.total()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "IndexIvf(d={}, nlist={}, {}, {})",
+            self.dim(),
+            self.nlist,
+            self.encoding.describe(),
+            self.metric
+        )
+    }
+
+    fn is_trained(&self) -> bool {
+        self.quantizer.is_trained()
+            && self.quantizer.nlist() == self.nlist
+            && self.encoding.is_trained()
+    }
+
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        x.check_dim(self.dim())?;
+        x.check_finite()?;
+        if self.lists.total() > 0 {
+            return Err(Error::not_supported(
+                "train on a non-empty index",
+                self.describe(),
+            ));
+        }
+        let coarse_ready = self.quantizer.is_trained() && self.quantizer.nlist() == self.nlist;
+        if !coarse_ready {
+            if self.quantizer.trains_alone() {
+                self.quantizer.train(x)?;
+            } else {
+                if x.len() < self.nlist {
+                    return Err(Error::InsufficientTrainingData {
+                        needed: self.nlist,
+                        got: x.len(),
+                    });
+                }
+                let mut params = self.kmeans.clone();
+                params.k = self.nlist;
+                let mut km = KMeans::new(self.dim(), params)?;
+                km.train(x)?;
+                self.quantizer.reset();
+                self.quantizer.train(km.centroids())?;
+                self.quantizer.add(km.centroids())?;
+            }
+        }
+        // As Faiss: the coarse level is kept when already trained, the encoding is
+        // always (re)trained.
+        {
+            let sample = self
+                .encoding
+                .max_train_points()
+                .and_then(|m| vq_pq::subsample(x, m, 1234));
+            let xs = sample.as_ref().map_or(x, |s| s.as_ref());
+            if self.encoding.by_residual() {
+                let lists = self.assign_lists(xs)?;
+                let r = self.residuals(xs, &lists)?;
+                self.encoding.train(r.as_ref())?;
+            } else {
+                self.encoding.train(xs)?;
+            }
+        }
+        self.prepared = false;
+        self.ensure_prepared()
+    }
+
+    fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        let n0 = self.len() as Label;
+        let ids: Vec<Label> = (n0..n0 + x.len() as Label).collect();
+        self.add_with_ids(x, &ids)
+    }
+
+    fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
+        self.check_trained()?;
+        x.check_dim(self.dim())?;
+        x.check_finite()?;
+        if ids.len() != x.len() {
+            return Err(Error::LengthMismatch {
+                what: "ids",
+                expected: x.len(),
+                got: ids.len(),
+            });
+        }
+        if x.is_empty() {
+            return Ok(());
+        }
+        self.ensure_prepared()?;
+        let lists = self.assign_lists(x)?;
+        self.add_assigned(x, ids, &lists)
+    }
+
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        self.check_trained()?;
+        check_search(self, queries, k)?;
+        if !self.prepared {
+            return Err(Error::NotTrained {
+                what: format!("{} (tables not prepared)", self.describe()),
+            });
+        }
+        let (lists, dis) = self.coarse(queries, params)?;
+        self.search_preassigned(queries, k, &lists, &dis, params, out)
+    }
+
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        self.check_trained()?;
+        queries.check_dim(self.dim())?;
+        queries.check_finite()?;
+        if radius.is_nan() {
+            return Err(Error::invalid_param("radius", "must not be NaN"));
+        }
+        self.lists.check()?;
+        let (lists, dis) = self.coarse(queries, params)?;
+        let nprobe = lists.len() / queries.len().max(1);
+        let filter = params.selector;
+        let metric = self.metric;
+        let cs = self.encoding.code_size();
+        let hits = (0..queries.len())
+            .into_par_iter()
+            .map(|qi| -> Result<Vec<(f32, Label)>> {
+                let mut scanner =
+                    self.encoding
+                        .scanner(&self.quantizer, queries.row(qi), metric)?;
+                let mut hits = Vec::new();
+                let mut buf = vec![0f32; SCAN_BLOCK];
+                for p in qi * nprobe..(qi + 1) * nprobe {
+                    if lists[p] < 0 {
+                        continue;
+                    }
+                    let l = lists[p] as usize;
+                    let ids = self.lists.ids(l);
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let codes = self.lists.codes(l);
+                    scanner.set_list(l, dis[p])?;
+                    for (bi, idb) in ids.chunks(SCAN_BLOCK).enumerate() {
+                        let c0 = bi * SCAN_BLOCK * cs;
+                        let out = &mut buf[..idb.len()];
+                        scanner.scan(&codes[c0..c0 + idb.len() * cs], out)?;
+                        for (&v, &id) in out.iter().zip(idb) {
+                            let inside = match metric {
+                                Metric::L2 => v < radius,
+                                Metric::InnerProduct => v > radius,
+                            };
+                            if inside && filter.is_none_or(|f| f.is_member(id)) {
+                                hits.push((metric.to_key(v), id));
+                            }
+                        }
+                    }
+                }
+                Ok(hits)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RangeSearchResults::from_lists(hits, metric))
+    }
+
+    fn reset(&mut self) {
+        // In-memory lists cannot fail to clear; for other storage the error is
+        // reported by the next operation's `check`.
+        let _ = self.lists.clear();
+        if self.direct_map.is_some() {
+            self.direct_map = Some(HashMap::new());
+        }
+    }
+
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        let Some(map) = &self.direct_map else {
+            return Err(Error::not_supported(
+                "reconstruct without a direct map (call make_direct_map(true))",
+                self.describe(),
+            ));
+        };
+        if out.len() != self.dim() {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim(),
+                got: out.len(),
+            });
+        }
+        let &(l, o) = map.get(&id).ok_or(Error::IdNotFound { id })?;
+        let (l, o) = (l as usize, o as usize);
+        let cs = self.encoding.code_size();
+        self.lists.check()?;
+        self.encoding
+            .decode_into(&self.lists.codes(l)[o * cs..(o + 1) * cs], out)?;
+        if self.encoding.by_residual() {
+            let mut c = vec![0f32; self.dim()];
+            self.quantizer.centroid_into(l, &mut c)?;
+            out.iter_mut().zip(&c).for_each(|(o, c)| *o += c);
+        }
+        Ok(())
+    }
+
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        let mut removed = 0;
+        for l in 0..self.nlist {
+            if self.lists.list_len(l) == 0 {
+                continue;
+            }
+            removed += self.lists.retain(l, &mut |id| !selector.is_member(id))?;
+        }
+        if removed > 0 && self.direct_map.is_some() {
+            self.make_direct_map(true)?;
+        }
+        Ok(removed)
+    }
+
+    fn search_param_names(&self) -> Vec<String> {
+        let mut v = vec!["nprobe".to_string(), "max_codes".to_string()];
+        v.extend(
+            self.quantizer
+                .search_param_names()
+                .into_iter()
+                .map(|n| format!("quantizer_{n}")),
+        );
+        v
+    }
+
+    fn bytes_per_vector(&self) -> f64 {
+        (self.encoding.code_size() + std::mem::size_of::<Label>()) as f64
+    }
+}
