@@ -111,7 +111,7 @@ fn bad_input_is_one_line_and_exit_1() {
             "--data",
             "synthetic:100,4,5",
             "--index",
-            "IVF64,Flat",
+            "IVF64_HNSW32,Flat",
         ],
         vec!["bench", "--data", "/definitely/not/here", "--index", "Flat"],
         vec![
@@ -179,6 +179,20 @@ fn bad_input_is_one_line_and_exit_1() {
         assert_eq!(lines.len(), 1, "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: one line only: {err}");
     }
+    // Too few training points for the lists: a clear error after the progress line.
+    let (code, out, err) = vq(&[
+        "bench",
+        "--data",
+        "synthetic:100,4,5",
+        "--index",
+        "IVF256,Flat",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("error: training: not enough training data: need at least 256"),
+        "{err}"
+    );
     let (_, _, err) = vq(&[
         "bench",
         "--data",
