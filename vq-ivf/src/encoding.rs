@@ -206,6 +206,20 @@ impl IvfEncoding for IvfFlat {
     }
 }
 
+/// `out = query − centroid(list)`.
+fn residual_into(
+    quantizer: &dyn CoarseQuantizer,
+    list: usize,
+    query: &[f32],
+    out: &mut [f32],
+) -> Result<()> {
+    quantizer.centroid_into(list, out)?;
+    for (r, &q) in out.iter_mut().zip(query) {
+        *r = q - *r;
+    }
+    Ok(())
+}
+
 fn check_query(d: usize, q: &[f32]) -> Result<()> {
     if q.len() == d {
         Ok(())
@@ -260,10 +274,7 @@ impl<C: AdcCodec> ListScanner for CodecScanner<'_, C> {
         }
         match self.metric {
             Metric::L2 => {
-                self.quantizer.centroid_into(list, &mut self.resid)?;
-                for (r, &q) in self.resid.iter_mut().zip(self.query) {
-                    *r = q - *r;
-                }
+                residual_into(self.quantizer, list, self.query, &mut self.resid)?;
             }
             Metric::InnerProduct => self.bias = coarse_dis,
         }
@@ -492,10 +503,7 @@ impl ListScanner for PqScanner<'_> {
                 self.table.set_bias(coarse_dis);
             }
             Precomputed::None => {
-                self.quantizer.centroid_into(list, &mut self.resid)?;
-                for (r, &q) in self.resid.iter_mut().zip(self.query) {
-                    *r = q - *r;
-                }
+                residual_into(self.quantizer, list, self.query, &mut self.resid)?;
                 e.pq.compute_distance_table(&self.resid, Metric::L2, self.table.table_mut())?;
             }
         }

@@ -103,7 +103,15 @@ impl<I: Index> IndexShards<I> {
         merge_results(&refs, k, self.metric())
     }
 
-    /// A filter for shard `i`: translates global ids back to its local ids.
+    /// The caller's selector seen from each shard (global ids = local + offset).
+    fn shard_filters<'a>(&self, sel: Option<&'a dyn IdFilter>) -> Vec<Option<ShiftedFilter<'a>>> {
+        self.offsets()
+            .into_iter()
+            .map(|offset| sel.map(|inner| ShiftedFilter { inner, offset }))
+            .collect()
+    }
+
+    /// Parameters for one shard, with its translated selector.
     fn shard_params<'a>(
         params: &SearchParams<'a>,
         filter: Option<&'a ShiftedFilter<'a>>,
@@ -226,11 +234,7 @@ impl<I: Index> Index for IndexShards<I> {
         out: &mut SearchResults,
     ) -> Result<()> {
         check_search(self, queries, k)?;
-        let offsets = self.offsets();
-        let filters: Vec<Option<ShiftedFilter<'_>>> = offsets
-            .iter()
-            .map(|&offset| params.selector.map(|inner| ShiftedFilter { inner, offset }))
-            .collect();
+        let filters = self.shard_filters(params.selector);
         let parts = self
             .shards
             .par_iter()
@@ -283,11 +287,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexShards<IndexIvf<Q, E>> {
         }
         let qp = params.quantizer.as_deref().cloned().unwrap_or_default();
         let (dis, lists) = first.quantizer().search(queries, nprobe, &qp)?.into_parts();
-        let offsets = self.offsets();
-        let filters: Vec<Option<ShiftedFilter<'_>>> = offsets
-            .iter()
-            .map(|&offset| params.selector.map(|inner| ShiftedFilter { inner, offset }))
-            .collect();
+        let filters = self.shard_filters(params.selector);
         let parts = self
             .shards
             .par_iter()
