@@ -92,6 +92,15 @@ pub trait CodeDistance {
             *o = self.distance(c);
         }
     }
+    /// Aims this computer at another query of the same dimension (same codec, same
+    /// metric), reusing its buffers: what IVF scans do once per list with the residual
+    /// query. Returns `false`, leaving the computer unchanged, when it cannot be re-aimed
+    /// (it borrows its query, or `query` has the wrong length); the caller then builds a
+    /// new one with [`AdcCodec::query_computer`].
+    fn retarget(&mut self, query: &[f32]) -> bool {
+        let _ = query;
+        false
+    }
 }
 
 /// A codec that can compare a raw query with codes without decoding them to a buffer

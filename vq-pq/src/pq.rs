@@ -754,26 +754,51 @@ impl PqDistanceTable {
     /// # Panics
     /// If `codes` is shorter than `out.len()` codes.
     pub fn scan(&self, codes: &[u8], out: &mut [f32]) {
+        self.scan_table(&self.table, codes, out);
+        if self.bias != 0.0 {
+            for o in out.iter_mut() {
+                *o += self.bias;
+            }
+        }
+    }
+
+    /// Distances with the entry-wise sum of this table and `extra` (same shape), without
+    /// building the sum: two lookups per sub-quantizer. Cheaper than adding the tables
+    /// when few codes are scanned with them (IVF-PQ's short lists).
+    ///
+    /// # Panics
+    /// If `extra` has another length, or `codes` is shorter than `out.len()` codes.
+    pub fn scan_plus(&self, extra: &[f32], codes: &[u8], out: &mut [f32]) {
+        assert_eq!(extra.len(), self.table.len(), "tables of different shapes");
+        self.scan(codes, out);
+        let mut tmp = [0f32; 256];
+        let cs = packed_len(self.m, self.nbits);
+        for (oc, cc) in out.chunks_mut(256).zip(codes.chunks(256 * cs)) {
+            let t = &mut tmp[..oc.len()];
+            self.scan_table(extra, cc, t);
+            for (o, &v) in oc.iter_mut().zip(t.iter()) {
+                *o += v;
+            }
+        }
+    }
+
+    /// Sums of `table` entries (no bias).
+    fn scan_table(&self, table: &[f32], codes: &[u8], out: &mut [f32]) {
         let m = self.m;
         match self.nbits {
-            8 => self.kernel.run(&self.table, m, codes, out),
-            16 => scan16(&self.table, m, codes, out),
+            8 => self.kernel.run(table, m, codes, out),
+            16 => scan16(table, m, codes, out),
             nb => {
                 let cs = packed_len(m, nb);
                 let ksub = 1usize << nb;
                 for (o, c) in out.iter_mut().zip(codes.chunks_exact(cs)) {
                     let mut r = BitReader::new(c);
                     let mut s = 0.0;
-                    for t in self.table.chunks_exact(ksub) {
+                    for t in table.chunks_exact(ksub) {
                         s += t[r.read(nb) as usize];
                     }
                     *o = s;
                 }
-            }
-        }
-        if self.bias != 0.0 {
-            for o in out.iter_mut() {
-                *o += self.bias;
             }
         }
     }

@@ -595,6 +595,40 @@ pub struct SqDistance {
     b: Vec<f32>,
     cs: usize,
     add: f32,
+    /// Per-dimension decoding `c·scale + offset` (empty for the float types).
+    scale: Vec<f32>,
+    offset: Vec<f32>,
+    d: usize,
+    ip: bool,
+}
+
+impl SqDistance {
+    /// Fills `a`, `b` and `add` for `query` (`query.len() == d`, checked by callers).
+    fn aim(&mut self, query: &[f32]) {
+        if self.scale.is_empty() {
+            self.b.clear();
+            self.b.extend_from_slice(query);
+            return;
+        }
+        let d = self.d;
+        if self.ip {
+            let mut add = 0f32;
+            for (((a, &q), &s), &o) in self.a[..d]
+                .iter_mut()
+                .zip(query)
+                .zip(&self.scale)
+                .zip(&self.offset)
+            {
+                *a = q * s;
+                add += q * o;
+            }
+            self.add = add;
+        } else {
+            for ((b, &q), &o) in self.b[..d].iter_mut().zip(query).zip(&self.offset) {
+                *b = o - q;
+            }
+        }
+    }
 }
 
 impl CodeDistance for SqDistance {
@@ -613,6 +647,13 @@ impl CodeDistance for SqDistance {
                 *o += self.add;
             }
         }
+    }
+    fn retarget(&mut self, query: &[f32]) -> bool {
+        if query.len() != self.d {
+            return false;
+        }
+        self.aim(query);
+        true
     }
 }
 
@@ -639,47 +680,52 @@ impl AdcCodec for ScalarQuantizer {
             },
         };
         if matches!(kind, BlockKind::F16 | BlockKind::Bf16) {
-            return Ok(SqDistance {
+            let mut comp = SqDistance {
                 block: Block::new(kind, ip),
                 a: Vec::new(),
-                b: query.to_vec(),
+                b: Vec::with_capacity(self.d),
                 cs,
                 add: 0.0,
-            });
+                scale: Vec::new(),
+                offset: Vec::new(),
+                d: self.d,
+                ip,
+            };
+            comp.aim(query);
+            return Ok(comp);
         }
-        // Decoded component i = c_i·scale_i + offset_i.
+        // Decoded component i = c_i·scale_i + offset_i; the padding past `d` stays 0.
         let padded = match kind {
             BlockKind::U8 => self.d,
             BlockKind::U4 => 2 * cs,
             _ => self.d.div_ceil(4) * 4,
         };
-        let mut a = vec![0f32; padded];
-        let mut b = vec![0f32; padded];
-        let mut add = 0f32;
-        for i in 0..self.d {
-            let (scale, offset) = match self.qtype {
+        let (scale, offset): (Vec<f32>, Vec<f32>) = (0..self.d)
+            .map(|i| match self.qtype {
                 SqType::Q8Direct => (1.0, 0.0),
                 SqType::Q8DirectSigned => (1.0, -128.0),
                 t => {
                     let s = self.vdiff[i] / t.levels();
                     (s, self.vmin[i] + 0.5 * s)
                 }
-            };
-            let q = query[i];
-            if ip {
-                a[i] = q * scale;
-                add += q * offset;
-            } else {
-                a[i] = scale;
-                b[i] = offset - q;
-            }
+            })
+            .unzip();
+        let mut a = vec![0f32; padded];
+        if !ip {
+            a[..self.d].copy_from_slice(&scale);
         }
-        Ok(SqDistance {
+        let mut comp = SqDistance {
             block: Block::new(kind, ip),
             a,
-            b,
+            b: vec![0f32; padded],
             cs,
-            add,
-        })
+            add: 0.0,
+            scale,
+            offset,
+            d: self.d,
+            ip,
+        };
+        comp.aim(query);
+        Ok(comp)
     }
 }

@@ -10,8 +10,8 @@ use vq_core::{
     VectorsRef,
 };
 use vq_pq::{
-    IndexPQ, IndexScalarQuantizer, Opq, Pca, ProductQuantizer, RandomRotation, RangeStat,
-    ScalarQuantizer, SqType,
+    IndexPQ, IndexScalarQuantizer, Opq, Pca, PqDistanceTable, ProductQuantizer, RandomRotation,
+    RangeStat, ScalarQuantizer, SqType,
 };
 
 fn gaussian(n: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -109,6 +109,19 @@ proptest! {
                     let s = CodeDistance::distance(&mut single, &codes[i * pq.code_size()..(i + 1) * pq.code_size()]);
                     prop_assert!((s - want).abs() <= tol, "{metric:?} single {s} vs {want}");
                 }
+                // Scanning with two tables equals scanning with their sum (IVF-PQ's
+                // short lists), bias included.
+                let other = pq.distance_table(&q[..d], metric).unwrap();
+                let sum: Vec<f32> = single.table().iter().zip(other.table()).map(|(a, b)| a + b).collect();
+                let mut summed = PqDistanceTable::new(sum, m, nbits).unwrap();
+                summed.set_bias(0.5);
+                single.set_bias(0.5);
+                let (mut two, mut one) = (vec![0f32; 40], vec![0f32; 40]);
+                single.scan_plus(other.table(), &codes, &mut two);
+                summed.scan(&codes, &mut one);
+                for (a, b) in two.iter().zip(&one) {
+                    prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{metric:?} two tables {a} vs {b}");
+                }
             }
         }
     }
@@ -156,10 +169,17 @@ proptest! {
             let codes = sq.encode(VectorsRef::new(data, d).unwrap()).unwrap();
             let dec = sq.decode(&codes).unwrap();
             for metric in [Metric::L2, Metric::InnerProduct] {
+                // One computer re-aimed at each query, as IVF scans do per list.
+                let mut re = sq.query_computer(&q[..d], metric).unwrap();
+                prop_assert!(!re.retarget(&q[..d.saturating_sub(1)]), "wrong length");
                 for qr in q.chunks_exact(d) {
                     let mut c = sq.query_computer(qr, metric).unwrap();
                     let mut out = vec![0f32; 60];
                     c.distances(&codes, &mut out);
+                    prop_assert!(re.retarget(qr));
+                    let mut again = vec![0f32; 60];
+                    re.distances(&codes, &mut again);
+                    prop_assert_eq!(&again, &out, "{} {:?} retargeted", t, metric);
                     for (i, y) in dec.chunks_exact(d).enumerate() {
                         let want = if metric == Metric::L2 { l2(qr, y) } else { ip(qr, y) };
                         prop_assert!((out[i] - want).abs() <= 1e-3 * (1.0 + want.abs()),
