@@ -93,6 +93,34 @@ pub trait IvfEncoding: Debug + Clone + Send + Sync + 'static {
 
     /// A short description, e.g. `"Flat"`, `"SQ8"`, `"PQ16"`.
     fn describe(&self) -> String;
+
+    /// Seeds the encoding's own training (e.g. PQ's k-means); encodings whose training
+    /// is deterministic keep the default, which does nothing.
+    ///
+    /// # Errors
+    /// Parameters the encoding rejects.
+    fn set_seed(&mut self, seed: u64) -> Result<()> {
+        let _ = seed;
+        Ok(())
+    }
+
+    /// The largest block of queries a batch search should scan in list order (each
+    /// list read once for all the queries of the block that probe it, rather than
+    /// query by query), or 0 for query order. List order pays when a list's bytes
+    /// (codes, or per-list tables) dominate the scan, so that memory traffic bounds it;
+    /// the block is limited so its scanners stay a few MiB. The default is 0.
+    fn list_major_block(&self, metric: Metric) -> usize {
+        let _ = metric;
+        0
+    }
+}
+
+/// Scanner state a list-major block may hold in all (bytes).
+const LIST_MAJOR_STATE_BYTES: usize = 4 << 20;
+
+/// Block size for scanners of `scanner_bytes` each: at most 512 queries, at least 16.
+fn block_for(scanner_bytes: usize) -> usize {
+    (LIST_MAJOR_STATE_BYTES / scanner_bytes.max(1)).clamp(16, 512)
 }
 
 // ------------------------------------------------------------------------- Flat
@@ -204,6 +232,11 @@ impl IvfEncoding for IvfFlat {
     fn describe(&self) -> String {
         "Flat".into()
     }
+
+    /// Raw vectors: scans are bound by memory traffic.
+    fn list_major_block(&self, _metric: Metric) -> usize {
+        block_for(4 * self.d)
+    }
 }
 
 /// `out = query − centroid(list)`.
@@ -257,17 +290,32 @@ impl<C> IvfCodec<C> {
 }
 
 /// Scanner of [`IvfCodec`].
-#[derive(Debug)]
-pub struct CodecScanner<'a, C> {
+///
+/// The codec's computer is built once per query and re-aimed at each list's residual
+/// ([`CodeDistance::retarget`]); a computer that cannot be re-aimed is rebuilt per block.
+pub struct CodecScanner<'a, C: AdcCodec> {
     enc: &'a IvfCodec<C>,
     quantizer: &'a dyn CoarseQuantizer,
     query: &'a [f32],
     metric: Metric,
     resid: Vec<f32>,
     bias: f32,
+    /// Aimed at the current list's query (the residual for L2); `None` once a
+    /// computer refused to be re-aimed.
+    comp: Option<C::Computer<'a>>,
 }
 
-impl<C: AdcCodec> ListScanner for CodecScanner<'_, C> {
+impl<'a, C: AdcCodec + 'a> std::fmt::Debug for CodecScanner<'a, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodecScanner")
+            .field("metric", &self.metric)
+            .field("by_residual", &self.enc.by_residual)
+            .field("reusable_computer", &self.comp.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, C: AdcCodec + 'a> ListScanner for CodecScanner<'a, C> {
     fn set_list(&mut self, list: usize, coarse_dis: f32) -> Result<()> {
         if !self.enc.by_residual {
             return Ok(());
@@ -275,6 +323,11 @@ impl<C: AdcCodec> ListScanner for CodecScanner<'_, C> {
         match self.metric {
             Metric::L2 => {
                 residual_into(self.quantizer, list, self.query, &mut self.resid)?;
+                if let Some(c) = &mut self.comp
+                    && !c.retarget(&self.resid)
+                {
+                    self.comp = None;
+                }
             }
             Metric::InnerProduct => self.bias = coarse_dis,
         }
@@ -282,13 +335,19 @@ impl<C: AdcCodec> ListScanner for CodecScanner<'_, C> {
     }
 
     fn scan(&mut self, codes: &[u8], out: &mut [f32]) -> Result<()> {
-        let q = if self.enc.by_residual && self.metric == Metric::L2 {
-            &self.resid[..]
+        if let Some(c) = &mut self.comp {
+            c.distances(codes, out);
         } else {
-            self.query
-        };
-        let mut comp = self.enc.codec.query_computer(q, self.metric)?;
-        comp.distances(codes, out);
+            let q = if self.enc.by_residual && self.metric == Metric::L2 {
+                &self.resid[..]
+            } else {
+                self.query
+            };
+            self.enc
+                .codec
+                .query_computer(q, self.metric)?
+                .distances(codes, out);
+        }
         if self.bias != 0.0 {
             out.iter_mut().for_each(|o| *o += self.bias);
         }
@@ -341,6 +400,7 @@ impl<C: AdcCodec + Clone + 'static> IvfEncoding for IvfCodec<C> {
             metric,
             resid: vec![0.0; query.len()],
             bias: 0.0,
+            comp: Some(self.codec.query_computer(query, metric)?),
         })
     }
 
@@ -353,6 +413,16 @@ impl<C: AdcCodec + Clone + 'static> IvfEncoding for IvfCodec<C> {
             "{name}{}",
             if self.by_residual { " (residual)" } else { "" }
         )
+    }
+
+    /// Codes of 64 bytes or more (e.g. SQ8 from 64 dimensions) make scans memory-bound;
+    /// a scanner holds the residual and a few per-dimension vectors.
+    fn list_major_block(&self, _metric: Metric) -> usize {
+        if self.codec.code_size() >= 64 {
+            block_for(24 * self.codec.dim())
+        } else {
+            0
+        }
     }
 }
 
@@ -468,7 +538,17 @@ pub struct PqScanner<'a> {
     base: Vec<f32>,
     table: PqDistanceTable,
     resid: Vec<f32>,
+    /// With the full precomputed table: the current list, while its table
+    /// `base + precomputed[list]` is not built yet (short lists are scanned from the
+    /// two tables directly).
+    pending: Option<usize>,
+    /// `base` as a table (bias = coarse distance), for those direct scans.
+    base_table: Option<PqDistanceTable>,
 }
+
+/// Codes per `ksub` table entries below which a list is scanned from the two tables
+/// (two lookups per sub-quantizer) rather than by first adding them (`M × ksub` adds).
+const DIRECT_SCAN_PER_KSUB: usize = 4;
 
 impl ListScanner for PqScanner<'_> {
     fn set_list(&mut self, list: usize, coarse_dis: f32) -> Result<()> {
@@ -482,12 +562,13 @@ impl ListScanner for PqScanner<'_> {
         }
         let tsize = self.base.len();
         match &e.precomputed {
-            Precomputed::Full(pre) => {
-                let p = &pre[list * tsize..(list + 1) * tsize];
-                for ((t, &a), &b) in self.table.table_mut().iter_mut().zip(p).zip(&self.base) {
-                    *t = a + b;
-                }
+            Precomputed::Full(_) => {
+                // The table is built on the first scan that needs it.
+                self.pending = Some(list);
                 self.table.set_bias(coarse_dis);
+                if let Some(b) = &mut self.base_table {
+                    b.set_bias(coarse_dis);
+                }
             }
             Precomputed::Multi { bits, halves } => {
                 let half = tsize / 2;
@@ -511,6 +592,23 @@ impl ListScanner for PqScanner<'_> {
     }
 
     fn scan(&mut self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        if let (Some(list), Precomputed::Full(pre)) = (self.pending, &self.enc.precomputed) {
+            let tsize = self.base.len();
+            let p = &pre[list * tsize..(list + 1) * tsize];
+            let ksub = self.enc.pq.ksub();
+            match &self.base_table {
+                Some(b) if out.len() * DIRECT_SCAN_PER_KSUB < ksub => {
+                    b.scan_plus(p, codes, out);
+                    return Ok(());
+                }
+                _ => {
+                    for ((t, &a), &b) in self.table.table_mut().iter_mut().zip(p).zip(&self.base) {
+                        *t = a + b;
+                    }
+                    self.pending = None;
+                }
+            }
+        }
         self.table.scan(codes, out);
         Ok(())
     }
@@ -613,6 +711,15 @@ impl IvfEncoding for IvfPq {
             self.pq.m(),
             self.pq.nbits(),
         )?;
+        let base_table = if precomputed_l2 && matches!(self.precomputed, Precomputed::Full(_)) {
+            Some(PqDistanceTable::new(
+                base.clone(),
+                self.pq.m(),
+                self.pq.nbits(),
+            )?)
+        } else {
+            None
+        };
         Ok(PqScanner {
             enc: self,
             quantizer,
@@ -621,7 +728,15 @@ impl IvfEncoding for IvfPq {
             base,
             table,
             resid: vec![0.0; query.len()],
+            pending: None,
+            base_table,
         })
+    }
+
+    fn set_seed(&mut self, seed: u64) -> Result<()> {
+        let mut p = self.pq.kmeans_params().clone();
+        p.seed = seed;
+        self.pq.set_kmeans_params(p)
     }
 
     fn describe(&self) -> String {

@@ -465,7 +465,31 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
         out.reset(nq, k, self.metric);
         let threads = rayon::current_num_threads().max(1);
         let (dist, labels) = out.parts_mut();
-        if nq >= threads || nprobe == 1 {
+        // List-major blocks: each list probed by the block is read once for all its
+        // queries. Only when a list is expected to serve two or more queries of a block.
+        // At least four blocks per thread, so uneven blocks still balance.
+        let block = self
+            .encoding
+            .list_major_block(self.metric)
+            .min(nq.div_ceil(4 * threads));
+        if max_codes == 0 && block > 0 && nq >= 2 * threads && block * nprobe >= 2 * self.nlist {
+            dist.par_chunks_mut(block * k)
+                .zip(labels.par_chunks_mut(block * k))
+                .enumerate()
+                .try_for_each(|(bi, (dc, lc))| {
+                    let q0 = bi * block;
+                    let nb = dc.len() / k;
+                    self.scan_block_list_major(
+                        queries.slice(q0..q0 + nb),
+                        k,
+                        &lists[q0 * nprobe..(q0 + nb) * nprobe],
+                        &coarse_dis[q0 * nprobe..(q0 + nb) * nprobe],
+                        filter,
+                        dc,
+                        lc,
+                    )
+                })?;
+        } else if nq >= threads || nprobe == 1 {
             dist.par_chunks_mut(k)
                 .zip(labels.par_chunks_mut(k))
                 .enumerate()
@@ -550,37 +574,101 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
         buf: &mut [f32],
     ) -> Result<()> {
         let mut scanner = self.encoding.scanner(&self.quantizer, q, self.metric)?;
-        let cs = self.encoding.code_size();
-        let ip = self.metric == Metric::InnerProduct;
         let mut scanned = 0usize;
         for (&l, &cd) in lists.iter().zip(coarse_dis) {
             if l < 0 {
                 continue;
             }
-            let l = l as usize;
-            let ids = self.lists.ids(l);
-            if ids.is_empty() {
-                continue;
-            }
-            let codes = self.lists.codes(l);
-            scanner.set_list(l, cd)?;
-            for (bi, idb) in ids.chunks(buf.len()).enumerate() {
-                let c0 = bi * buf.len() * cs;
-                let out = &mut buf[..idb.len()];
-                scanner.scan(&codes[c0..c0 + idb.len() * cs], out)?;
-                let mut thr = top.threshold();
-                for (&v, &id) in out.iter().zip(idb) {
-                    let key = if ip { -v } else { v };
-                    if key <= thr && filter.is_none_or(|f| f.is_member(id)) {
-                        top.push(key, id);
-                        thr = top.threshold();
-                    }
-                }
-            }
-            scanned += ids.len();
+            scanned += self.scan_list(&mut scanner, l as usize, cd, filter, top, buf)?;
             if max_codes > 0 && scanned >= max_codes {
                 break;
             }
+        }
+        Ok(())
+    }
+
+    /// Scans list `l` with a scanner of one query into its `top`; returns the list's
+    /// length.
+    fn scan_list(
+        &self,
+        scanner: &mut E::Scanner<'_>,
+        l: usize,
+        coarse_dis: f32,
+        filter: Option<&dyn IdFilter>,
+        top: &mut TopK,
+        buf: &mut [f32],
+    ) -> Result<usize> {
+        let ids = self.lists.ids(l);
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let cs = self.encoding.code_size();
+        let ip = self.metric == Metric::InnerProduct;
+        let codes = self.lists.codes(l);
+        scanner.set_list(l, coarse_dis)?;
+        for (bi, idb) in ids.chunks(buf.len()).enumerate() {
+            let c0 = bi * buf.len() * cs;
+            let out = &mut buf[..idb.len()];
+            scanner.scan(&codes[c0..c0 + idb.len() * cs], out)?;
+            let mut thr = top.threshold();
+            for (&v, &id) in out.iter().zip(idb) {
+                let key = if ip { -v } else { v };
+                if key <= thr && filter.is_none_or(|f| f.is_member(id)) {
+                    top.push(key, id);
+                    thr = top.threshold();
+                }
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// One block of a list-major batch search: the block's (list, query) pairs in list
+    /// order, so each list is read from memory once and then served from cache to
+    /// every query of the block that probes it. Same results as query order (the
+    /// top-k breaks ties by label, so visiting order does not matter).
+    #[allow(clippy::too_many_arguments)]
+    fn scan_block_list_major(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        lists: &[Label],
+        coarse_dis: &[f32],
+        filter: Option<&dyn IdFilter>,
+        dist: &mut [f32],
+        labels: &mut [Label],
+    ) -> Result<()> {
+        let nb = queries.len();
+        let nprobe = lists.len() / nb.max(1);
+        let mut scanners = queries
+            .rows()
+            .map(|q| self.encoding.scanner(&self.quantizer, q, self.metric))
+            .collect::<Result<Vec<_>>>()?;
+        let mut tops: Vec<TopK> = (0..nb).map(|_| TopK::new(k)).collect();
+        let mut pairs: Vec<(Label, usize)> = lists
+            .iter()
+            .enumerate()
+            .filter(|&(_, &l)| l >= 0)
+            .map(|(i, &l)| (l, i))
+            .collect();
+        pairs.sort_unstable();
+        let mut buf = vec![0f32; SCAN_BLOCK];
+        for &(l, i) in &pairs {
+            let qi = i / nprobe;
+            self.scan_list(
+                &mut scanners[qi],
+                l as usize,
+                coarse_dis[i],
+                filter,
+                &mut tops[qi],
+                &mut buf,
+            )?;
+        }
+        for ((top, dc), lc) in tops
+            .iter()
+            .zip(dist.chunks_mut(k))
+            .zip(labels.chunks_mut(k))
+        {
+            top.write_sorted(self.metric, dc, lc);
         }
         Ok(())
     }
@@ -764,7 +852,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
             let sample = self
                 .encoding
                 .max_train_points()
-                .and_then(|m| vq_pq::subsample(x, m, 1234));
+                .and_then(|m| vq_pq::subsample(x, m, self.kmeans.seed));
             let xs = sample.as_ref().map_or(x, |s| s.as_ref());
             if self.encoding.by_residual() {
                 let lists = self.assign_lists(xs)?;
@@ -942,5 +1030,50 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
 
     fn bytes_per_vector(&self) -> f64 {
         (self.encoding.code_size() + std::mem::size_of::<Label>()) as f64
+    }
+
+    /// `seed` (coarse k-means, training subsamples and the encoding's own training;
+    /// default 1234), `niter` (coarse k-means iterations; default 10), and the search
+    /// defaults `nprobe` and `max_codes`.
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        let parse = |what: &str| {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| Error::invalid_param(name, format!("`{value}` is not {what}")))
+        };
+        match name {
+            "seed" => {
+                let seed = parse("an unsigned integer")?;
+                self.kmeans.seed = seed;
+                self.encoding.set_seed(seed)
+            }
+            "niter" => {
+                let n = parse("an iteration count")?;
+                if n == 0 {
+                    return Err(Error::invalid_param(name, "must be at least 1"));
+                }
+                self.kmeans.niter =
+                    usize::try_from(n).map_err(|_| Error::invalid_param(name, "too large"))?;
+                Ok(())
+            }
+            "nprobe" => {
+                let n = usize::try_from(parse("a list count")?)
+                    .map_err(|_| Error::invalid_param(name, "too large"))?;
+                self.set_nprobe(n)
+            }
+            "max_codes" => {
+                self.max_codes = usize::try_from(parse("a code count")?)
+                    .map_err(|_| Error::invalid_param(name, "too large"))?;
+                Ok(())
+            }
+            _ => Err(Error::invalid_param(
+                name,
+                format!(
+                    "not a build parameter of {} (it has: seed, niter, nprobe, max_codes)",
+                    self.describe()
+                ),
+            )),
+        }
     }
 }

@@ -187,10 +187,16 @@ fn recall_is_monotone_in_nprobe() {
 /// IVF-PQ's precomputed decomposition gives the ADC distance of the residual.
 #[test]
 fn ivf_pq_distances_are_adc_on_the_residual() {
-    let (n, d, m, nlist) = (3000, 16, 4, 16);
+    let (n, d, m) = (3000, 16, 4);
     let base = clustered(n, d, 20, 5);
     let q = clustered(5, d, 20, 6);
-    for metric in [Metric::L2, Metric::InnerProduct] {
+    // 16 lists of ~190 codes: the precomputed terms are added into one table per list;
+    // 128 lists of ~23: short lists are scanned from the two tables directly.
+    for (metric, nlist) in [
+        (Metric::L2, 16),
+        (Metric::L2, 128),
+        (Metric::InnerProduct, 16),
+    ] {
         for pre in [true, false] {
             let mut index = IndexIvf::new_pq(d, nlist, m, 8, metric).unwrap();
             index.train(v(&base, d)).unwrap();
@@ -229,7 +235,7 @@ fn ivf_pq_distances_are_adc_on_the_residual() {
                     };
                     assert!(
                         (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
-                        "{metric} pre={pre}: {got} vs {want}"
+                        "{metric} nlist={nlist} pre={pre}: {got} vs {want}"
                     );
                 }
             }
@@ -547,4 +553,95 @@ fn single_query_search_splits_probes_and_agrees() {
         .unwrap()
         .install(|| index.search(v(&q, d), 10, &params(16)).unwrap());
     assert_eq!(a.labels(), b.labels());
+}
+
+/// Batch search scans memory-bound encodings list by list (a block's queries share
+/// each list read); it must return what query-by-query search returns.
+#[test]
+fn list_major_batches_equal_query_by_query_search() {
+    let (n, d, nq) = (4000, 64, 300);
+    let base = clustered(n, d, 20, 31);
+    let queries = clustered(nq, d, 20, 32);
+    // Every third id is filtered out.
+    let keep: Vec<Label> = (0..n as Label).filter(|i| i % 3 != 0).collect();
+    let sel = IdSelector::set(keep.iter().copied());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let mut flat = IndexIvf::new_flat(d, 16, metric).unwrap();
+        let mut sq = IndexIvf::new_sq(d, 16, SqType::Q8, metric).unwrap();
+        let indexes: [&mut dyn Index; 2] = [&mut flat, &mut sq];
+        for index in indexes {
+            index.train(v(&base, d)).unwrap();
+            index.add(v(&base, d)).unwrap();
+            for filtered in [false, true] {
+                let mut p = params(8);
+                if filtered {
+                    p = p.with_selector(&sel);
+                }
+                let batch = pool.install(|| index.search(v(&queries, d), 10, &p).unwrap());
+                for qi in 0..nq {
+                    let one = pool.install(|| {
+                        index
+                            .search(v(&queries[qi * d..(qi + 1) * d], d), 10, &p)
+                            .unwrap()
+                    });
+                    // Labels agree exactly; distances to the last bits (IVF-SQ with
+                    // inner product adds the coarse score, which a batch gets from a
+                    // GEMM and a single query from a dot-product kernel).
+                    let ((bd, bl), (od, ol)) = (batch.row(qi), one.row(0));
+                    assert_eq!(bl, ol, "{metric:?} query {qi}");
+                    for (x, y) in bd.iter().zip(od) {
+                        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{x} vs {y}");
+                    }
+                    if filtered {
+                        assert!(one.row(0).1.iter().all(|l| l % 3 != 0));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn build_parameters_seed_and_iterations() {
+    let (n, d) = (3000, 16);
+    let base = clustered(n, d, 12, 41);
+    let build = |params: &[(&str, &str)]| {
+        let mut index = IndexIvf::new_pq(d, 32, 4, 8, Metric::L2).unwrap();
+        for (k, val) in params {
+            index.set_build_param(k, val).unwrap();
+        }
+        index.train(v(&base, d)).unwrap();
+        let mut c = vec![0f32; d];
+        index.quantizer().centroid_into(0, &mut c).unwrap();
+        (c, index.encoding().pq().centroids().to_vec())
+    };
+    let a = build(&[]);
+    assert_eq!(a, build(&[("seed", "1234")]), "1234 is the default seed");
+    let b = build(&[("seed", "7")]);
+    assert_ne!(a.0, b.0, "the seed reaches the coarse k-means");
+    assert_ne!(a.1, b.1, "the seed reaches the PQ training");
+    assert_ne!(a.0, build(&[("niter", "2")]).0);
+
+    let mut index = IndexIvf::new_flat(d, 32, Metric::L2).unwrap();
+    index.set_build_param("nprobe", "4").unwrap();
+    assert_eq!(index.nprobe(), 4);
+    for (k, val) in [
+        ("niter", "0"),
+        ("nprobe", "0"),
+        ("seed", "-1"),
+        ("max_codes", "x"),
+        ("efSearch", "16"),
+    ] {
+        assert!(
+            matches!(
+                index.set_build_param(k, val),
+                Err(Error::InvalidParameter { .. })
+            ),
+            "{k}={val}"
+        );
+    }
 }
