@@ -34,6 +34,10 @@ pub(crate) struct BenchArgs {
     /// Threads (a rayon pool of this size runs everything); default: all cores.
     #[arg(long)]
     threads: Option<usize>,
+    /// Search with these thread counts (comma list, e.g. `1,2`), each in its own pool,
+    /// after one build with `--threads`; one JSON line per count and `--params`.
+    #[arg(long, value_delimiter = ',')]
+    search_threads: Vec<usize>,
     /// Build-time parameters applied before training and adding (`efConstruction=200`).
     #[arg(long, default_value = "")]
     build_params: String,
@@ -153,13 +157,20 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
             .collect::<Result<_>>()?
     };
     let pool = pool(a.threads)?;
-    let threads = pool.current_num_threads();
-    pool.install(|| -> Result<()> {
+    let build_threads = pool.current_num_threads();
+    let mut search_pools = Vec::with_capacity(a.search_threads.len());
+    for &t in &a.search_threads {
+        if t == 0 {
+            bail!("--search-threads: each count must be at least 1");
+        }
+        search_pools.push(self::pool(Some(t))?);
+    }
+    let built = pool.install(|| -> Result<Built> {
         let mut ds = Dataset::load(&a.data)?;
         if let Some(m) = a.nq {
             ds.keep_queries(m)?;
         }
-        let (n, d, nq) = (ds.base.len(), ds.base.dim(), ds.queries.len());
+        let (n, d) = (ds.base.len(), ds.base.dim());
         if a.k > n {
             bail!("-k {} exceeds the {n} base vectors", a.k);
         }
@@ -202,24 +213,80 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         .context("adding the base vectors")?;
         let add_s = t0.elapsed().as_secs_f64();
 
+        Ok(Built {
+            ds,
+            index,
+            gt,
+            train_s,
+            add_s,
+        })
+    })?;
+    if search_pools.is_empty() {
+        pool.install(|| {
+            search_all(
+                a,
+                &spec,
+                &search_params,
+                &built,
+                build_threads,
+                build_threads,
+            )
+        })
+    } else {
+        for p in &search_pools {
+            let t = p.current_num_threads();
+            p.install(|| search_all(a, &spec, &search_params, &built, build_threads, t))?;
+        }
+        Ok(())
+    }
+}
+
+/// What one build leaves for the search passes.
+struct Built {
+    ds: Dataset,
+    index: Box<dyn Index>,
+    gt: GroundTruth,
+    train_s: f64,
+    add_s: f64,
+}
+
+/// Every `--params` pass on the current thread pool, one JSON line each.
+fn search_all(
+    a: &BenchArgs,
+    spec: &FactorySpec,
+    search_params: &[SearchParams<'static>],
+    built: &Built,
+    build_threads: usize,
+    threads: usize,
+) -> Result<()> {
+    let Built {
+        ds,
+        index,
+        gt,
+        train_s,
+        add_s,
+    } = built;
+    let (n, d, nq) = (ds.base.len(), ds.base.dim(), ds.queries.len());
+    let metric = index.metric();
+    {
         let case = a
             .case
             .clone()
             .unwrap_or_else(|| spec.to_string().to_lowercase());
-        for params in &search_params {
+        for params in search_params {
             let mut times = Vec::with_capacity(a.repeats);
             let mut last = None;
             for _ in 0..a.repeats {
                 let (s, res) =
-                    search_pass(&*index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
+                    search_pass(&**index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
                 times.push(s);
                 last = Some(res);
             }
             let res = last.context("invariant: at least one repeat")?;
             let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-            let r1 = recall_at_1(&res, &gt)?;
+            let r1 = recall_at_1(&res, gt)?;
             let r10 = if a.k >= 10 && gt.k() >= 10 {
-                Some(intersection_recall(&res, &gt, 10)?)
+                Some(intersection_recall(&res, gt, 10)?)
             } else {
                 None
             };
@@ -230,6 +297,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
                 "index": spec.to_string(),
                 "params": params.to_string(),
                 "threads": threads,
+                "build_threads": build_threads,
                 "n": n, "d": d, "nq": nq, "k": a.k,
                 "train_s": train_s,
                 "add_s": add_s,
@@ -248,13 +316,16 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
             if a.one_at_a_time {
                 row["latency_ms"] = json!(best / nq as f64 * 1e3);
             }
-            if spec.to_string().ends_with("Flat") && spec.transforms.is_empty() {
+            if spec.to_string().ends_with("Flat")
+                && spec.transforms.is_empty()
+                && spec.coarse.is_none()
+            {
                 row["gflops_effective"] = json!(2.0 * n as f64 * d as f64 * nq as f64 / best / 1e9);
             }
             println!("{row}");
         }
         Ok(())
-    })
+    }
 }
 
 pub(crate) fn run_generate(a: &GenerateArgs) -> Result<()> {

@@ -63,6 +63,72 @@ fn bench_synthetic_prints_the_report_fields() {
 }
 
 #[test]
+fn bench_searches_one_build_at_several_thread_counts() {
+    let (code, out, err) = vq(&[
+        "bench",
+        "--data",
+        "synthetic:4000,16,50,3",
+        "--index",
+        "IVF32,SQ8",
+        "--threads",
+        "2",
+        "--search-threads",
+        "1,2",
+        "--params",
+        "nprobe=1",
+        "--params",
+        "nprobe=32",
+        "--build-params",
+        "seed=5,niter=4",
+        "--repeats",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    let got: Vec<(u64, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["threads"].as_u64().unwrap(),
+                r["params"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "nprobe=1"),
+            (1, "nprobe=32"),
+            (2, "nprobe=1"),
+            (2, "nprobe=32")
+        ]
+    );
+    for r in &rows {
+        assert_eq!(r["build_threads"], 2);
+        // One build: the same training time on every line.
+        assert_eq!(r["train_s"], rows[0]["train_s"]);
+    }
+    // Same index, same results at either thread count.
+    assert_eq!(rows[0]["recall_at_1"], rows[2]["recall_at_1"]);
+    assert_eq!(rows[1]["recall_10_at_10"], rows[3]["recall_10_at_10"]);
+    let (code, _, err) = vq(&[
+        "bench",
+        "--data",
+        "synthetic:100,4,5",
+        "--index",
+        "Flat",
+        "--search-threads",
+        "0",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--search-threads"), "{err}");
+}
+
+#[test]
 fn bench_folder_with_idmap_one_at_a_time_and_cached_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
