@@ -534,15 +534,18 @@ pub struct PqScanner<'a> {
     quantizer: &'a dyn CoarseQuantizer,
     query: &'a [f32],
     metric: Metric,
-    /// Per-query table: `−2⟨x, y_R⟩` (L2 with precomputed terms) or the full table.
-    base: Vec<f32>,
+    /// The table codes are scanned with (bias: the coarse term where it applies).
     table: PqDistanceTable,
+    /// The query's `−2⟨x, y_R⟩` with the per-half precomputed tables (IMI); empty
+    /// otherwise.
+    base: Vec<f32>,
     resid: Vec<f32>,
     /// With the full precomputed table: the current list, while its table
     /// `base + precomputed[list]` is not built yet (short lists are scanned from the
     /// two tables directly).
     pending: Option<usize>,
-    /// `base` as a table (bias = coarse distance), for those direct scans.
+    /// With the full precomputed table: the query's `−2⟨x, y_R⟩` as a table (bias:
+    /// the coarse distance).
     base_table: Option<PqDistanceTable>,
 }
 
@@ -560,7 +563,6 @@ impl ListScanner for PqScanner<'_> {
             self.table.set_bias(coarse_dis);
             return Ok(());
         }
-        let tsize = self.base.len();
         match &e.precomputed {
             Precomputed::Full(_) => {
                 // The table is built on the first scan that needs it.
@@ -571,7 +573,7 @@ impl ListScanner for PqScanner<'_> {
                 }
             }
             Precomputed::Multi { bits, halves } => {
-                let half = tsize / 2;
+                let half = self.base.len() / 2;
                 let idx = [list & ((1 << bits) - 1), list >> bits];
                 let t = self.table.table_mut();
                 for h in 0..2 {
@@ -592,22 +594,19 @@ impl ListScanner for PqScanner<'_> {
     }
 
     fn scan(&mut self, codes: &[u8], out: &mut [f32]) -> Result<()> {
-        if let (Some(list), Precomputed::Full(pre)) = (self.pending, &self.enc.precomputed) {
-            let tsize = self.base.len();
+        if let (Some(list), Some(base), Precomputed::Full(pre)) =
+            (self.pending, &self.base_table, &self.enc.precomputed)
+        {
+            let tsize = base.table().len();
             let p = &pre[list * tsize..(list + 1) * tsize];
-            let ksub = self.enc.pq.ksub();
-            match &self.base_table {
-                Some(b) if out.len() * DIRECT_SCAN_PER_KSUB < ksub => {
-                    b.scan_plus(p, codes, out);
-                    return Ok(());
-                }
-                _ => {
-                    for ((t, &a), &b) in self.table.table_mut().iter_mut().zip(p).zip(&self.base) {
-                        *t = a + b;
-                    }
-                    self.pending = None;
-                }
+            if out.len() * DIRECT_SCAN_PER_KSUB < self.enc.pq.ksub() {
+                base.scan_plus(p, codes, out);
+                return Ok(());
             }
+            for ((t, &a), &b) in self.table.table_mut().iter_mut().zip(p).zip(base.table()) {
+                *t = a + b;
+            }
+            self.pending = None;
         }
         self.table.scan(codes, out);
         Ok(())
@@ -702,31 +701,30 @@ impl IvfEncoding for IvfPq {
             // Not by residual, or inner product: one table for every list.
             self.pq.compute_distance_table(query, metric, &mut base)?;
         }
-        let table = PqDistanceTable::new(
-            if precomputed_l2 {
-                vec![0.0; tsize]
-            } else {
-                base.clone()
-            },
-            self.pq.m(),
-            self.pq.nbits(),
-        )?;
-        let base_table = if precomputed_l2 && matches!(self.precomputed, Precomputed::Full(_)) {
-            Some(PqDistanceTable::new(
-                base.clone(),
-                self.pq.m(),
-                self.pq.nbits(),
-            )?)
+        let (m, nbits) = (self.pq.m(), self.pq.nbits());
+        let (table, base, base_table) = if !precomputed_l2 {
+            (PqDistanceTable::new(base, m, nbits)?, Vec::new(), None)
+        } else if matches!(self.precomputed, Precomputed::Full(_)) {
+            let empty = PqDistanceTable::new(vec![0.0; tsize], m, nbits)?;
+            (
+                empty,
+                Vec::new(),
+                Some(PqDistanceTable::new(base, m, nbits)?),
+            )
         } else {
-            None
+            (
+                PqDistanceTable::new(vec![0.0; tsize], m, nbits)?,
+                base,
+                None,
+            )
         };
         Ok(PqScanner {
             enc: self,
             quantizer,
             query,
             metric,
-            base,
             table,
+            base,
             resid: vec![0.0; query.len()],
             pending: None,
             base_table,
