@@ -218,6 +218,19 @@ pub fn check_search(index: &dyn Index, queries: VectorsRef<'_>, k: usize) -> Res
     Ok(())
 }
 
+/// Checks shared by every range search: dimension, finiteness, a radius that is not NaN.
+///
+/// # Errors
+/// The first failed check.
+pub fn check_range_search(index: &dyn Index, queries: VectorsRef<'_>, radius: f32) -> Result<()> {
+    queries.check_dim(index.dim())?;
+    queries.check_finite()?;
+    if radius.is_nan() {
+        return Err(Error::invalid_param("radius", "must not be NaN"));
+    }
+    Ok(())
+}
+
 impl<I: Index + ?Sized> Index for Box<I> {
     fn dim(&self) -> usize {
         (**self).dim()

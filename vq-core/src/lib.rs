@@ -25,7 +25,7 @@ pub use codec::{AdcCodec, CodeDistance, Codec, FlatCodec};
 pub use error::{Error, Result};
 pub use flat::IndexFlat;
 pub use idmap::{IndexIDMap, IndexIDMap2};
-pub use index::{Index, check_search};
+pub use index::{Index, check_range_search, check_search};
 pub use metric::Metric;
 pub use params::{PARAM_NAMES, SearchParams};
 pub use results::{RangeSearchResults, SearchResults};

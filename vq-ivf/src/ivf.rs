@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use vq_core::topk::TopK;
 use vq_core::{
     Error, IdFilter, Index, IndexFlat, Label, Metric, RangeSearchResults, Result, SearchParams,
-    SearchResults, Vectors, VectorsRef, check_search,
+    SearchResults, Vectors, VectorsRef, check_range_search, check_search,
 };
 use vq_kmeans::{KMeans, KMeansParams};
 use vq_pq::{ProductQuantizer, ScalarQuantizer, SqType};
@@ -916,11 +916,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
         params: &SearchParams<'_>,
     ) -> Result<RangeSearchResults> {
         self.check_trained()?;
-        queries.check_dim(self.dim())?;
-        queries.check_finite()?;
-        if radius.is_nan() {
-            return Err(Error::invalid_param("radius", "must not be NaN"));
-        }
+        check_range_search(self, queries, radius)?;
         self.lists.check()?;
         let (lists, dis) = self.coarse(queries, params)?;
         let nprobe = lists.len() / queries.len().max(1);

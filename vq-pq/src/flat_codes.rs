@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use vq_core::topk::TopK;
 use vq_core::{
     AdcCodec, CodeDistance, Codec, Error, IdFilter, Index, Label, Metric, RangeSearchResults,
-    Result, SearchParams, SearchResults, VectorsRef, check_search,
+    Result, SearchParams, SearchResults, VectorsRef, check_range_search, check_search,
 };
 
 use crate::pq::ProductQuantizer;
@@ -303,11 +303,7 @@ impl<C: AdcCodec + Clone + 'static> Index for IndexFlatCodes<C> {
         params: &SearchParams<'_>,
     ) -> Result<RangeSearchResults> {
         self.check_trained()?;
-        queries.check_dim(self.dim())?;
-        queries.check_finite()?;
-        if radius.is_nan() {
-            return Err(Error::invalid_param("radius", "must not be NaN"));
-        }
+        check_range_search(self, queries, radius)?;
         let cs = self.codec.code_size();
         let n = self.ntotal();
         let filter = params.selector;
