@@ -1,0 +1,562 @@
+//! Graph construction: neighbour selection, insertion with per-node locks, the deterministic
+//! batch build, deletion repair and the reachability pass.
+
+use std::cell::RefCell;
+use std::sync::{Mutex, MutexGuard};
+
+use rayon::prelude::*;
+use vq_core::distance::Kernels;
+use vq_core::{Result, VectorsRef};
+
+use crate::graph::{Hnsw, NONE, Near, NodeDistance, Scratch};
+use crate::storage::{HnswStorage, vector_distance};
+
+/// Working memory of one builder thread.
+#[derive(Debug, Default)]
+pub(crate) struct BuildScratch {
+    pub(crate) search: Scratch,
+    cands: Vec<Near>,
+    sel: Vec<Near>,
+    dec: Vec<f32>,
+    tmp: Vec<f32>,
+    tmp2: Vec<f32>,
+    ids: Vec<u32>,
+}
+
+thread_local! {
+    static BUILD_SCRATCH: RefCell<BuildScratch> = RefCell::new(BuildScratch::default());
+    static SEARCH_SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's build scratch (a fresh one if it is already in use).
+pub(crate) fn with_build_scratch<R>(f: impl FnOnce(&mut BuildScratch) -> R) -> R {
+    BUILD_SCRATCH.with(|c| match c.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut BuildScratch::default()),
+    })
+}
+
+/// Runs `f` with this thread's search scratch (a fresh one if it is already in use).
+pub(crate) fn with_search_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SEARCH_SCRATCH.with(|c| match c.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// The vector of node `id`: the stored row, or its decoding into `buf`.
+pub(crate) fn node_vector<'b, S: HnswStorage>(
+    s: &'b S,
+    id: u32,
+    buf: &'b mut Vec<f32>,
+) -> &'b [f32] {
+    if let Some(r) = s.raw(id) {
+        return r;
+    }
+    buf.resize(s.dim(), 0.0);
+    s.decode(id, buf);
+    buf
+}
+
+/// Malkov's neighbour-selection heuristic over `cands` (sorted nearest first, distances to
+/// the base node): a candidate is kept unless an already kept neighbour is closer to it than
+/// the base is. At most `cap` are kept, in `out`.
+pub(crate) fn select_neighbors<S: HnswStorage>(
+    s: &S,
+    cands: &[Near],
+    cap: usize,
+    out: &mut Vec<Near>,
+    dec: &mut Vec<f32>,
+    tmp: &mut Vec<f32>,
+) {
+    out.clear();
+    dec.clear();
+    let k = Kernels::get();
+    let metric = s.metric();
+    let d = s.dim();
+    for c in cands {
+        if out.len() >= cap {
+            break;
+        }
+        let cv = node_vector(s, c.id, tmp);
+        let mut good = true;
+        for (i, r) in out.iter().enumerate() {
+            let rv = match s.raw(r.id) {
+                Some(v) => v,
+                None => &dec[i * d..][..d],
+            };
+            if vector_distance(k, metric, cv, rv) < c.d {
+                good = false;
+                break;
+            }
+        }
+        if good {
+            out.push(*c);
+            if s.raw(c.id).is_none() {
+                dec.extend_from_slice(cv);
+            }
+        }
+    }
+}
+
+/// Sorts nearest first and drops repeated nodes (keeping the nearest copy).
+fn sort_dedup(v: &mut Vec<Near>) {
+    v.sort_unstable();
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    v.retain(|n| seen.insert(n.id));
+}
+
+/// Re-selects `target`'s list on `level` from its current neighbours plus `extra` (with
+/// their distances to `target`), keeping at most `cap`.
+fn reprune<S: HnswStorage>(
+    g: &Hnsw,
+    s: &S,
+    target: u32,
+    level: usize,
+    extra: &[Near],
+    sc: &mut BuildScratch,
+) {
+    let k = Kernels::get();
+    let metric = s.metric();
+    g.neighbors_into(target, level, &mut sc.ids);
+    let tv = node_vector(s, target, &mut sc.tmp2);
+    sc.cands.clear();
+    for &x in &sc.ids {
+        let xv = node_vector(s, x, &mut sc.tmp);
+        sc.cands.push(Near {
+            d: vector_distance(k, metric, tv, xv),
+            id: x,
+        });
+    }
+    sc.cands.extend_from_slice(extra);
+    sort_dedup(&mut sc.cands);
+    select_neighbors(
+        s,
+        &sc.cands,
+        g.capacity(level),
+        &mut sc.sel,
+        &mut sc.dec,
+        &mut sc.tmp,
+    );
+    sc.ids.clear();
+    sc.ids.extend(sc.sel.iter().map(|n| n.id));
+    g.set_neighbors(target, level, &sc.ids);
+}
+
+/// Whether `id` is marked deleted in the bit set.
+#[inline]
+pub(crate) fn is_deleted(deleted: &[u64], id: u32) -> bool {
+    deleted
+        .get(id as usize / 64)
+        .is_some_and(|w| w >> (id % 64) & 1 == 1)
+}
+
+/// Shared state of a parallel (lock-based) build.
+pub(crate) struct LockedBuild<'a, S> {
+    g: &'a Hnsw,
+    s: &'a S,
+    deleted: &'a [u64],
+    locks: Vec<Mutex<()>>,
+    entry: Mutex<(u32, usize)>,
+}
+
+impl<'a, S: HnswStorage> LockedBuild<'a, S> {
+    pub(crate) fn new(g: &'a Hnsw, s: &'a S, deleted: &'a [u64]) -> Self {
+        let nlocks = g.len().next_power_of_two().clamp(1, 1 << 16);
+        LockedBuild {
+            g,
+            s,
+            deleted,
+            locks: (0..nlocks).map(|_| Mutex::new(())).collect(),
+            entry: Mutex::new((g.entry, g.max_level)),
+        }
+    }
+
+    fn lock(&self, node: u32) -> MutexGuard<'_, ()> {
+        let m = &self.locks[node as usize & (self.locks.len() - 1)];
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry point and top level at the end.
+    pub(crate) fn entry(&self) -> (u32, usize) {
+        *self.entry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inserts `node` (storage written, lists empty) with `x` its original vector.
+    pub(crate) fn insert(&self, node: u32, x: &[f32], sc: &mut BuildScratch) -> Result<()> {
+        let g = self.g;
+        let level = g.levels[node as usize] as usize;
+        let mut q = self.s.query(x)?;
+        let mut guard = self.entry.lock().unwrap_or_else(|e| e.into_inner());
+        let (ep, maxl) = *guard;
+        if ep == NONE {
+            *guard = (node, level);
+            return Ok(());
+        }
+        let hold = if level > maxl {
+            Some(guard)
+        } else {
+            drop(guard);
+            None
+        };
+        let mut cur = ep;
+        let mut dcur = q.distance(ep);
+        for l in (level + 1..=maxl).rev() {
+            (cur, dcur) = g.greedy(&mut q, l, cur, dcur);
+        }
+        let deleted = self.deleted;
+        for l in (0..=level.min(maxl)).rev() {
+            g.search_level(
+                &mut q,
+                &[Near { d: dcur, id: cur }],
+                l,
+                g.ef_construction,
+                &mut sc.search,
+                |id| id != node && !is_deleted(deleted, id),
+                |_, _| {},
+            );
+            sc.cands.clear();
+            sc.cands.extend(sc.search.top.drain());
+            sc.cands.sort_unstable();
+            if let Some(b) = sc.cands.first() {
+                (cur, dcur) = (b.id, b.d);
+            }
+            let cands = std::mem::take(&mut sc.cands);
+            select_neighbors(
+                self.s,
+                &cands,
+                g.capacity(l),
+                &mut sc.sel,
+                &mut sc.dec,
+                &mut sc.tmp,
+            );
+            sc.cands = cands;
+            let sel = std::mem::take(&mut sc.sel);
+            sc.ids.clear();
+            sc.ids.extend(sel.iter().map(|n| n.id));
+            {
+                let _l = self.lock(node);
+                g.set_neighbors(node, l, &sc.ids);
+            }
+            for nb in &sel {
+                self.add_link(nb.id, node, l, nb.d, sc);
+            }
+            sc.sel = sel;
+        }
+        if let Some(mut h) = hold {
+            *h = (node, level);
+        }
+        Ok(())
+    }
+
+    /// Adds the link `target → src` on `level`, re-selecting `target`'s list when full.
+    fn add_link(&self, target: u32, src: u32, level: usize, d: f32, sc: &mut BuildScratch) {
+        let _l = self.lock(target);
+        let g = self.g;
+        g.neighbors_into(target, level, &mut sc.ids);
+        if sc.ids.contains(&src) || g.try_append(target, level, src) {
+            return;
+        }
+        reprune(g, self.s, target, level, &[Near { d, id: src }], sc);
+    }
+}
+
+/// Inserts `slots` (rows of `x`, in order) with per-node locks, in parallel.
+pub(crate) fn build_locked<S: HnswStorage>(
+    g: &mut Hnsw,
+    s: &S,
+    deleted: &[u64],
+    slots: &[u32],
+    x: VectorsRef<'_>,
+) -> Result<()> {
+    let b = LockedBuild::new(g, s, deleted);
+    // The first node alone: it becomes the entry point every other insertion starts from.
+    let first = usize::from(g.entry == NONE).min(slots.len());
+    for (i, &slot) in slots[..first].iter().enumerate() {
+        with_build_scratch(|sc| b.insert(slot, x.row(i), sc))?;
+    }
+    slots[first..]
+        .par_iter()
+        .enumerate()
+        .with_min_len(16)
+        .try_for_each(|(i, &slot)| with_build_scratch(|sc| b.insert(slot, x.row(first + i), sc)))?;
+    let (e, l) = b.entry();
+    g.entry = e;
+    g.max_level = l;
+    Ok(())
+}
+
+/// One batch member's chosen neighbours per level (level 0 first).
+struct Plan {
+    lists: Vec<Vec<Near>>,
+}
+
+/// Inserts `slots` in batches: each batch's neighbours are chosen in parallel against the
+/// graph as it was before the batch (plus exact distances to earlier batch members), then
+/// links are written target by target in a fixed order. The graph does not depend on the
+/// number of threads.
+pub(crate) fn build_deterministic<S: HnswStorage>(
+    g: &mut Hnsw,
+    s: &S,
+    deleted: &[u64],
+    slots: &[u32],
+    x: VectorsRef<'_>,
+) -> Result<()> {
+    let mut done = 0usize;
+    let mut linked = g.len() - slots.len();
+    while done < slots.len() {
+        let bsize = (linked / 16).clamp(8, 256).min(slots.len() - done);
+        let batch = &slots[done..done + bsize];
+        let rows = x.slice(done..done + bsize);
+        let plans: Vec<Plan> = (0..bsize)
+            .into_par_iter()
+            .with_min_len(4)
+            .map(|bi| with_build_scratch(|sc| plan_one(g, s, deleted, batch, rows, bi, sc)))
+            .collect::<Result<_>>()?;
+        apply_plans(g, s, batch, &plans);
+        done += bsize;
+        linked += bsize;
+    }
+    Ok(())
+}
+
+fn plan_one<S: HnswStorage>(
+    g: &Hnsw,
+    s: &S,
+    deleted: &[u64],
+    batch: &[u32],
+    rows: VectorsRef<'_>,
+    bi: usize,
+    sc: &mut BuildScratch,
+) -> Result<Plan> {
+    let node = batch[bi];
+    let level = g.levels[node as usize] as usize;
+    let mut q = s.query(rows.row(bi))?;
+    let mut per_level: Vec<Vec<Near>> = vec![Vec::new(); level + 1];
+    if g.entry != NONE {
+        let maxl = g.max_level;
+        let mut cur = g.entry;
+        let mut dcur = q.distance(cur);
+        for l in (level + 1..=maxl).rev() {
+            (cur, dcur) = g.greedy(&mut q, l, cur, dcur);
+        }
+        for l in (0..=level.min(maxl)).rev() {
+            g.search_level(
+                &mut q,
+                &[Near { d: dcur, id: cur }],
+                l,
+                g.ef_construction,
+                &mut sc.search,
+                |id| !is_deleted(deleted, id),
+                |_, _| {},
+            );
+            let w = &mut per_level[l];
+            w.extend(sc.search.top.drain());
+            w.sort_unstable();
+            if let Some(b) = w.first() {
+                (cur, dcur) = (b.id, b.d);
+            }
+        }
+    }
+    for &other in &batch[..bi] {
+        let ol = g.levels[other as usize] as usize;
+        let d = q.distance(other);
+        for w in per_level.iter_mut().take(ol.min(level) + 1) {
+            w.push(Near { d, id: other });
+        }
+    }
+    let mut lists = Vec::with_capacity(level + 1);
+    for (l, w) in per_level.iter_mut().enumerate() {
+        sort_dedup(w);
+        select_neighbors(s, w, g.capacity(l), &mut sc.sel, &mut sc.dec, &mut sc.tmp);
+        lists.push(sc.sel.clone());
+    }
+    Ok(Plan { lists })
+}
+
+fn apply_plans<S: HnswStorage>(g: &mut Hnsw, s: &S, batch: &[u32], plans: &[Plan]) {
+    let gr: &Hnsw = g;
+    // Forward lists: each member writes only its own.
+    batch.par_iter().zip(plans).for_each(|(&node, p)| {
+        for (l, list) in p.lists.iter().enumerate() {
+            let ids: Vec<u32> = list.iter().map(|n| n.id).collect();
+            gr.set_neighbors(node, l, &ids);
+        }
+    });
+    // Reverse links grouped by (level, target), in batch order within a group.
+    let mut rev: Vec<(u8, u32, u32, Near)> = Vec::new();
+    for (bi, (&node, p)) in batch.iter().zip(plans).enumerate() {
+        for (l, list) in p.lists.iter().enumerate() {
+            for n in list {
+                rev.push((l as u8, n.id, bi as u32, Near { d: n.d, id: node }));
+            }
+        }
+    }
+    rev.sort_unstable_by_key(|r| (r.0, r.1, r.2));
+    let mut groups: Vec<&[(u8, u32, u32, Near)]> = Vec::new();
+    let mut i = 0;
+    while i < rev.len() {
+        let mut j = i + 1;
+        while j < rev.len() && rev[j].0 == rev[i].0 && rev[j].1 == rev[i].1 {
+            j += 1;
+        }
+        groups.push(&rev[i..j]);
+        i = j;
+    }
+    groups.par_iter().with_min_len(8).for_each(|grp| {
+        with_build_scratch(|sc| {
+            let (level, target) = (grp[0].0 as usize, grp[0].1);
+            let mut overflow: Vec<Near> = Vec::new();
+            for r in grp.iter() {
+                gr.neighbors_into(target, level, &mut sc.ids);
+                if sc.ids.contains(&r.3.id) {
+                    continue;
+                }
+                if !gr.try_append(target, level, r.3.id) {
+                    overflow.push(r.3);
+                }
+            }
+            if !overflow.is_empty() {
+                reprune(gr, s, target, level, &overflow, sc);
+            }
+        })
+    });
+    // Entry point: the first member above the current top level.
+    for &node in batch {
+        let l = g.levels[node as usize] as usize;
+        if g.entry == NONE || l > g.max_level {
+            g.entry = node;
+            g.max_level = l;
+        }
+    }
+}
+
+/// Re-links every live node that points at a deleted one: its new list is chosen with the
+/// heuristic among its live neighbours and the live neighbours of its deleted neighbours
+/// (two hops through deleted nodes).
+pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
+    let k = Kernels::get();
+    let metric = s.metric();
+    for level in 0..=g.max_level {
+        (0..g.len() as u32)
+            .into_par_iter()
+            .with_min_len(256)
+            .filter(|&u| !is_deleted(deleted, u) && g.levels[u as usize] as usize >= level)
+            .for_each(|u| {
+                with_build_scratch(|sc| {
+                    g.neighbors_into(u, level, &mut sc.ids);
+                    if !sc.ids.iter().any(|&v| is_deleted(deleted, v)) {
+                        return;
+                    }
+                    let mut cand: Vec<u32> = Vec::new();
+                    let mut hop1: Vec<u32> = Vec::new();
+                    let mut hop2: Vec<u32> = Vec::new();
+                    for &v in &sc.ids {
+                        if is_deleted(deleted, v) {
+                            g.neighbors_into(v, level, &mut hop1);
+                            for &w in &hop1 {
+                                if is_deleted(deleted, w) {
+                                    g.neighbors_into(w, level, &mut hop2);
+                                    cand.extend(hop2.iter().filter(|&&z| !is_deleted(deleted, z)));
+                                } else {
+                                    cand.push(w);
+                                }
+                            }
+                        } else {
+                            cand.push(v);
+                        }
+                    }
+                    cand.retain(|&c| c != u);
+                    cand.sort_unstable();
+                    cand.dedup();
+                    let uv = node_vector(s, u, &mut sc.tmp2);
+                    sc.cands.clear();
+                    for &c in &cand {
+                        let cv = node_vector(s, c, &mut sc.tmp);
+                        sc.cands.push(Near {
+                            d: vector_distance(k, metric, uv, cv),
+                            id: c,
+                        });
+                    }
+                    sc.cands.sort_unstable();
+                    let cands = std::mem::take(&mut sc.cands);
+                    select_neighbors(
+                        s,
+                        &cands,
+                        g.capacity(level),
+                        &mut sc.sel,
+                        &mut sc.dec,
+                        &mut sc.tmp,
+                    );
+                    sc.cands = cands;
+                    let ids: Vec<u32> = sc.sel.iter().map(|n| n.id).collect();
+                    g.set_neighbors(u, level, &ids);
+                })
+            });
+    }
+}
+
+/// Makes every live node reachable on level 0 from the entry point: an unreachable node is
+/// linked from the nearest reachable node that has room (or, failing that, replaces the
+/// farthest link of the nearest one), then what it reaches is marked; repeated until a
+/// full pass finds every live node reachable. Returns the number of links added.
+pub(crate) fn link_unreachable<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) -> Result<usize> {
+    let skip = |id: u32| is_deleted(deleted, id);
+    let mut added = 0;
+    for _round in 0..8 {
+        let mut seen = g.reachable(skip);
+        let missing: Vec<u32> = (0..g.len() as u32)
+            .filter(|&u| !seen[u as usize] && !skip(u))
+            .collect();
+        if missing.is_empty() || g.entry == NONE {
+            return Ok(added);
+        }
+        let mut buf = Vec::new();
+        let mut sc = Scratch::default();
+        for u in missing {
+            if seen[u as usize] {
+                continue;
+            }
+            let uv = node_vector(s, u, &mut buf).to_vec();
+            let mut q = s.query(&uv)?;
+            let start = g.descend(&mut q, 0);
+            let seen_ref = &seen;
+            g.search_level(
+                &mut q,
+                &[Near {
+                    d: start.1,
+                    id: start.0,
+                }],
+                0,
+                g.ef_construction.max(16),
+                &mut sc,
+                |id| id != u && seen_ref[id as usize],
+                |_, _| {},
+            );
+            let mut near: Vec<Near> = sc.top.drain().collect();
+            near.sort_unstable();
+            let host = near.iter().find(|n| g.try_append(n.id, 0, u)).map(|n| n.id);
+            if host.is_none() {
+                let Some(v) = near
+                    .first()
+                    .map(|n| n.id)
+                    .or((g.entry != u).then_some(g.entry))
+                else {
+                    continue;
+                };
+                let mut ids = g.neighbors(v as usize, 0);
+                if ids.is_empty() {
+                    ids.push(u);
+                } else {
+                    let last = ids.len() - 1;
+                    ids[last] = u;
+                }
+                g.set_neighbors(v, 0, &ids);
+            }
+            added += 1;
+            seen[u as usize] = true;
+            g.mark_from(u, &mut seen, skip);
+        }
+    }
+    Ok(added)
+}

@@ -1,0 +1,551 @@
+//! The HNSW graph: levels, adjacency lists, entry point, and the searches over it.
+//!
+//! Every adjacency list is a fixed block of `cap + 1` atomic `u32` (slot 0 holds the count),
+//! so the graph can be read and extended by several threads at once without `unsafe`:
+//! relaxed atomic loads compile to plain loads, and writers of one list hold its lock.
+
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use vq_core::{Error, Result};
+
+/// Marks an absent node (no entry point yet, a missing list).
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Highest level a node can be drawn at (P = M^-30 is far below anything drawn in practice).
+const MAX_LEVEL: usize = 30;
+
+/// A scored node; orders by distance (smaller is closer), ties by node number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Near {
+    pub(crate) d: f32,
+    pub(crate) id: u32,
+}
+
+impl Eq for Near {}
+
+impl PartialOrd for Near {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Near {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.d.total_cmp(&other.d).then(self.id.cmp(&other.id))
+    }
+}
+
+/// Distances from one query (a vector, or a stored node) to stored nodes, smaller = closer.
+pub(crate) trait NodeDistance {
+    /// Distance to node `id`.
+    fn distance(&mut self, id: u32) -> f32;
+    /// Starts loading node `id`'s data; a hint.
+    fn prefetch(&self, id: u32);
+}
+
+/// Visited marks by epoch: clearing is one increment, not a pass over the array.
+#[derive(Debug, Default)]
+pub(crate) struct Visited {
+    marks: Vec<u16>,
+    epoch: u16,
+}
+
+impl Visited {
+    /// Starts a new search over `n` nodes.
+    pub(crate) fn prepare(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Marks `id`; true when it was already marked.
+    #[inline]
+    pub(crate) fn test_and_set(&mut self, id: u32) -> bool {
+        let m = &mut self.marks[id as usize];
+        if *m == self.epoch {
+            true
+        } else {
+            *m = self.epoch;
+            false
+        }
+    }
+}
+
+/// Per-thread working memory of a graph search.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub(crate) visited: Visited,
+    pub(crate) cand: BinaryHeap<Reverse<Near>>,
+    pub(crate) top: BinaryHeap<Near>,
+    pub(crate) buf: Vec<u32>,
+}
+
+/// A hierarchical navigable small-world graph (Malkov & Yashunin), laid out as Faiss and
+/// hnswlib do: level 0 gives every node `2·M` links, upper levels `M`.
+///
+/// The graph holds node numbers only; the vectors live in the index's storage. Read it
+/// through [`crate::IndexHnsw::graph`] to inspect degrees, levels and the entry point.
+#[derive(Debug)]
+pub struct Hnsw {
+    pub(crate) m: usize,
+    pub(crate) ef_construction: usize,
+    pub(crate) ef_search: usize,
+    pub(crate) seed: u64,
+    /// Top level of every node.
+    pub(crate) levels: Vec<u8>,
+    /// Level 0: `n × (2M + 1)`, count first.
+    pub(crate) links0: Vec<AtomicU32>,
+    /// Per node, the index of its level-1 list in `upper` (`NONE` for level-0 nodes).
+    pub(crate) upper_off: Vec<u32>,
+    /// Upper-level lists, `M + 1` values each (count first); a node's levels are consecutive.
+    pub(crate) upper: Vec<AtomicU32>,
+    pub(crate) entry: u32,
+    pub(crate) max_level: usize,
+    /// Levels drawn so far: the level generator is a pure function of (seed, draw number).
+    pub(crate) draws: u64,
+}
+
+impl Clone for Hnsw {
+    fn clone(&self) -> Self {
+        let copy = |v: &[AtomicU32]| v.iter().map(|a| AtomicU32::new(a.load(Relaxed))).collect();
+        Hnsw {
+            m: self.m,
+            ef_construction: self.ef_construction,
+            ef_search: self.ef_search,
+            seed: self.seed,
+            levels: self.levels.clone(),
+            links0: copy(&self.links0),
+            upper_off: self.upper_off.clone(),
+            upper: copy(&self.upper),
+            entry: self.entry,
+            max_level: self.max_level,
+            draws: self.draws,
+        }
+    }
+}
+
+/// SplitMix64: a counter-based generator, so level `i` does not depend on thread timing.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Hnsw {
+    /// An empty graph with `m` links per node on upper levels (`2·m` on level 0),
+    /// `efConstruction` 40 and `efSearch` 16 (Faiss's defaults), level seed 12345.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when `m < 2` (levels are drawn with P(level ≥ l) = m^-l)
+    /// or `m > 4096`.
+    pub fn new(m: usize) -> Result<Hnsw> {
+        if !(2..=4096).contains(&m) {
+            return Err(Error::invalid_param(
+                "M",
+                format!("M = {m}: the number of links per node must be 2 to 4096"),
+            ));
+        }
+        Ok(Hnsw {
+            m,
+            ef_construction: 40,
+            ef_search: 16,
+            seed: 12345,
+            levels: Vec::new(),
+            links0: Vec::new(),
+            upper_off: Vec::new(),
+            upper: Vec::new(),
+            entry: NONE,
+            max_level: 0,
+            draws: 0,
+        })
+    }
+
+    /// Links per node on levels ≥ 1.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Capacity of a node's list on `level`: `2·M` on level 0, `M` above.
+    pub fn capacity(&self, level: usize) -> usize {
+        if level == 0 { 2 * self.m } else { self.m }
+    }
+
+    /// Beam width while inserting.
+    pub fn ef_construction(&self) -> usize {
+        self.ef_construction
+    }
+
+    /// Default beam width of a search (a call's `efSearch` overrides it).
+    pub fn ef_search(&self) -> usize {
+        self.ef_search
+    }
+
+    /// Seed of the level generator.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Number of node slots (live and deleted).
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// True when the graph has no node.
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Top level of `node`, or `None` when out of range.
+    pub fn level(&self, node: usize) -> Option<usize> {
+        self.levels.get(node).map(|&l| l as usize)
+    }
+
+    /// Highest level of the graph.
+    pub fn max_level(&self) -> usize {
+        self.max_level
+    }
+
+    /// The entry point of searches, `None` while the graph is empty.
+    pub fn entry_point(&self) -> Option<usize> {
+        (self.entry != NONE).then_some(self.entry as usize)
+    }
+
+    /// The neighbours of `node` on `level` (empty when the node does not reach that level).
+    pub fn neighbors(&self, node: usize, level: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        if node < self.len() && level <= self.levels[node] as usize {
+            self.neighbors_into(node as u32, level, &mut out);
+        }
+        out
+    }
+
+    /// The list block of `node` on `level` (count first). The caller checks the level.
+    #[inline]
+    pub(crate) fn list(&self, node: u32, level: usize) -> &[AtomicU32] {
+        if level == 0 {
+            let w = 2 * self.m + 1;
+            &self.links0[node as usize * w..][..w]
+        } else {
+            let w = self.m + 1;
+            let idx = self.upper_off[node as usize] as usize + level - 1;
+            &self.upper[idx * w..][..w]
+        }
+    }
+
+    /// Reads a list into `out` (replacing its contents).
+    #[inline]
+    pub(crate) fn neighbors_into(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        let l = self.list(node, level);
+        let cnt = (l[0].load(Relaxed) as usize).min(l.len() - 1);
+        out.clear();
+        out.extend(l[1..=cnt].iter().map(|a| a.load(Relaxed)));
+    }
+
+    /// Replaces a list (ids first, then the count). The caller holds the node's lock.
+    pub(crate) fn set_neighbors(&self, node: u32, level: usize, ids: &[u32]) {
+        let l = self.list(node, level);
+        let n = ids.len().min(l.len() - 1);
+        for (a, &id) in l[1..=n].iter().zip(ids) {
+            a.store(id, Relaxed);
+        }
+        l[0].store(n as u32, Relaxed);
+    }
+
+    /// Appends `id` when there is room; false when the list is full.
+    pub(crate) fn try_append(&self, node: u32, level: usize, id: u32) -> bool {
+        let l = self.list(node, level);
+        let cnt = l[0].load(Relaxed) as usize;
+        if cnt + 1 >= l.len() {
+            return false;
+        }
+        l[cnt + 1].store(id, Relaxed);
+        l[0].store(cnt as u32 + 1, Relaxed);
+        true
+    }
+
+    /// Draws the next node's level: P(level ≥ l) = M^-l.
+    pub(crate) fn draw_level(&mut self) -> usize {
+        let r = splitmix(self.seed ^ splitmix(self.draws));
+        self.draws += 1;
+        // Uniform in (0, 1]: 53 random bits, never 0.
+        let u = ((r >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let level = (-u.ln() / (self.m as f64).ln()).floor();
+        (level as usize).min(MAX_LEVEL)
+    }
+
+    /// Allocates the upper lists of a node of level `level`; returns the offset or `NONE`.
+    fn alloc_upper(&mut self, level: usize) -> u32 {
+        if level == 0 {
+            return NONE;
+        }
+        let w = self.m + 1;
+        let idx = self.upper.len() / w;
+        self.upper.extend((0..level * w).map(|_| AtomicU32::new(0)));
+        idx as u32
+    }
+
+    /// Appends a node with no links.
+    pub(crate) fn push_node(&mut self, level: usize) {
+        self.levels.push(level as u8);
+        let w = 2 * self.m + 1;
+        self.links0.extend((0..w).map(|_| AtomicU32::new(0)));
+        let off = self.alloc_upper(level);
+        self.upper_off.push(off);
+    }
+
+    /// Gives a (deleted, unlinked) slot a new level and empty lists.
+    pub(crate) fn reinit_node(&mut self, node: u32, level: usize) {
+        let old = self.levels[node as usize] as usize;
+        self.clear_links(node);
+        if level > old || (level > 0 && self.upper_off[node as usize] == NONE) {
+            let off = self.alloc_upper(level);
+            self.upper_off[node as usize] = off;
+        }
+        self.levels[node as usize] = level as u8;
+    }
+
+    /// Empties every list of `node`.
+    pub(crate) fn clear_links(&self, node: u32) {
+        for l in 0..=self.levels[node as usize] as usize {
+            self.list(node, l)[0].store(0, Relaxed);
+        }
+    }
+
+    /// Drops every node.
+    pub(crate) fn clear(&mut self) {
+        self.levels.clear();
+        self.links0.clear();
+        self.upper_off.clear();
+        self.upper.clear();
+        self.entry = NONE;
+        self.max_level = 0;
+        self.draws = 0;
+    }
+
+    /// Greedy descent on one level: moves to a closer neighbour until none is closer.
+    #[inline]
+    pub(crate) fn greedy<D: NodeDistance>(
+        &self,
+        dist: &mut D,
+        level: usize,
+        mut cur: u32,
+        mut dcur: f32,
+    ) -> (u32, f32) {
+        loop {
+            let l = self.list(cur, level);
+            let cnt = (l[0].load(Relaxed) as usize).min(l.len() - 1);
+            for a in &l[1..=cnt] {
+                dist.prefetch(a.load(Relaxed));
+            }
+            let mut moved = false;
+            for a in &l[1..=cnt] {
+                let nb = a.load(Relaxed);
+                let d = dist.distance(nb);
+                if d < dcur || (d == dcur && nb < cur) {
+                    dcur = d;
+                    cur = nb;
+                    moved = true;
+                }
+            }
+            if !moved {
+                return (cur, dcur);
+            }
+        }
+    }
+
+    /// Greedy descent from the entry point down to level `to + 1`... returning the start
+    /// of the search on level `to`.
+    pub(crate) fn descend<D: NodeDistance>(&self, dist: &mut D, to: usize) -> (u32, f32) {
+        let mut cur = self.entry;
+        let mut dcur = dist.distance(cur);
+        for level in (to + 1..=self.max_level).rev() {
+            (cur, dcur) = self.greedy(dist, level, cur, dcur);
+        }
+        (cur, dcur)
+    }
+
+    /// Best-first beam search on `level` from `start` with beam width `ef`. Only nodes with
+    /// `accept(id)` enter the result heap `scratch.top` (others are still traversed: a filter
+    /// or a deletion never cuts the graph). `seen(id, d)` observes every scored node.
+    /// The search stops when the closest unexpanded candidate is farther than the worst of
+    /// `ef` accepted results (hnswlib's rule); while fewer than `ef` are accepted it goes on,
+    /// so a restrictive filter still fills the results when the graph is connected.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn search_level<D, A, S>(
+        &self,
+        dist: &mut D,
+        start: &[Near],
+        level: usize,
+        ef: usize,
+        scratch: &mut Scratch,
+        accept: A,
+        mut seen: S,
+    ) where
+        D: NodeDistance,
+        A: Fn(u32) -> bool,
+        S: FnMut(u32, f32),
+    {
+        let Scratch {
+            visited,
+            cand,
+            top,
+            buf,
+        } = scratch;
+        visited.prepare(self.len());
+        cand.clear();
+        top.clear();
+        for &s in start {
+            if visited.test_and_set(s.id) {
+                continue;
+            }
+            seen(s.id, s.d);
+            cand.push(Reverse(s));
+            if accept(s.id) {
+                top.push(s);
+                if top.len() > ef {
+                    top.pop();
+                }
+            }
+        }
+        while let Some(Reverse(c)) = cand.pop() {
+            if top.len() >= ef && top.peek().is_some_and(|w| c.d > w.d) {
+                break;
+            }
+            let l = self.list(c.id, level);
+            let cnt = (l[0].load(Relaxed) as usize).min(l.len() - 1);
+            buf.clear();
+            for a in &l[1..=cnt] {
+                let nb = a.load(Relaxed);
+                if !visited.test_and_set(nb) {
+                    dist.prefetch(nb);
+                    buf.push(nb);
+                }
+            }
+            if let Some(Reverse(next)) = cand.peek() {
+                let nl = self.list(next.id, level);
+                vq_core::distance::prefetch(nl, 1);
+            }
+            for &nb in buf.iter() {
+                let d = dist.distance(nb);
+                seen(nb, d);
+                let full = top.len() >= ef;
+                if !full || top.peek().is_some_and(|w| d < w.d) {
+                    let n = Near { d, id: nb };
+                    cand.push(Reverse(n));
+                    if accept(nb) {
+                        if full {
+                            top.pop();
+                        }
+                        top.push(n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nodes reachable on level 0 from the entry point, skipping nodes with `skip(id)`.
+    pub(crate) fn reachable(&self, skip: impl Fn(u32) -> bool) -> Vec<bool> {
+        let mut seen = vec![false; self.len()];
+        if self.entry == NONE {
+            return seen;
+        }
+        let mut stack = vec![self.entry];
+        seen[self.entry as usize] = true;
+        let mut buf = Vec::new();
+        while let Some(u) = stack.pop() {
+            self.neighbors_into(u, 0, &mut buf);
+            for &v in &buf {
+                if (v as usize) < seen.len() && !seen[v as usize] && !skip(v) {
+                    seen[v as usize] = true;
+                    stack.push(v);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Marks on `seen` what is reachable from `from` (already marked itself).
+    pub(crate) fn mark_from(&self, from: u32, seen: &mut [bool], skip: impl Fn(u32) -> bool) {
+        let mut stack = vec![from];
+        let mut buf = Vec::new();
+        while let Some(u) = stack.pop() {
+            self.neighbors_into(u, 0, &mut buf);
+            for &v in &buf {
+                if (v as usize) < seen.len() && !seen[v as usize] && !skip(v) {
+                    seen[v as usize] = true;
+                    stack.push(v);
+                }
+            }
+        }
+    }
+
+    /// Bytes of graph memory per node slot.
+    pub(crate) fn bytes(&self) -> usize {
+        self.levels.len() + 4 * (self.links0.len() + self.upper_off.len() + self.upper.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_follow_m_to_the_minus_l() {
+        let mut g = Hnsw::new(16).unwrap();
+        let n = 200_000;
+        let mut at_least = [0usize; 4];
+        for _ in 0..n {
+            let l = g.draw_level();
+            for (i, c) in at_least.iter_mut().enumerate() {
+                if l >= i {
+                    *c += 1;
+                }
+            }
+        }
+        assert_eq!(at_least[0], n);
+        let p1 = at_least[1] as f64 / n as f64;
+        let p2 = at_least[2] as f64 / n as f64;
+        assert!((p1 - 1.0 / 16.0).abs() < 0.003, "{p1}");
+        assert!((p2 - 1.0 / 256.0).abs() < 0.001, "{p2}");
+        // Same seed, same draws.
+        let mut a = Hnsw::new(8).unwrap();
+        let mut b = Hnsw::new(8).unwrap();
+        let la: Vec<_> = (0..100).map(|_| a.draw_level()).collect();
+        let lb: Vec<_> = (0..100).map(|_| b.draw_level()).collect();
+        assert_eq!(la, lb);
+    }
+
+    #[test]
+    fn m_out_of_range_is_an_error() {
+        assert!(Hnsw::new(1).is_err());
+        assert!(Hnsw::new(0).is_err());
+        assert!(Hnsw::new(2).is_ok());
+    }
+
+    #[test]
+    fn lists_append_and_replace() {
+        let mut g = Hnsw::new(2).unwrap();
+        g.push_node(1);
+        g.push_node(0);
+        assert!(g.try_append(0, 0, 1));
+        assert_eq!(g.neighbors(0, 0), vec![1]);
+        for i in 0..3 {
+            assert!(g.try_append(0, 0, i));
+        }
+        assert!(!g.try_append(0, 0, 9));
+        g.set_neighbors(0, 1, &[1]);
+        assert_eq!(g.neighbors(0, 1), vec![1]);
+        assert!(g.neighbors(1, 1).is_empty());
+        g.reinit_node(0, 2);
+        assert!(g.neighbors(0, 0).is_empty());
+        assert_eq!(g.level(0), Some(2));
+    }
+}

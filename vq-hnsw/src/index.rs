@@ -1,0 +1,930 @@
+//! `IndexHnsw`: an HNSW graph over a storage, behind the workspace's `Index` trait.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use rayon::prelude::*;
+use vq_core::{
+    Error, IdFilter, Index, Label, Metric, NO_LABEL, RangeSearchResults, Result, SearchParams,
+    SearchResults, VectorsRef, check_range_search, check_search,
+};
+use vq_pq::{ProductQuantizer, ScalarQuantizer, SqType};
+
+use crate::build::{
+    build_deterministic, build_locked, is_deleted, link_unreachable, repair, with_search_scratch,
+};
+use crate::graph::{Hnsw, NONE, Near, NodeDistance};
+use crate::io::{Reader, Writer};
+use crate::storage::{CodecStorage, FlatStorage, HnswStorage};
+
+const MAGIC: &[u8; 8] = b"VQHNSW\0\0";
+const VERSION: u32 = 1;
+
+/// An HNSW index over raw vectors (`"HNSW32"`, Faiss's `IndexHNSWFlat`).
+pub type IndexHnswFlat = IndexHnsw<FlatStorage>;
+/// An HNSW index over scalar-quantized codes (`"HNSW32_SQ8"`, Faiss's `IndexHNSWSQ`).
+pub type IndexHnswSq = IndexHnsw<CodecStorage<ScalarQuantizer>>;
+/// An HNSW index over PQ codes (`"HNSW32_PQ16"`, Faiss's `IndexHNSWPQ`).
+pub type IndexHnswPq = IndexHnsw<CodecStorage<ProductQuantizer>>;
+
+/// An HNSW graph index (Faiss's `IndexHNSW`) over any [`HnswStorage`], with what Faiss's
+/// lacks: `add_with_ids`, `remove_ids` that repairs the graph and re-uses slots, and
+/// filtered search that still returns `k` results (exact search over the survivors when a
+/// filter keeps few).
+///
+/// Parameters as Faiss: `M` links per node on upper levels, `2·M` on level 0;
+/// `efConstruction` 40; `efSearch` 16 by default, per call through
+/// [`SearchParams::ef_search`]; the beam at level 0 is `max(efSearch, k)`.
+///
+/// Ids: without `add_with_ids` or removals the id of a vector is its insertion rank, as in
+/// Faiss. After a removal (or with explicit ids) the index keeps an id map; `add` then
+/// numbers new vectors after the largest id ever used, so ids are never recycled even when
+/// slots are.
+#[derive(Debug)]
+pub struct IndexHnsw<S> {
+    storage: S,
+    graph: Hnsw,
+    labels: Option<Vec<Label>>,
+    slot_of: HashMap<Label, u32>,
+    next_label: Label,
+    deleted: Vec<u64>,
+    n_deleted: usize,
+    /// Deleted slots, highest first (`pop` re-uses the lowest).
+    free: Vec<u32>,
+    deterministic: bool,
+}
+
+impl IndexHnswFlat {
+    /// An empty index over raw vectors of dimension `d` with `m` links per node.
+    ///
+    /// # Errors
+    /// `d == 0`, `m < 2`.
+    pub fn new(d: usize, m: usize, metric: Metric) -> Result<IndexHnswFlat> {
+        IndexHnsw::with_storage(FlatStorage::new(d, metric)?, m)
+    }
+}
+
+impl IndexHnswSq {
+    /// An empty index over `qtype` scalar-quantized codes (train before adding).
+    ///
+    /// # Errors
+    /// `d == 0`, `m < 2`.
+    pub fn new_sq(d: usize, m: usize, qtype: SqType, metric: Metric) -> Result<IndexHnswSq> {
+        IndexHnsw::with_storage(
+            CodecStorage::new(ScalarQuantizer::new(d, qtype)?, metric),
+            m,
+        )
+    }
+}
+
+impl IndexHnswPq {
+    /// An empty index over PQ codes of `pq_m` sub-quantizers of `nbits` bits (train before
+    /// adding).
+    ///
+    /// # Errors
+    /// `m < 2`; `pq_m` not dividing `d`; `nbits` outside `1..=16`.
+    pub fn new_pq(
+        d: usize,
+        m: usize,
+        pq_m: usize,
+        nbits: usize,
+        metric: Metric,
+    ) -> Result<IndexHnswPq> {
+        IndexHnsw::with_storage(
+            CodecStorage::new(ProductQuantizer::new(d, pq_m, nbits)?, metric),
+            m,
+        )
+    }
+}
+
+fn label_err(what: &str, v: usize) -> Error {
+    Error::invalid_param(what, format!("`{v}` must be at least 1"))
+}
+
+impl<S: HnswStorage> IndexHnsw<S> {
+    /// An empty index over `storage` (which must be empty) with `m` links per node.
+    ///
+    /// # Errors
+    /// `m < 2` or `m > 4096`; non-empty storage.
+    pub fn with_storage(storage: S, m: usize) -> Result<IndexHnsw<S>> {
+        if !storage.is_empty() {
+            return Err(Error::invalid_param(
+                "storage",
+                "an HNSW index starts from empty storage",
+            ));
+        }
+        Ok(IndexHnsw {
+            storage,
+            graph: Hnsw::new(m)?,
+            labels: None,
+            slot_of: HashMap::new(),
+            next_label: 0,
+            deleted: Vec::new(),
+            n_deleted: 0,
+            free: Vec::new(),
+            deterministic: false,
+        })
+    }
+
+    /// The graph (levels, neighbours, entry point).
+    pub fn graph(&self) -> &Hnsw {
+        &self.graph
+    }
+
+    /// The storage behind the graph.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Sets the beam width used while inserting (default 40).
+    ///
+    /// # Errors
+    /// `ef == 0`.
+    pub fn set_ef_construction(&mut self, ef: usize) -> Result<()> {
+        if ef == 0 {
+            return Err(label_err("efConstruction", ef));
+        }
+        self.graph.ef_construction = ef;
+        Ok(())
+    }
+
+    /// Sets the default search beam width (default 16; a call's `efSearch` overrides it).
+    ///
+    /// # Errors
+    /// `ef == 0`.
+    pub fn set_ef_search(&mut self, ef: usize) -> Result<()> {
+        if ef == 0 {
+            return Err(label_err("efSearch", ef));
+        }
+        self.graph.ef_search = ef;
+        Ok(())
+    }
+
+    /// Sets the seed of the level generator (default 12345, as Faiss).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.graph.seed = seed;
+    }
+
+    /// Chooses the deterministic build: the same graph at any number of threads (batches
+    /// planned in parallel against the graph before the batch, linked in a fixed order).
+    /// Off by default: the default build inserts in parallel with per-node locks, as Faiss
+    /// and hnswlib, and its graph depends on thread timing.
+    pub fn set_deterministic(&mut self, on: bool) {
+        self.deterministic = on;
+    }
+
+    /// Whether the deterministic build is on.
+    pub fn deterministic(&self) -> bool {
+        self.deterministic
+    }
+
+    /// Number of slots (live and deleted vectors).
+    pub fn slots(&self) -> usize {
+        self.graph.len()
+    }
+
+    /// Whether slot `slot` holds a removed vector.
+    pub fn is_removed_slot(&self, slot: usize) -> bool {
+        is_deleted(&self.deleted, slot as u32)
+    }
+
+    /// The id of the vector in `slot` (`None` when out of range or removed).
+    pub fn slot_label(&self, slot: usize) -> Option<Label> {
+        if slot >= self.slots() || self.is_removed_slot(slot) {
+            return None;
+        }
+        Some(self.label(slot as u32))
+    }
+
+    #[inline]
+    fn label(&self, slot: u32) -> Label {
+        match &self.labels {
+            Some(l) => l[slot as usize],
+            None => slot as Label,
+        }
+    }
+
+    fn slot(&self, id: Label) -> Option<u32> {
+        match &self.labels {
+            Some(_) => self.slot_of.get(&id).copied(),
+            None => (id >= 0 && (id as usize) < self.slots()).then_some(id as u32),
+        }
+    }
+
+    /// Switches to an explicit id map (ids = slots so far).
+    fn materialize_labels(&mut self) {
+        if self.labels.is_none() {
+            let n = self.slots();
+            self.labels = Some((0..n as Label).collect());
+            self.slot_of = (0..n as u32)
+                .filter(|&s| !is_deleted(&self.deleted, s))
+                .map(|s| (s as Label, s))
+                .collect();
+            self.next_label = self.next_label.max(n as Label);
+        }
+    }
+
+    /// Checks the node-level invariants: every list within its capacity, no node linking
+    /// itself or a removed or out-of-range node, levels within the top level. Tests and
+    /// `load` use it.
+    ///
+    /// # Errors
+    /// The first violation found.
+    pub fn check_graph(&self) -> Result<()> {
+        let g = &self.graph;
+        let n = g.len();
+        let bad = |r: String| Err(Error::Serialization(format!("HNSW graph: {r}")));
+        for u in 0..n {
+            let lu = g.levels[u] as usize;
+            if lu > g.max_level && !self.is_removed_slot(u) {
+                return bad(format!(
+                    "node {u} at level {lu} above the top {}",
+                    g.max_level
+                ));
+            }
+            for l in 0..=lu {
+                let list = g.list(u as u32, l);
+                let cnt = list[0].load(std::sync::atomic::Ordering::Relaxed) as usize;
+                if cnt > g.capacity(l) {
+                    return bad(format!("node {u} has {cnt} links on level {l}"));
+                }
+                for v in g.neighbors(u, l) {
+                    if v as usize >= n || v as usize == u {
+                        return bad(format!("node {u} links {v} on level {l}"));
+                    }
+                    if (g.levels[v as usize] as usize) < l && !self.is_removed_slot(v as usize) {
+                        return bad(format!("node {u} links {v} on level {l} above its top"));
+                    }
+                    if !self.is_removed_slot(u) && self.is_removed_slot(v as usize) {
+                        return bad(format!("node {u} links removed node {v}"));
+                    }
+                }
+            }
+        }
+        if self.len() > 0 && (g.entry as usize >= n || self.is_removed_slot(g.entry as usize)) {
+            return bad(format!("entry point {} is not a live node", g.entry));
+        }
+        Ok(())
+    }
+
+    /// Number of live nodes reachable on level 0 from the entry point.
+    pub fn reachable_count(&self) -> usize {
+        let seen = self.graph.reachable(|id| is_deleted(&self.deleted, id));
+        seen.iter()
+            .enumerate()
+            .filter(|&(i, &s)| s && !is_deleted(&self.deleted, i as u32))
+            .count()
+    }
+
+    fn add_impl(&mut self, x: VectorsRef<'_>, ids: Option<&[Label]>) -> Result<()> {
+        if !self.storage.is_trained() {
+            return Err(Error::NotTrained {
+                what: self.describe(),
+            });
+        }
+        x.check_dim(self.dim())?;
+        x.check_finite()?;
+        let n = x.len();
+        if let Some(ids) = ids {
+            if ids.len() != n {
+                return Err(Error::LengthMismatch {
+                    what: "ids",
+                    expected: n,
+                    got: ids.len(),
+                });
+            }
+            self.materialize_labels();
+            let mut fresh = std::collections::HashSet::with_capacity(n);
+            for &id in ids {
+                if id == NO_LABEL || self.slot_of.contains_key(&id) || !fresh.insert(id) {
+                    return Err(Error::DuplicateId { id });
+                }
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let live_before = self.len();
+        if self.slots() + n > (u32::MAX - 1) as usize {
+            return Err(Error::invalid_param(
+                "n",
+                "an HNSW index holds at most 2^32 - 2 vectors",
+            ));
+        }
+        if !self.free.is_empty() {
+            self.materialize_labels();
+        }
+        let reuse = n.min(self.free.len());
+        let mut slots = Vec::with_capacity(n);
+        for _ in 0..reuse {
+            if let Some(s) = self.free.pop() {
+                slots.push(s);
+            }
+        }
+        let first_new = self.slots() as u32;
+        slots.extend(first_new..first_new + (n - reuse) as u32);
+        // Storage first (the graph reads it while linking).
+        for (i, &s) in slots[..reuse].iter().enumerate() {
+            self.storage.overwrite(s as usize, x.row(i))?;
+        }
+        self.storage.push(x.slice(reuse..n))?;
+        // Ids.
+        if self.labels.is_some() {
+            let new_labels: Vec<Label> = match ids {
+                Some(ids) => ids.to_vec(),
+                None => (0..n as Label).map(|i| self.next_label + i).collect(),
+            };
+            if let Some(max) = new_labels.iter().max() {
+                self.next_label = self.next_label.max(max + 1);
+            }
+            let labels = self.labels.get_or_insert_with(Vec::new);
+            for (&s, &l) in slots.iter().zip(&new_labels) {
+                if (s as usize) < labels.len() {
+                    labels[s as usize] = l;
+                } else {
+                    labels.push(l);
+                }
+                self.slot_of.insert(l, s);
+            }
+        } else {
+            self.next_label = (self.slots() + n) as Label;
+        }
+        // Levels and empty lists.
+        for &s in &slots {
+            let level = self.graph.draw_level();
+            if (s as usize) < self.graph.len() {
+                self.graph.reinit_node(s, level);
+                self.deleted[s as usize / 64] &= !(1u64 << (s % 64));
+                self.n_deleted -= 1;
+            } else {
+                self.graph.push_node(level);
+            }
+        }
+        self.deleted.resize(self.graph.len().div_ceil(64), 0);
+        if self.deterministic {
+            build_deterministic(&mut self.graph, &self.storage, &self.deleted, &slots, x)?;
+        } else {
+            build_locked(&mut self.graph, &self.storage, &self.deleted, &slots, x)?;
+        }
+        // A large batch or re-used slots: make sure every node is reachable.
+        if reuse > 0 || n.saturating_mul(64) >= live_before {
+            link_unreachable(&self.graph, &self.storage, &self.deleted)?;
+        }
+        Ok(())
+    }
+
+    fn ef_for(&self, params: &SearchParams<'_>, k: usize) -> Result<usize> {
+        let ef = params.ef_search.unwrap_or(self.graph.ef_search);
+        if ef == 0 {
+            return Err(label_err("efSearch", ef));
+        }
+        Ok(ef.max(k))
+    }
+
+    /// Live slots the filter keeps, when few enough that scanning them beats the graph
+    /// (`count² < 2·ef·M·n`, the graph visiting about `ef·M / fraction kept` nodes).
+    fn exact_candidates(&self, filter: &dyn IdFilter, ef: usize) -> Option<Vec<u32>> {
+        let n = self.slots();
+        let kept: Vec<u32> = (0..n as u32)
+            .into_par_iter()
+            .with_min_len(4096)
+            .filter(|&s| !is_deleted(&self.deleted, s) && filter.is_member(self.label(s)))
+            .collect();
+        let c = kept.len() as f64;
+        let live = self.len() as f64;
+        (c * c < 2.0 * ef as f64 * self.graph.m as f64 * live).then_some(kept)
+    }
+
+    /// Writes the index (storage, graph, ids) to `w`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write_to(&self, w: &mut dyn Write) -> Result<()> {
+        let mut w = Writer::new(w);
+        let g = &self.graph;
+        w.bytes(MAGIC)?;
+        w.u32(VERSION)?;
+        w.str(S::KIND)?;
+        w.u8(match self.metric() {
+            Metric::L2 => 0,
+            Metric::InnerProduct => 1,
+        })?;
+        for v in [
+            self.dim(),
+            g.m,
+            g.ef_construction,
+            g.ef_search,
+            self.slots(),
+        ] {
+            w.u64(v as u64)?;
+        }
+        w.u64(g.seed)?;
+        w.u64(g.draws)?;
+        w.u8(u8::from(self.deterministic))?;
+        self.storage.write(&mut w)?;
+        w.bytes(&g.levels)?;
+        w.u32s(
+            g.links0
+                .iter()
+                .map(|a| a.load(std::sync::atomic::Ordering::Relaxed)),
+        )?;
+        for u in 0..self.slots() as u32 {
+            for l in 1..=g.levels[u as usize] as usize {
+                w.u32s(
+                    g.list(u, l)
+                        .iter()
+                        .map(|a| a.load(std::sync::atomic::Ordering::Relaxed)),
+                )?;
+            }
+        }
+        w.u32(g.entry)?;
+        w.u32(g.max_level as u32)?;
+        let removed: Vec<u32> = (0..self.slots() as u32)
+            .filter(|&s| is_deleted(&self.deleted, s))
+            .collect();
+        w.u64(removed.len() as u64)?;
+        w.u32s(removed.into_iter())?;
+        match &self.labels {
+            Some(l) => {
+                w.u8(1)?;
+                w.i64s(l)?;
+            }
+            None => w.u8(0)?,
+        }
+        w.u64(self.next_label as u64)?;
+        Ok(())
+    }
+
+    /// Reads an index written by [`IndexHnsw::write_to`], checking every field.
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] for a truncated, corrupt or foreign stream (wrong magic,
+    /// another storage type, links out of range...); [`Error::UnsupportedVersion`].
+    pub fn read_from(r: &mut dyn Read) -> Result<IndexHnsw<S>> {
+        let mut r = Reader::new(r);
+        if r.bytes(8)? != MAGIC {
+            return Err(r.bad("not an HNSW index file (bad magic)"));
+        }
+        let version = r.u32()?;
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let kind = r.str()?;
+        if kind != S::KIND {
+            return Err(r.bad(format!(
+                "the file holds `{kind}` storage, not `{}`",
+                S::KIND
+            )));
+        }
+        let metric = match r.u8()? {
+            0 => Metric::L2,
+            1 => Metric::InnerProduct,
+            t => return Err(r.bad(format!("unknown metric {t}"))),
+        };
+        let d = r.usize()?;
+        let m = r.usize()?;
+        let efc = r.usize()?;
+        let efs = r.usize()?;
+        let n = r.usize()?;
+        if d == 0 || !(2..=4096).contains(&m) || efc == 0 || efs == 0 || n >= u32::MAX as usize {
+            return Err(r.bad(format!("bad header: d {d}, M {m}, ef {efc}/{efs}, n {n}")));
+        }
+        let seed = r.u64()?;
+        let draws = r.u64()?;
+        let deterministic = r.u8()? == 1;
+        let storage = S::read(&mut r, d, metric, n)?;
+        if storage.len() != n || storage.dim() != d {
+            return Err(r.bad("storage size disagrees with the header"));
+        }
+        let mut g = Hnsw::new(m)?;
+        g.ef_construction = efc;
+        g.ef_search = efs;
+        g.seed = seed;
+        g.draws = draws;
+        let levels = r.bytes(n)?;
+        for &l in &levels {
+            if l > 30 {
+                return Err(r.bad(format!("node level {l}")));
+            }
+        }
+        let links0 = r.u32s(n * (2 * m + 1))?;
+        for &l in &levels {
+            g.push_node(l as usize);
+        }
+        let check = |r: &Reader<'_>, list: &[u32], cap: usize| -> Result<()> {
+            if list[0] as usize > cap || list[1..=list[0] as usize].iter().any(|&v| v as usize >= n)
+            {
+                return Err(r.bad("adjacency list out of range"));
+            }
+            Ok(())
+        };
+        for (u, list) in links0.chunks_exact(2 * m + 1).enumerate() {
+            check(&r, list, 2 * m)?;
+            g.set_neighbors(u as u32, 0, &list[1..=list[0] as usize]);
+        }
+        for (u, &lu) in levels.iter().enumerate() {
+            for l in 1..=lu as usize {
+                let list = r.u32s(m + 1)?;
+                check(&r, &list, m)?;
+                g.set_neighbors(u as u32, l, &list[1..=list[0] as usize]);
+            }
+        }
+        g.entry = r.u32()?;
+        g.max_level = r.u32()? as usize;
+        let n_removed = r.usize()?;
+        if n_removed > n {
+            return Err(r.bad("more removed slots than slots"));
+        }
+        let removed = r.u32s(n_removed)?;
+        let mut deleted = vec![0u64; n.div_ceil(64)];
+        for &s in &removed {
+            if s as usize >= n || is_deleted(&deleted, s) {
+                return Err(r.bad(format!("removed slot {s}")));
+            }
+            deleted[s as usize / 64] |= 1 << (s % 64);
+        }
+        let labels = match r.u8()? {
+            0 => None,
+            1 => Some(r.i64s(n)?),
+            t => return Err(r.bad(format!("id map flag {t}"))),
+        };
+        let next_label = r.u64()? as Label;
+        let mut slot_of = HashMap::new();
+        if let Some(l) = &labels {
+            for (s, &id) in l.iter().enumerate() {
+                if !is_deleted(&deleted, s as u32) && slot_of.insert(id, s as u32).is_some() {
+                    return Err(r.bad(format!("id {id} appears twice")));
+                }
+            }
+        }
+        if (n > n_removed) != (g.entry != NONE) {
+            return Err(r.bad("entry point disagrees with the number of nodes"));
+        }
+        if g.entry != NONE && levels[g.entry as usize] as usize != g.max_level {
+            return Err(r.bad("entry point is not on the top level"));
+        }
+        let mut free = removed;
+        free.sort_unstable_by(|a, b| b.cmp(a));
+        let idx = IndexHnsw {
+            storage,
+            graph: g,
+            labels,
+            slot_of,
+            next_label,
+            deleted,
+            n_deleted: n_removed,
+            free,
+            deterministic,
+        };
+        idx.check_graph()?;
+        Ok(idx)
+    }
+
+    /// Saves to a file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] with the path.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut w = std::io::BufWriter::new(f);
+        self.write_to(&mut w).map_err(|e| match e {
+            Error::Serialization(m) => Error::format(path, m),
+            e => e,
+        })?;
+        w.flush().map_err(|e| Error::io(path, e))
+    }
+
+    /// Loads a file written by [`IndexHnsw::save`].
+    ///
+    /// # Errors
+    /// [`Error::Io`]; [`Error::Format`] with the path for a corrupt or truncated file.
+    pub fn load(path: impl AsRef<Path>) -> Result<IndexHnsw<S>> {
+        let path = path.as_ref();
+        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut r = std::io::BufReader::new(f);
+        let idx = IndexHnsw::read_from(&mut r).map_err(|e| match e {
+            Error::Serialization(m) => Error::format(path, m),
+            e => e,
+        })?;
+        let mut rest = [0u8; 1];
+        if r.read(&mut rest).map_err(|e| Error::io(path, e))? != 0 {
+            return Err(Error::format(path, "trailing bytes after the index"));
+        }
+        Ok(idx)
+    }
+
+    /// Internal (smaller-is-closer) distance back to the metric's convention.
+    #[inline]
+    fn out_distance(&self, d: f32) -> f32 {
+        match self.metric() {
+            Metric::L2 => d,
+            Metric::InnerProduct => -d,
+        }
+    }
+}
+
+impl<S: HnswStorage> Index for IndexHnsw<S> {
+    fn dim(&self) -> usize {
+        self.storage.dim()
+    }
+
+    fn metric(&self) -> Metric {
+        self.storage.metric()
+    }
+
+    fn len(&self) -> usize {
+        self.slots() - self.n_deleted
+    }
+
+    fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.add_impl(x, None)
+    }
+
+    fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
+        self.add_impl(x, Some(ids))
+    }
+
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        check_search(self, queries, k)?;
+        let ef = self.ef_for(params, k)?;
+        let nq = queries.len();
+        out.reset(nq, k, self.metric());
+        let exact = params.selector.and_then(|f| self.exact_candidates(f, ef));
+        let selector = params.selector;
+        let (dist, labels) = out.parts_mut();
+        let g = &self.graph;
+        let deleted = &self.deleted;
+        dist.par_chunks_mut(k)
+            .zip(labels.par_chunks_mut(k))
+            .enumerate()
+            .with_min_len(4)
+            .try_for_each(|(qi, (dr, lr))| -> Result<()> {
+                let mut q = self.storage.query(queries.row(qi))?;
+                let mut found: Vec<Near> = match &exact {
+                    Some(kept) => {
+                        let mut v: Vec<Near> = kept
+                            .iter()
+                            .map(|&id| Near {
+                                d: q.distance(id),
+                                id,
+                            })
+                            .collect();
+                        if v.len() > k {
+                            v.select_nth_unstable(k - 1);
+                            v.truncate(k);
+                        }
+                        v
+                    }
+                    None => {
+                        let start = g.descend(&mut q, 0);
+                        with_search_scratch(|sc| {
+                            let st = [Near {
+                                d: start.1,
+                                id: start.0,
+                            }];
+                            match selector {
+                                Some(f) => g.search_level(
+                                    &mut q,
+                                    &st,
+                                    0,
+                                    ef,
+                                    sc,
+                                    |id| !is_deleted(deleted, id) && f.is_member(self.label(id)),
+                                    |_, _| {},
+                                ),
+                                None if self.n_deleted > 0 => g.search_level(
+                                    &mut q,
+                                    &st,
+                                    0,
+                                    ef,
+                                    sc,
+                                    |id| !is_deleted(deleted, id),
+                                    |_, _| {},
+                                ),
+                                None => g.search_level(&mut q, &st, 0, ef, sc, |_| true, |_, _| {}),
+                            }
+                            sc.top.drain().collect()
+                        })
+                    }
+                };
+                found.sort_unstable();
+                for ((d, l), n) in dr.iter_mut().zip(lr.iter_mut()).zip(&found) {
+                    *d = self.out_distance(n.d);
+                    *l = self.label(n.id);
+                }
+                Ok(())
+            })
+    }
+
+    fn reset(&mut self) {
+        self.storage.clear();
+        self.graph.clear();
+        self.labels = None;
+        self.slot_of.clear();
+        self.next_label = 0;
+        self.deleted.clear();
+        self.n_deleted = 0;
+        self.free.clear();
+    }
+
+    fn describe(&self) -> String {
+        format!("HNSW{}{}", self.graph.m, self.storage.suffix())
+    }
+
+    fn is_trained(&self) -> bool {
+        self.storage.is_trained()
+    }
+
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        x.check_dim(self.dim())?;
+        x.check_finite()?;
+        self.storage.train(x)
+    }
+
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        check_range_search(self, queries, radius)?;
+        let metric = self.metric();
+        if self.is_empty() {
+            return Ok(RangeSearchResults::from_lists(
+                vec![Vec::new(); queries.len()],
+                metric,
+            ));
+        }
+        let ef = self.ef_for(params, 1)?;
+        // Smaller-is-closer bound.
+        let bound = match metric {
+            Metric::L2 => radius,
+            Metric::InnerProduct => -radius,
+        };
+        let selector = params.selector;
+        let g = &self.graph;
+        let deleted = &self.deleted;
+        let accept = |id: u32| {
+            !is_deleted(deleted, id) && selector.is_none_or(|f| f.is_member(self.label(id)))
+        };
+        let lists: Vec<Vec<(f32, Label)>> = (0..queries.len())
+            .into_par_iter()
+            .map(|qi| -> Result<Vec<(f32, Label)>> {
+                let mut q = self.storage.query(queries.row(qi))?;
+                let start = g.descend(&mut q, 0);
+                let mut hits = Vec::new();
+                with_search_scratch(|sc| {
+                    g.search_level(
+                        &mut q,
+                        &[Near {
+                            d: start.1,
+                            id: start.0,
+                        }],
+                        0,
+                        ef,
+                        sc,
+                        accept,
+                        |id, d| {
+                            if d < bound && accept(id) {
+                                hits.push((self.out_distance(d), self.label(id)));
+                            }
+                        },
+                    )
+                });
+                Ok(hits)
+            })
+            .collect::<Result<_>>()?;
+        Ok(RangeSearchResults::from_lists(lists, metric))
+    }
+
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.dim() {
+            return Err(Error::LengthMismatch {
+                what: "reconstruction output",
+                expected: self.dim(),
+                got: out.len(),
+            });
+        }
+        let slot = self
+            .slot(id)
+            .filter(|&s| !is_deleted(&self.deleted, s))
+            .ok_or(Error::IdNotFound { id })?;
+        self.storage.decode(slot, out);
+        Ok(())
+    }
+
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        let victims: Vec<u32> = (0..self.slots() as u32)
+            .filter(|&s| !is_deleted(&self.deleted, s) && selector.is_member(self.label(s)))
+            .collect();
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        self.materialize_labels();
+        for &v in &victims {
+            self.deleted[v as usize / 64] |= 1 << (v % 64);
+            let l = self.label(v);
+            self.slot_of.remove(&l);
+        }
+        self.n_deleted += victims.len();
+        repair(&self.graph, &self.storage, &self.deleted);
+        for &v in &victims {
+            self.graph.clear_links(v);
+        }
+        self.free.extend(&victims);
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        // New entry point: the lowest live node on the highest level.
+        let g = &mut self.graph;
+        if g.entry != NONE && is_deleted(&self.deleted, g.entry) {
+            let best = (0..g.len() as u32)
+                .filter(|&s| !is_deleted(&self.deleted, s))
+                .max_by(|&a, &b| {
+                    g.levels[a as usize]
+                        .cmp(&g.levels[b as usize])
+                        .then(b.cmp(&a))
+                });
+            match best {
+                Some(e) => {
+                    g.entry = e;
+                    g.max_level = g.levels[e as usize] as usize;
+                }
+                None => {
+                    g.entry = NONE;
+                    g.max_level = 0;
+                }
+            }
+        }
+        link_unreachable(&self.graph, &self.storage, &self.deleted)?;
+        Ok(victims.len())
+    }
+
+    fn search_param_names(&self) -> Vec<String> {
+        vec!["efSearch".to_string()]
+    }
+
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        let count = |v: &str| -> Result<usize> {
+            match v.parse::<usize>() {
+                Ok(x) if x >= 1 => Ok(x),
+                _ => Err(Error::invalid_param(
+                    name,
+                    format!("`{v}` is not an integer >= 1"),
+                )),
+            }
+        };
+        match name {
+            "efConstruction" => self.set_ef_construction(count(value)?),
+            "efSearch" => self.set_ef_search(count(value)?),
+            "seed" => {
+                let s = value.parse::<u64>().map_err(|_| {
+                    Error::invalid_param(name, format!("`{value}` is not an unsigned integer"))
+                })?;
+                self.set_seed(s);
+                Ok(())
+            }
+            "deterministic" => {
+                let on = match value {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => {
+                        return Err(Error::invalid_param(
+                            name,
+                            format!("`{value}` is not 0/1/true/false"),
+                        ));
+                    }
+                };
+                self.set_deterministic(on);
+                Ok(())
+            }
+            _ => Err(Error::invalid_param(
+                name,
+                format!(
+                    "not a build parameter of {} (known: efConstruction, efSearch, seed, deterministic)",
+                    self.describe()
+                ),
+            )),
+        }
+    }
+
+    fn bytes_per_vector(&self) -> f64 {
+        let n = self.slots();
+        if n == 0 {
+            return 0.0;
+        }
+        let ids = self.labels.as_ref().map_or(0, |_| 8 * n);
+        let total =
+            self.storage.code_size() * n + self.graph.bytes() + ids + 8 * self.deleted.len();
+        total as f64 / self.len().max(1) as f64
+    }
+}

@@ -1,0 +1,517 @@
+//! Graph invariants, exactness with a full beam, deletion, filters, ids, storage types and
+//! files of the HNSW indexes.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+
+use proptest::prelude::*;
+use vq_core::synthetic::SyntheticSpec;
+use vq_core::testing::brute_force_knn;
+use vq_core::{
+    Error, IdSelector, Index, Label, Metric, SearchParams, SearchResults, Vectors, VectorsRef,
+};
+use vq_hnsw::{HnswStorage, IndexHnsw, IndexHnswFlat, IndexHnswPq, IndexHnswSq};
+use vq_pq::SqType;
+
+fn data(n: usize, d: usize, nq: usize, seed: u64) -> (Vectors, Vectors) {
+    let s = SyntheticSpec::new(n, d, nq)
+        .with_seed(seed)
+        .generate()
+        .unwrap();
+    (s.base, s.queries)
+}
+
+fn recall(got: &SearchResults, want: &SearchResults) -> f64 {
+    let k = got.k();
+    let mut hit = 0;
+    for q in 0..got.nq() {
+        let w: HashSet<Label> = want.row(q).1.iter().copied().collect();
+        hit += got.row(q).1.iter().filter(|l| w.contains(l)).count();
+    }
+    hit as f64 / (got.nq() * k) as f64
+}
+
+/// Every list within capacity, no self/out-of-range/removed links, entry on top.
+fn check_degrees<S: HnswStorage>(idx: &IndexHnsw<S>) {
+    idx.check_graph().unwrap();
+    let g = idx.graph();
+    for u in 0..g.len() {
+        for l in 0..=g.level(u).unwrap() {
+            assert!(g.neighbors(u, l).len() <= g.capacity(l));
+        }
+    }
+    if let Some(e) = g.entry_point() {
+        assert_eq!(g.level(e), Some(g.max_level()));
+    }
+}
+
+#[test]
+fn ef_at_least_n_is_exact_search() {
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let (x, q) = data(600, 12, 20, 3);
+        let mut idx = IndexHnswFlat::new(12, 8, metric).unwrap();
+        idx.add(x.as_ref()).unwrap();
+        let p = SearchParams::new().with_ef_search(600);
+        let got = idx.search(q.as_ref(), 10, &p).unwrap();
+        let want = brute_force_knn(x.as_ref(), q.as_ref(), 10, metric);
+        assert_eq!(recall(&got, &want), 1.0, "{metric:?}");
+        for qi in 0..q.len() {
+            for (a, b) in got.row(qi).0.iter().zip(want.row(qi).0) {
+                assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn degrees_connectivity_and_recall_after_build() {
+    let (x, q) = data(5000, 24, 100, 5);
+    for m in [4, 16] {
+        let mut idx = IndexHnswFlat::new(24, m, Metric::L2).unwrap();
+        idx.add(x.as_ref()).unwrap();
+        check_degrees(&idx);
+        assert_eq!(idx.reachable_count(), 5000);
+        let want = brute_force_knn(x.as_ref(), q.as_ref(), 10, Metric::L2);
+        let got = idx
+            .search(q.as_ref(), 10, &SearchParams::new().with_ef_search(128))
+            .unwrap();
+        let r = recall(&got, &want);
+        assert!(r > 0.95, "M={m}: recall {r}");
+        assert_eq!(idx.describe(), format!("HNSW{m}"));
+        let bpv = idx.bytes_per_vector();
+        assert!(bpv <= (4 * 24 + 8 * m + 16) as f64, "{bpv}");
+    }
+}
+
+#[test]
+fn incremental_adds_match_one_add_in_quality() {
+    let (x, q) = data(3000, 16, 50, 8);
+    let mut idx = IndexHnswFlat::new(16, 12, Metric::L2).unwrap();
+    for c in 0..30 {
+        idx.add(x.as_ref().slice(c * 100..(c + 1) * 100)).unwrap();
+    }
+    check_degrees(&idx);
+    assert_eq!(idx.reachable_count(), 3000);
+    let want = brute_force_knn(x.as_ref(), q.as_ref(), 10, Metric::L2);
+    let got = idx
+        .search(q.as_ref(), 10, &SearchParams::new().with_ef_search(64))
+        .unwrap();
+    assert!(recall(&got, &want) > 0.95);
+}
+
+#[test]
+fn deterministic_build_is_identical_at_1_and_2_threads() {
+    let (x, _) = data(3000, 16, 1, 9);
+    let build = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut idx = IndexHnswFlat::new(16, 8, Metric::L2).unwrap();
+            idx.set_deterministic(true);
+            idx.add(x.as_ref().slice(0..1000)).unwrap();
+            idx.add(x.as_ref().slice(1000..3000)).unwrap();
+            idx
+        })
+    };
+    let a = build(1);
+    let b = build(2);
+    let (ga, gb) = (a.graph(), b.graph());
+    assert_eq!(ga.entry_point(), gb.entry_point());
+    assert_eq!(ga.max_level(), gb.max_level());
+    for u in 0..3000 {
+        assert_eq!(ga.level(u), gb.level(u));
+        for l in 0..=ga.level(u).unwrap() {
+            assert_eq!(ga.neighbors(u, l), gb.neighbors(u, l), "node {u} level {l}");
+        }
+    }
+    check_degrees(&a);
+    assert_eq!(a.reachable_count(), 3000);
+    // And the deterministic graph is as good as the locked one.
+    let (_, q) = data(3000, 16, 50, 9);
+    let want = brute_force_knn(x.as_ref(), q.as_ref(), 10, Metric::L2);
+    let got = a
+        .search(q.as_ref(), 10, &SearchParams::new().with_ef_search(64))
+        .unwrap();
+    assert!(recall(&got, &want) > 0.95);
+}
+
+#[test]
+fn removed_ids_are_never_returned_and_graph_stays_connected() {
+    let (x, q) = data(4000, 16, 100, 11);
+    let mut idx = IndexHnswFlat::new(16, 8, Metric::L2).unwrap();
+    idx.add(x.as_ref()).unwrap();
+    // Remove 30 % (every id with id % 10 < 3), then 20 % more in a second round.
+    let n1 = idx.remove_ids(&|id: Label| id % 10 < 3).unwrap();
+    assert_eq!(n1, 1200);
+    assert_eq!(idx.len(), 2800);
+    check_degrees(&idx);
+    assert_eq!(idx.reachable_count(), 2800);
+    let n2 = idx.remove_ids(&IdSelector::range(0, 1000)).unwrap();
+    assert_eq!(n2, 700);
+    assert_eq!(idx.reachable_count(), 2100);
+    check_degrees(&idx);
+    let live: Vec<Label> = (0..4000).filter(|&i| i % 10 >= 3 && i >= 1000).collect();
+    let res = idx
+        .search(q.as_ref(), 10, &SearchParams::new().with_ef_search(32))
+        .unwrap();
+    let set: HashSet<Label> = live.iter().copied().collect();
+    assert!(res.labels().iter().all(|l| set.contains(l)));
+    // Recall against exact search over the survivors.
+    let surv: Vec<f32> = live
+        .iter()
+        .flat_map(|&i| x.row(i as usize).to_vec())
+        .collect();
+    let sv = VectorsRef::new(&surv, 16).unwrap();
+    let want = brute_force_knn(sv, q.as_ref(), 10, Metric::L2);
+    let want_ids: Vec<Label> = want.labels().iter().map(|&j| live[j as usize]).collect();
+    let want = SearchResults::from_parts(100, 10, want.distances().to_vec(), want_ids).unwrap();
+    let got = idx
+        .search(q.as_ref(), 10, &SearchParams::new().with_ef_search(128))
+        .unwrap();
+    assert!(recall(&got, &want) > 0.95, "{}", recall(&got, &want));
+    // Removed ids cannot be reconstructed; live ones can.
+    assert!(matches!(
+        idx.reconstruct(0),
+        Err(Error::IdNotFound { id: 0 })
+    ));
+    assert_eq!(idx.reconstruct(1005).unwrap(), x.row(1005));
+    // Slots are re-used and new ids continue after the largest.
+    let slots_before = idx.slots();
+    idx.add(x.as_ref().slice(0..500)).unwrap();
+    assert_eq!(idx.slots(), slots_before);
+    assert_eq!(idx.len(), 2600);
+    assert_eq!(idx.reconstruct(4000).unwrap(), x.row(0));
+    assert_eq!(idx.reachable_count(), 2600);
+    check_degrees(&idx);
+    let r = idx
+        .search(
+            x.as_ref().slice(0..1),
+            1,
+            &SearchParams::new().with_ef_search(64),
+        )
+        .unwrap();
+    assert_eq!(r.labels()[0], 4000);
+    // Removing everything leaves an empty, usable index.
+    let all = idx.len();
+    assert_eq!(idx.remove_ids(&IdSelector::All).unwrap(), all);
+    assert!(idx.is_empty());
+    assert!(matches!(
+        idx.search(q.as_ref(), 1, &SearchParams::new()),
+        Err(Error::EmptyIndex)
+    ));
+    idx.add(x.as_ref().slice(0..100)).unwrap();
+    assert_eq!(idx.reachable_count(), 100);
+}
+
+#[test]
+fn filtered_search_satisfies_filter_and_reaches_k() {
+    let (x, q) = data(5000, 16, 30, 13);
+    let mut idx = IndexHnswFlat::new(16, 8, Metric::L2).unwrap();
+    idx.add(x.as_ref()).unwrap();
+    // From a filter keeping half (graph search) to one keeping 12 ids (exact scan).
+    for keep_every in [2, 7, 50, 400] {
+        let f = move |id: Label| id % keep_every == 0;
+        let kept = (0..5000).filter(|&i| f(i)).count();
+        let k = 10.min(kept);
+        let res = idx
+            .search(q.as_ref(), k, &SearchParams::new().with_selector(&f))
+            .unwrap();
+        for qi in 0..q.len() {
+            let labels = res.row(qi).1;
+            assert!(
+                labels.iter().all(|&l| l >= 0 && f(l)),
+                "{keep_every}: {labels:?}"
+            );
+            let uniq: HashSet<_> = labels.iter().collect();
+            assert_eq!(uniq.len(), k);
+        }
+        // Quality: against exact search over the kept ids.
+        let ids: Vec<Label> = (0..5000).filter(|&i| f(i)).collect();
+        let sub: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| x.row(i as usize).to_vec())
+            .collect();
+        let want = brute_force_knn(
+            VectorsRef::new(&sub, 16).unwrap(),
+            q.as_ref(),
+            k,
+            Metric::L2,
+        );
+        let want_ids: Vec<Label> = want.labels().iter().map(|&j| ids[j as usize]).collect();
+        let want =
+            SearchResults::from_parts(q.len(), k, want.distances().to_vec(), want_ids).unwrap();
+        let r = recall(&res, &want);
+        assert!(r > 0.9, "keep 1/{keep_every}: recall {r}");
+    }
+    // A filter keeping fewer than k: what passes, then -1.
+    let f = |id: Label| id == 17 || id == 4000;
+    let res = idx
+        .search(
+            q.as_ref().slice(0..1),
+            5,
+            &SearchParams::new().with_selector(&f),
+        )
+        .unwrap();
+    let mut l = res.labels().to_vec();
+    l[..2].sort_unstable();
+    assert_eq!(l, vec![17, 4000, -1, -1, -1]);
+}
+
+#[test]
+fn add_with_ids_reconstruct_and_duplicates() {
+    let (x, q) = data(1000, 8, 10, 17);
+    let mut idx = IndexHnswFlat::new(8, 6, Metric::L2).unwrap();
+    let ids: Vec<Label> = (0..1000).map(|i| 10_000 + 3 * i).collect();
+    idx.add_with_ids(x.as_ref(), &ids).unwrap();
+    assert_eq!(idx.reconstruct(10_003).unwrap(), x.row(1));
+    assert!(matches!(
+        idx.reconstruct(5),
+        Err(Error::IdNotFound { id: 5 })
+    ));
+    let res = idx
+        .search(
+            x.as_ref().slice(0..3),
+            1,
+            &SearchParams::new().with_ef_search(32),
+        )
+        .unwrap();
+    assert_eq!(res.labels(), &[10_000, 10_003, 10_006]);
+    // Wrong lengths and duplicates are errors and add nothing.
+    assert!(matches!(
+        idx.add_with_ids(x.as_ref().slice(0..2), &[1]),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        idx.add_with_ids(x.as_ref().slice(0..1), &[10_000]),
+        Err(Error::DuplicateId { id: 10_000 })
+    ));
+    assert!(matches!(
+        idx.add_with_ids(x.as_ref().slice(0..2), &[7, 7]),
+        Err(Error::DuplicateId { id: 7 })
+    ));
+    assert_eq!(idx.len(), 1000);
+    // Plain add after explicit ids continues after the largest.
+    idx.add(x.as_ref().slice(0..1)).unwrap();
+    assert_eq!(idx.reconstruct(10_000 + 3 * 999 + 1).unwrap(), x.row(0));
+    let r = idx.search(q.as_ref(), 5, &SearchParams::new()).unwrap();
+    assert!(r.labels().iter().all(|&l| l >= 10_000));
+}
+
+#[test]
+fn range_search_with_large_ef_is_exact() {
+    let (x, q) = data(800, 8, 10, 19);
+    let mut idx = IndexHnswFlat::new(8, 8, Metric::L2).unwrap();
+    idx.add(x.as_ref()).unwrap();
+    let knn = brute_force_knn(x.as_ref(), q.as_ref(), 20, Metric::L2);
+    // Half-way between the 19th and 20th neighbours of query 0: no distance sits on it.
+    let radius = 0.5 * (knn.row(0).0[18] + knn.row(0).0[19]);
+    let got = idx
+        .range_search(q.as_ref(), radius, &SearchParams::new().with_ef_search(800))
+        .unwrap();
+    let want = vq_core::testing::brute_force_range(x.as_ref(), q.as_ref(), radius, Metric::L2);
+    for qi in 0..q.len() {
+        let a: HashSet<_> = got.row(qi).1.iter().collect();
+        let b: HashSet<_> = want.row(qi).1.iter().collect();
+        assert_eq!(a, b, "query {qi}");
+    }
+    assert!(
+        idx.range_search(q.as_ref(), f32::NAN, &SearchParams::new())
+            .is_err()
+    );
+}
+
+#[test]
+fn sq8_and_pq_storage() {
+    let (x, q) = data(4000, 32, 50, 23);
+    let want = brute_force_knn(x.as_ref(), q.as_ref(), 10, Metric::L2);
+    let mut sq = IndexHnswSq::new_sq(32, 16, SqType::Q8, Metric::L2).unwrap();
+    assert!(matches!(sq.add(x.as_ref()), Err(Error::NotTrained { .. })));
+    sq.train(x.as_ref()).unwrap();
+    sq.add(x.as_ref()).unwrap();
+    assert_eq!(sq.describe(), "HNSW16_SQ8");
+    check_degrees(&sq);
+    assert_eq!(sq.reachable_count(), 4000);
+    let r = recall(
+        &sq.search(q.as_ref(), 10, &SearchParams::new().with_ef_search(64))
+            .unwrap(),
+        &want,
+    );
+    assert!(r > 0.9, "SQ8 recall {r}");
+    let rec = sq.reconstruct(3).unwrap();
+    let err: f32 = rec.iter().zip(x.row(3)).map(|(a, b)| (a - b).abs()).sum();
+    assert!(err / 32.0 < 0.1, "{err}");
+
+    let mut pq = IndexHnswPq::new_pq(32, 16, 16, 8, Metric::L2).unwrap();
+    pq.train(x.as_ref()).unwrap();
+    pq.add(x.as_ref()).unwrap();
+    assert_eq!(pq.describe(), "HNSW16_PQ16");
+    check_degrees(&pq);
+    let r = recall(
+        &pq.search(q.as_ref(), 10, &SearchParams::new().with_ef_search(64))
+            .unwrap(),
+        &want,
+    );
+    assert!(r > 0.5, "PQ16 recall {r}");
+    // Save/load round trips for codec storage too.
+    let mut buf = Vec::new();
+    pq.write_to(&mut buf).unwrap();
+    let back = IndexHnswPq::read_from(&mut buf.as_slice()).unwrap();
+    let p = SearchParams::new().with_ef_search(32);
+    assert_eq!(
+        back.search(q.as_ref(), 10, &p).unwrap(),
+        pq.search(q.as_ref(), 10, &p).unwrap()
+    );
+    let mut buf = Vec::new();
+    sq.write_to(&mut buf).unwrap();
+    let back = IndexHnswSq::read_from(&mut buf.as_slice()).unwrap();
+    assert_eq!(
+        back.search(q.as_ref(), 10, &p).unwrap(),
+        sq.search(q.as_ref(), 10, &p).unwrap()
+    );
+    // A flat file is not an SQ file.
+    let mut flat = IndexHnswFlat::new(32, 16, Metric::L2).unwrap();
+    flat.add(x.as_ref().slice(0..10)).unwrap();
+    let mut buf = Vec::new();
+    flat.write_to(&mut buf).unwrap();
+    assert!(IndexHnswSq::read_from(&mut buf.as_slice()).is_err());
+}
+
+#[test]
+fn save_load_gives_identical_results_and_corrupt_files_are_errors() {
+    let (x, q) = data(2000, 16, 20, 29);
+    let mut idx = IndexHnswFlat::new(16, 8, Metric::InnerProduct).unwrap();
+    idx.add(x.as_ref()).unwrap();
+    idx.remove_ids(&IdSelector::range(100, 300)).unwrap();
+    idx.set_ef_search(24).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.hnsw");
+    idx.save(&path).unwrap();
+    let back = IndexHnswFlat::load(&path).unwrap();
+    assert_eq!(back.len(), idx.len());
+    assert_eq!(back.graph().ef_search(), 24);
+    let p = SearchParams::new();
+    assert_eq!(
+        back.search(q.as_ref(), 10, &p).unwrap(),
+        idx.search(q.as_ref(), 10, &p).unwrap()
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    // Truncated anywhere: an error, never a panic.
+    for cut in [0, 7, 12, 40, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        assert!(IndexHnswFlat::load(&path).is_err(), "cut at {cut}");
+    }
+    // Trailing garbage.
+    let mut longer = bytes.clone();
+    longer.push(0);
+    std::fs::write(&path, &longer).unwrap();
+    assert!(IndexHnswFlat::load(&path).is_err());
+    // Flipped bytes: an error or (for bytes of vectors) a still-valid index.
+    let mut rng = 12345u64;
+    for _ in 0..300 {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pos = (rng >> 33) as usize % bytes.len();
+        let mut bad = bytes.clone();
+        bad[pos] ^= 0xA5;
+        std::fs::write(&path, &bad).unwrap();
+        if let Ok(ix) = IndexHnswFlat::load(&path) {
+            ix.check_graph().unwrap();
+            let _ = ix.search(q.as_ref(), 5, &p);
+        }
+    }
+    // Wrong magic.
+    let mut bad = bytes.clone();
+    bad[0] = b'X';
+    std::fs::write(&path, &bad).unwrap();
+    assert!(matches!(
+        IndexHnswFlat::load(&path),
+        Err(Error::Format { .. })
+    ));
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    assert!(IndexHnswFlat::new(8, 1, Metric::L2).is_err());
+    assert!(IndexHnswFlat::new(0, 8, Metric::L2).is_err());
+    let mut idx = IndexHnswFlat::new(4, 4, Metric::L2).unwrap();
+    assert!(idx.set_ef_construction(0).is_err());
+    assert!(idx.set_ef_search(0).is_err());
+    assert!(idx.set_build_param("efSearch", "0").is_err());
+    assert!(idx.set_build_param("M", "8").is_err());
+    assert!(idx.set_build_param("deterministic", "maybe").is_err());
+    let nan = [1.0, f32::NAN, 0.0, 0.0];
+    assert!(matches!(
+        idx.add(VectorsRef::new(&nan, 4).unwrap()),
+        Err(Error::NonFinite { .. })
+    ));
+    assert!(idx.add(VectorsRef::new(&[1.0; 6], 3).unwrap()).is_err());
+    assert!(idx.is_empty());
+    let (x, _) = data(50, 4, 1, 31);
+    idx.add(x.as_ref()).unwrap();
+    let q = x.as_ref().slice(0..1);
+    let mut p = SearchParams::new();
+    p.ef_search = Some(0);
+    assert!(idx.search(q, 1, &p).is_err());
+    assert!(idx.search(q, 0, &SearchParams::new()).is_err());
+    assert!(idx.search(q, 51, &SearchParams::new()).is_err());
+    assert!(
+        idx.search(VectorsRef::new(&nan, 4).unwrap(), 1, &SearchParams::new())
+            .is_err()
+    );
+    let mut out = vec![0.0; 3];
+    assert!(idx.reconstruct_into(0, &mut out).is_err());
+}
+
+#[test]
+fn hnsw_as_ivf_coarse_quantizer() {
+    use vq_ivf::{AnyQuantizer, IndexIvf, IvfFlat};
+    let (x, q) = data(6000, 16, 50, 37);
+    let quant = AnyQuantizer(IndexHnswFlat::new(16, 16, Metric::L2).unwrap());
+    let mut ivf = IndexIvf::new(quant, 64, IvfFlat::new(16).unwrap(), Metric::L2).unwrap();
+    ivf.train(x.as_ref()).unwrap();
+    ivf.add(x.as_ref()).unwrap();
+    let want = brute_force_knn(x.as_ref(), q.as_ref(), 10, Metric::L2);
+    let p = SearchParams::parse("nprobe=16,quantizer_efSearch=64").unwrap();
+    let r = recall(&ivf.search(q.as_ref(), 10, &p).unwrap(), &want);
+    assert!(r > 0.9, "IVF64_HNSW16 recall {r}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+    /// Any data, any M: with ef >= n the graph search is exact, and after random removals
+    /// every live node stays reachable and no removed id comes back.
+    #[test]
+    fn exact_with_full_beam_and_connected_after_removals(
+        n in 20usize..300, d in 1usize..10, m in 2usize..12, seed in 0u64..1000,
+        cut in 0usize..100,
+    ) {
+        let (x, q) = data(n, d, 5, seed);
+        let mut idx = IndexHnswFlat::new(d, m, Metric::L2).unwrap();
+        idx.add(x.as_ref()).unwrap();
+        check_degrees(&idx);
+        prop_assert_eq!(idx.reachable_count(), n);
+        let p = SearchParams::new().with_ef_search(n);
+        let k = 5.min(n);
+        let got = idx.search(q.as_ref(), k, &p).unwrap();
+        let want = brute_force_knn(x.as_ref(), q.as_ref(), k, Metric::L2);
+        for qi in 0..q.len() {
+            for (a, b) in got.row(qi).0.iter().zip(want.row(qi).0) {
+                prop_assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0));
+            }
+        }
+        let thr = (cut * n / 100) as Label;
+        let removed = idx.remove_ids(&|id: Label| ((id * 7919) % n as Label) < thr).unwrap();
+        prop_assert_eq!(idx.len(), n - removed);
+        check_degrees(&idx);
+        prop_assert_eq!(idx.reachable_count(), idx.len());
+        if idx.len() >= k {
+            let got = idx.search(q.as_ref(), k, &p).unwrap();
+            for &l in got.labels() {
+                prop_assert!(l >= 0 && (l * 7919) % n as Label >= thr);
+            }
+        }
+    }
+}
