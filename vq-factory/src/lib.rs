@@ -9,7 +9,8 @@ use std::str::FromStr;
 use vq_core::{
     Index, IndexFlat, IndexIDMap, IndexIDMap2, L2Normalize, Metric, PreTransform, VectorTransform,
 };
-use vq_ivf::{IndexIvf, IvfCodec, IvfFlat, IvfPq};
+use vq_hnsw::{IndexHnswFlat, IndexHnswPq, IndexHnswSq};
+use vq_ivf::{AnyQuantizer, IndexIvf, IvfCodec, IvfFlat, IvfPq};
 use vq_pq::{
     IndexPQ, IndexScalarQuantizer, Opq, Pca, ProductQuantizer, RandomRotation, ScalarQuantizer,
     SqType,
@@ -146,6 +147,14 @@ pub enum CoarseSpec {
         /// Bits per half.
         bits: usize,
     },
+    /// `IVF{n}_HNSW{M}` (`IVF{n}_HNSW` = M 32): k-means centroids inserted into an HNSW
+    /// graph, which assigns vectors and queries approximately (`quantizer_efSearch`).
+    IvfHnsw {
+        /// Number of lists.
+        nlist: usize,
+        /// Links per node of the quantizer's graph.
+        m: usize,
+    },
 }
 
 /// A parsed factory string. `Display` prints the canonical string.
@@ -157,16 +166,50 @@ pub struct FactorySpec {
     pub transforms: Vec<TransformSpec>,
     /// Coarse quantizer: the index is an inverted file over `index`'s encoding.
     pub coarse: Option<CoarseSpec>,
+    /// `HNSW{M}`: the index is an HNSW graph with `M` links per node over `index`'s
+    /// encoding (`HNSW32` = `HNSW32,Flat` = `HNSW32_Flat`; `HNSW32_SQ8`; `HNSW32_PQ16`).
+    pub graph: Option<usize>,
     /// The index (or, after a coarse quantizer, the encoding of the lists).
     pub index: IndexSpec,
 }
 
 /// Faiss token prefixes recognised but not implemented yet.
-const LATER: [&str; 9] = [
-    "IVF", "IMI", "HNSW", "NSG", "RFlat", "Refine", "LSH", "ITQ", "Residual",
+const LATER: [&str; 8] = [
+    "IVF", "IMI", "NSG", "RFlat", "Refine", "LSH", "ITQ", "Residual",
 ];
 
-/// Parses `IVF{n}[k|M]` (no suffix after the count: `IVF1024_HNSW32` is for later).
+/// Parses what follows `IVF`: `{n}[k|M]`, optionally `_HNSW[{M}]`.
+fn ivf_coarse(rest: &str) -> Option<CoarseSpec> {
+    match rest.split_once("_HNSW") {
+        Some((n, m)) => Some(CoarseSpec::IvfHnsw {
+            nlist: ivf_lists(n)?,
+            m: if m.is_empty() { 32 } else { num(m)? },
+        }),
+        None => Some(CoarseSpec::Ivf {
+            nlist: ivf_lists(rest)?,
+        }),
+    }
+}
+
+/// Parses an encoding token (`Flat`, `PQ…`, `SQ…`), `None` for anything else.
+fn encoding(t: &str) -> Option<IndexSpec> {
+    match classify(t)? {
+        Tok::Index(ix) => Some(ix),
+        _ => None,
+    }
+}
+
+/// Parses what follows `HNSW`: `[{M}][_{encoding}]`.
+fn hnsw(rest: &str) -> Option<Tok> {
+    let (m, enc) = match rest.split_once('_') {
+        Some((m, e)) => (m, Some(encoding(e)?)),
+        None => (rest, None),
+    };
+    let m = if m.is_empty() { 32 } else { num(m)? };
+    Some(Tok::Graph(m, enc))
+}
+
+/// Parses `{n}[k|M]`.
 fn ivf_lists(rest: &str) -> Option<usize> {
     let (digits, mult) = if let Some(r) = rest.strip_suffix('k') {
         (r, 1 << 10)
@@ -184,6 +227,8 @@ enum Tok {
     Transform(TransformSpec),
     Coarse(CoarseSpec),
     Index(IndexSpec),
+    /// `HNSW{M}` with its encoding when spelled with `_`.
+    Graph(usize, Option<IndexSpec>),
     /// A known family in a form vq does not provide yet (e.g. `PQ16x4fs`).
     Later,
 }
@@ -205,9 +250,9 @@ fn classify(t: &str) -> Option<Tok> {
         "RR" => Tok::Transform(TransformSpec::RandomRotation { d_out: None }),
         _ => {
             if let Some(rest) = t.strip_prefix("IVF") {
-                Tok::Coarse(CoarseSpec::Ivf {
-                    nlist: ivf_lists(rest)?,
-                })
+                Tok::Coarse(ivf_coarse(rest)?)
+            } else if let Some(rest) = t.strip_prefix("HNSW") {
+                return hnsw(rest);
             } else if let Some(rest) = t.strip_prefix("IMI2x") {
                 Tok::Coarse(CoarseSpec::Imi { bits: num(rest)? })
             } else if let Some(rest) = t.strip_prefix("OPQ") {
@@ -284,6 +329,7 @@ impl FactorySpec {
         let mut id_map = None;
         let mut transforms = Vec::new();
         let mut coarse = None;
+        let mut graph = None;
         let mut index = None;
         for (i, (t, span)) in toks.iter().enumerate() {
             let span = span.clone();
@@ -315,13 +361,20 @@ impl FactorySpec {
                     id_map = Some(kind);
                 }
                 Tok::Transform(tr) => {
-                    if coarse.is_some() {
+                    if coarse.is_some() || graph.is_some() {
                         return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
                     }
                     transforms.push(tr)
                 }
+                Tok::Graph(m, enc) => {
+                    if coarse.is_some() || graph.is_some() {
+                        return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
+                    }
+                    graph = Some(m);
+                    index = enc;
+                }
                 Tok::Coarse(c) => {
-                    if coarse.is_some() {
+                    if coarse.is_some() || graph.is_some() {
                         return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
                     }
                     coarse = Some(c)
@@ -330,12 +383,18 @@ impl FactorySpec {
                 Tok::Later => unreachable!("handled above"),
             }
         }
-        let index =
-            index.ok_or_else(|| err(ParseErrorKind::MissingIndex, input.len()..input.len()))?;
+        let index = match (index, graph) {
+            (Some(ix), _) => ix,
+            (None, Some(_)) => IndexSpec::Flat,
+            (None, None) => {
+                return Err(err(ParseErrorKind::MissingIndex, input.len()..input.len()));
+            }
+        };
         Ok(FactorySpec {
             id_map,
             transforms,
             coarse,
+            graph,
             index,
         })
     }
@@ -370,7 +429,40 @@ impl FactorySpec {
             dim = tr.d_out();
             chain.push(tr);
         }
+        let hnsw_quantizer = |m: usize| -> vq_core::Result<AnyQuantizer<IndexHnswFlat>> {
+            Ok(AnyQuantizer(IndexHnswFlat::new(dim, m, metric)?))
+        };
         let base: Box<dyn Index> = match (self.coarse, self.index) {
+            _ if self.graph.is_some() => {
+                let m = self.graph.unwrap_or(32);
+                match self.index {
+                    IndexSpec::Flat => Box::new(IndexHnswFlat::new(dim, m, metric)?),
+                    IndexSpec::Sq(t) => Box::new(IndexHnswSq::new_sq(dim, m, t, metric)?),
+                    IndexSpec::Pq { m: pm, nbits } => {
+                        Box::new(IndexHnswPq::new_pq(dim, m, pm, nbits, metric)?)
+                    }
+                }
+            }
+            (Some(CoarseSpec::IvfHnsw { nlist, m }), IndexSpec::Flat) => Box::new(IndexIvf::new(
+                hnsw_quantizer(m)?,
+                nlist,
+                IvfFlat::new(dim)?,
+                metric,
+            )?),
+            (Some(CoarseSpec::IvfHnsw { nlist, m }), IndexSpec::Pq { m: pm, nbits }) => {
+                Box::new(IndexIvf::new(
+                    hnsw_quantizer(m)?,
+                    nlist,
+                    IvfPq::new(ProductQuantizer::new(dim, pm, nbits)?, true),
+                    metric,
+                )?)
+            }
+            (Some(CoarseSpec::IvfHnsw { nlist, m }), IndexSpec::Sq(t)) => Box::new(IndexIvf::new(
+                hnsw_quantizer(m)?,
+                nlist,
+                IvfCodec::new(ScalarQuantizer::new(dim, t)?, true),
+                metric,
+            )?),
             (None, IndexSpec::Flat) => Box::new(IndexFlat::new(dim, metric)?),
             (None, IndexSpec::Pq { m, nbits }) => {
                 Box::new(IndexPQ::new(ProductQuantizer::new(dim, m, nbits)?, metric))
@@ -457,6 +549,7 @@ impl fmt::Display for CoarseSpec {
         match *self {
             CoarseSpec::Ivf { nlist } => write!(f, "IVF{nlist}"),
             CoarseSpec::Imi { bits } => write!(f, "IMI2x{bits}"),
+            CoarseSpec::IvfHnsw { nlist, m } => write!(f, "IVF{nlist}_HNSW{m}"),
         }
     }
 }
@@ -484,7 +577,11 @@ impl fmt::Display for FactorySpec {
         if let Some(c) = self.coarse {
             parts.push(c.to_string());
         }
-        parts.push(self.index.to_string());
+        match (self.graph, self.index) {
+            (Some(m), IndexSpec::Flat) => parts.push(format!("HNSW{m}")),
+            (Some(m), ix) => parts.push(format!("HNSW{m}_{ix}")),
+            (None, ix) => parts.push(ix.to_string()),
+        }
         f.write_str(&parts.join(","))
     }
 }
@@ -532,6 +629,13 @@ mod tests {
             "OPQ16_64,IVF1024,PQ16",
             "IMI2x8,PQ16",
             "IDMap2,PCA32,IVF16,SQ8",
+            "HNSW32",
+            "HNSW16_SQ8",
+            "HNSW32_PQ16",
+            "PCA32,HNSW8_PQ8x4",
+            "IVF4096_HNSW32,Flat",
+            "IVF64_HNSW16,PQ8",
+            "IDMap2,IVF16_HNSW8,SQ8",
         ] {
             let spec = FactorySpec::parse(s).unwrap();
             assert_eq!(spec.to_string(), s);
@@ -562,12 +666,43 @@ mod tests {
         }
         let e = FactorySpec::parse("PQ16x4fs").unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::NotAvailableYet("PQ16x4fs".into()));
-        let e = FactorySpec::parse("IVF1024_HNSW32,Flat").unwrap_err();
+        let e = FactorySpec::parse("IVF1024_NSG32,Flat").unwrap_err();
         assert_eq!(
             e.kind,
-            ParseErrorKind::NotAvailableYet("IVF1024_HNSW32".into())
+            ParseErrorKind::NotAvailableYet("IVF1024_NSG32".into())
         );
-        assert_eq!(e.span, 0..14);
+        assert_eq!(e.span, 0..13);
+        // HNSW spellings: Faiss's equivalent forms and the default M.
+        for (s, canon) in [
+            ("HNSW", "HNSW32"),
+            ("HNSW32,Flat", "HNSW32"),
+            ("HNSW32_Flat", "HNSW32"),
+            ("HNSW16,SQ8", "HNSW16_SQ8"),
+            ("IVF64_HNSW,Flat", "IVF64_HNSW32,Flat"),
+            ("IVF1k_HNSW8,Flat", "IVF1024_HNSW8,Flat"),
+        ] {
+            assert_eq!(FactorySpec::parse(s).unwrap().to_string(), canon, "{s}");
+        }
+        for (bad, tok, kind_unknown) in [
+            ("HNSW0", "HNSW0", false),
+            ("HNSW32_Bogus", "HNSW32_Bogus", false),
+            ("IVF16,HNSW32", "HNSW32", true),
+            ("HNSW32,PCA8,Flat", "PCA8", true),
+            ("HNSW32_SQ8,Flat", "Flat", true),
+            ("IVF16_HNSW0,Flat", "IVF16_HNSW0", false),
+        ] {
+            let e = FactorySpec::parse(bad).unwrap_err();
+            let ok = match &e.kind {
+                ParseErrorKind::NotAvailableYet(t) | ParseErrorKind::UnknownToken(t) => {
+                    !kind_unknown && t == tok
+                }
+                ParseErrorKind::Misplaced(t) | ParseErrorKind::Trailing(t) => {
+                    kind_unknown && t == tok
+                }
+                _ => false,
+            };
+            assert!(ok, "{bad}: {e}");
+        }
         assert_eq!(
             FactorySpec::parse("IVF4k,Flat").unwrap().coarse,
             Some(CoarseSpec::Ivf { nlist: 4096 })
@@ -620,6 +755,42 @@ mod tests {
         assert!(index_factory(64, "IMI2x8,PQ16", Metric::InnerProduct).is_err());
         assert!(index_factory(63, "IMI2x8,Flat", Metric::L2).is_err());
         assert!(index_factory(64, "IVF0,Flat", Metric::L2).is_err());
+        assert!(index_factory(64, "HNSW1", Metric::L2).is_err());
+        assert!(index_factory(64, "HNSW8_PQ7", Metric::L2).is_err());
+    }
+
+    #[test]
+    fn builds_hnsw_indexes_and_hnsw_quantizers() {
+        let data = vq_core::synthetic::SyntheticSpec::new(3000, 16, 20)
+            .generate()
+            .unwrap();
+        let (x, q) = (data.base.as_ref(), data.queries.as_ref());
+        for s in [
+            "HNSW8",
+            "HNSW8_SQ8",
+            "HNSW8_PQ8",
+            "IVF32_HNSW8,Flat",
+            "IVF32_HNSW8,SQ8",
+        ] {
+            let mut ix = index_factory(16, s, Metric::L2).unwrap();
+            assert_eq!(
+                ix.describe().starts_with("HNSW"),
+                s.starts_with("HNSW"),
+                "{s}"
+            );
+            ix.train(x).unwrap();
+            ix.add(x).unwrap();
+            let p = vq_core::SearchParams::parse(if s.starts_with("IVF") {
+                "nprobe=8,quantizer_efSearch=32"
+            } else {
+                "efSearch=32"
+            })
+            .unwrap();
+            let r = ix.search(q, 5, &p).unwrap();
+            assert!(r.labels().iter().all(|&l| (0..3000).contains(&l)), "{s}");
+        }
+        let ix = index_factory(16, "HNSW8", Metric::L2).unwrap();
+        assert_eq!(ix.search_param_names(), vec!["efSearch".to_string()]);
     }
 
     #[test]
