@@ -129,6 +129,64 @@ fn bench_searches_one_build_at_several_thread_counts() {
 }
 
 #[test]
+fn bench_hnsw_strings_sweep_ef_search() {
+    for (index, params) in [
+        ("HNSW16", ["efSearch=16", "efSearch=64"]),
+        ("HNSW16_SQ8", ["efSearch=16", "efSearch=64"]),
+        (
+            "IVF32_HNSW16,Flat",
+            [
+                "nprobe=4,quantizer_efSearch=16",
+                "nprobe=8,quantizer_efSearch=32",
+            ],
+        ),
+    ] {
+        let (code, out, err) = vq(&[
+            "bench",
+            "--data",
+            "synthetic:3000,16,50,3",
+            "--index",
+            index,
+            "--build-params",
+            if index.starts_with("IVF") {
+                "seed=5"
+            } else {
+                "efConstruction=80,deterministic=1"
+            },
+            "--params",
+            params[0],
+            "--params",
+            params[1],
+            "--repeats",
+            "1",
+        ]);
+        assert_eq!(code, 0, "{index}: {err}");
+        let rows: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2, "{index}");
+        let r: Vec<f64> = rows
+            .iter()
+            .map(|r| r["recall_10_at_10"].as_f64().unwrap())
+            .collect();
+        // A wider beam never loses recall on the same graph, and the graph is good.
+        assert!(r[1] >= r[0] && r[1] > 0.9, "{index}: {r:?}");
+    }
+    let (code, _, err) = vq(&[
+        "bench",
+        "--data",
+        "synthetic:300,8,5",
+        "--index",
+        "HNSW16",
+        "--params",
+        "nprobe=4",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("efSearch"), "{err}");
+}
+
+#[test]
 fn bench_folder_with_idmap_one_at_a_time_and_cached_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
