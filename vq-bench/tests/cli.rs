@@ -235,7 +235,7 @@ fn bad_input_is_one_line_and_exit_1() {
             "--data",
             "synthetic:100,4,5",
             "--index",
-            "IVF64_HNSW32,Flat",
+            "IVF64_NSG32,Flat",
         ],
         vec!["bench", "--data", "/definitely/not/here", "--index", "Flat"],
         vec![
