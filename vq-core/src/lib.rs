@@ -10,6 +10,7 @@ mod idmap;
 mod index;
 pub mod io;
 pub mod knn;
+pub mod mem;
 mod metric;
 mod params;
 mod results;

@@ -392,6 +392,21 @@ fn apply_plans<S: HnswStorage>(g: &mut Hnsw, s: &S, batch: &[u32], plans: &[Plan
             }
         }
     }
+    link_back(gr, s, rev);
+    // Entry point: the first member above the current top level.
+    for &node in batch {
+        let l = g.levels[node as usize] as usize;
+        if g.entry == NONE || l > g.max_level {
+            g.entry = node;
+            g.max_level = l;
+        }
+    }
+}
+
+/// Adds reverse links `target → source` (entries `(level, target, order, source)`), target
+/// by target in parallel and in `order` within a target: appended while the list has room,
+/// then the list is re-selected with the heuristic over old and new links.
+fn link_back<S: HnswStorage>(gr: &Hnsw, s: &S, mut rev: Vec<(u8, u32, u32, Near)>) {
     rev.sort_unstable_by_key(|r| (r.0, r.1, r.2));
     let mut groups: Vec<&[(u8, u32, u32, Near)]> = Vec::new();
     let mut i = 0;
@@ -421,14 +436,6 @@ fn apply_plans<S: HnswStorage>(g: &mut Hnsw, s: &S, batch: &[u32], plans: &[Plan
             }
         })
     });
-    // Entry point: the first member above the current top level.
-    for &node in batch {
-        let l = g.levels[node as usize] as usize;
-        if g.entry == NONE || l > g.max_level {
-            g.entry = node;
-            g.max_level = l;
-        }
-    }
 }
 
 /// Re-links every live node that points at a deleted one: its new list is chosen with the
@@ -438,16 +445,17 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
     let k = Kernels::get();
     let metric = s.metric();
     for level in 0..=g.max_level {
-        (0..g.len() as u32)
+        let new_edges: Vec<Vec<(u8, u32, u32, Near)>> = (0..g.len() as u32)
             .into_par_iter()
             .with_min_len(256)
             .filter(|&u| !is_deleted(deleted, u) && g.levels[u as usize] as usize >= level)
-            .for_each(|u| {
+            .map(|u| {
                 with_build_scratch(|sc| {
                     g.neighbors_into(u, level, &mut sc.ids);
                     if !sc.ids.iter().any(|&v| is_deleted(deleted, v)) {
-                        return;
+                        return Vec::new();
                     }
+                    let before: Vec<u32> = sc.ids.clone();
                     let mut cand: Vec<u32> = Vec::new();
                     let mut hop1: Vec<u32> = Vec::new();
                     let mut hop2: Vec<u32> = Vec::new();
@@ -491,8 +499,16 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
                     sc.cands = cands;
                     let ids: Vec<u32> = sc.sel.iter().map(|n| n.id).collect();
                     g.set_neighbors(u, level, &ids);
+                    // New edges u → v also get v → u, as an insertion links both ways.
+                    sc.sel
+                        .iter()
+                        .filter(|n| !before.contains(&n.id))
+                        .map(|n| (level as u8, n.id, u, Near { d: n.d, id: u }))
+                        .collect()
                 })
-            });
+            })
+            .collect();
+        link_back(g, s, new_edges.into_iter().flatten().collect());
     }
 }
 

@@ -292,6 +292,13 @@ impl Hnsw {
         idx as u32
     }
 
+    /// Makes room for `n` more nodes (level-0 lists in huge-page-advised memory).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.levels.reserve(n);
+        self.upper_off.reserve(n);
+        vq_core::mem::reserve_with_huge_pages(&mut self.links0, n * (2 * self.m + 1));
+    }
+
     /// Appends a node with no links.
     pub(crate) fn push_node(&mut self, level: usize) {
         self.levels.push(level as u8);

@@ -351,6 +351,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
             self.next_label = (self.slots() + n) as Label;
         }
         // Levels and empty lists.
+        self.graph.reserve(n - reuse);
         for &s in &slots {
             let level = self.graph.draw_level();
             if (s as usize) < self.graph.len() {

@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 
 use vq_core::distance::{Kernels, prefetch};
+use vq_core::mem::reserve_with_huge_pages;
 use vq_core::{AdcCodec, CodeDistance, Codec, Error, Metric, Result, VectorsRef};
 use vq_pq::{ProductQuantizer, RangeStat, ScalarQuantizer, SqType};
 
@@ -189,6 +190,7 @@ impl HnswStorage for FlatStorage {
         x.check_dim(self.d)
     }
     fn push(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        reserve_with_huge_pages(&mut self.data, x.as_slice().len());
         self.data.extend_from_slice(x.as_slice());
         Ok(())
     }
@@ -417,6 +419,7 @@ impl<C: StorableCodec> HnswStorage for CodecStorage<C> {
     }
     fn push(&mut self, x: VectorsRef<'_>) -> Result<()> {
         let codes = self.codec.encode(x)?;
+        reserve_with_huge_pages(&mut self.codes, codes.len());
         self.codes.extend_from_slice(&codes);
         Ok(())
     }
