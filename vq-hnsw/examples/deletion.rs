@@ -1,10 +1,11 @@
 //! Recall after removals: builds an HNSW index over a dataset, removes a fraction of the
 //! ids (every id whose hash falls under the fraction, seeded), and compares recall at the
-//! same `efSearch` with a fresh index built over the survivors only. One JSON line per
-//! `efSearch`.
+//! same `efSearch` with a fresh index built over the survivors only, both built with the
+//! same level seed; repeated over `SEEDS` seeds (default 1), since one parallel build's
+//! recall varies by about ±0.01. One JSON line per `efSearch`, with the means.
 //!
 //! ```sh
-//! cargo run --release -p vq-hnsw --example deletion -- DATA M EFC FRACTION EF[,EF...]
+//! cargo run --release -p vq-hnsw --example deletion -- DATA M EFC FRACTION EF[,EF...] [SEEDS]
 //! ```
 //! `DATA` is a folder with `*base.fvecs` and `*query.fvecs` or `synthetic:N,D,NQ`.
 #![allow(clippy::print_stdout)]
@@ -57,10 +58,10 @@ fn recall(got: &SearchResults, want: &[Vec<Label>]) -> f64 {
 
 fn main() -> vq_core::Result<()> {
     let a: Vec<String> = std::env::args().collect();
-    if a.len() != 6 {
+    if a.len() != 6 && a.len() != 7 {
         return Err(vq_core::Error::invalid_param(
             "arguments",
-            "DATA M EFC FRACTION EF[,EF...]",
+            "DATA M EFC FRACTION EF[,EF...] [SEEDS]",
         ));
     }
     let bad = |what: &str| vq_core::Error::invalid_param(what, "not a number");
@@ -72,6 +73,10 @@ fn main() -> vq_core::Result<()> {
         .split(',')
         .map(|s| s.parse().map_err(|_| bad("EF")))
         .collect::<vq_core::Result<_>>()?;
+    let seeds: u64 = match a.get(6) {
+        Some(s) => s.parse().map_err(|_| bad("SEEDS"))?,
+        None => 1,
+    };
     let d = base.dim();
     let n = base.len();
     let keep: Vec<Label> = (0..n as Label).filter(|&i| !removed(i, fraction)).collect();
@@ -88,25 +93,36 @@ fn main() -> vq_core::Result<()> {
         .map(|q| gt.row(q).1.iter().map(|&j| keep[j as usize]).collect())
         .collect();
 
-    let mut full = IndexHnswFlat::new(d, m, Metric::L2)?;
-    full.set_ef_construction(efc)?;
-    full.add(base.as_ref())?;
-    let t = Instant::now();
-    let nrem = full.remove_ids(&|id: Label| removed(id, fraction))?;
-    let remove_s = t.elapsed().as_secs_f64();
+    let mut r_del = vec![0.0; efs.len()];
+    let mut r_fresh = vec![0.0; efs.len()];
+    let mut remove_s = 0.0;
+    let mut nrem = 0;
+    for seed in 0..seeds {
+        let mut full = IndexHnswFlat::new(d, m, Metric::L2)?;
+        full.set_ef_construction(efc)?;
+        full.set_seed(12345 + seed);
+        full.add(base.as_ref())?;
+        let t = Instant::now();
+        nrem = full.remove_ids(&|id: Label| removed(id, fraction))?;
+        remove_s += t.elapsed().as_secs_f64() / seeds as f64;
 
-    let mut fresh = IndexHnswFlat::new(d, m, Metric::L2)?;
-    fresh.set_ef_construction(efc)?;
-    fresh.add_with_ids(surv.as_ref(), &keep)?;
-
-    for ef in efs {
-        let p = SearchParams::new().with_ef_search(ef);
-        let r_del = recall(&full.search(queries.as_ref(), 10, &p)?, &gt);
-        let r_fresh = recall(&fresh.search(queries.as_ref(), 10, &p)?, &gt);
+        let mut fresh = IndexHnswFlat::new(d, m, Metric::L2)?;
+        fresh.set_ef_construction(efc)?;
+        fresh.set_seed(12345 + seed);
+        fresh.add_with_ids(surv.as_ref(), &keep)?;
+        for (i, &ef) in efs.iter().enumerate() {
+            let p = SearchParams::new().with_ef_search(ef);
+            r_del[i] += recall(&full.search(queries.as_ref(), 10, &p)?, &gt) / seeds as f64;
+            r_fresh[i] += recall(&fresh.search(queries.as_ref(), 10, &p)?, &gt) / seeds as f64;
+        }
+    }
+    for (i, ef) in efs.iter().enumerate() {
         println!(
-            "{{\"case\":\"hnsw-deletion\",\"data\":\"{}\",\"M\":{m},\"efConstruction\":{efc},\"removed\":{nrem},\"n\":{n},\"remove_s\":{remove_s:.3},\"efSearch\":{ef},\"recall_10_at_10_after_removal\":{r_del:.4},\"recall_10_at_10_fresh\":{r_fresh:.4},\"difference\":{:.4}}}",
+            "{{\"case\":\"hnsw-deletion\",\"data\":\"{}\",\"M\":{m},\"efConstruction\":{efc},\"removed\":{nrem},\"n\":{n},\"seeds\":{seeds},\"remove_s\":{remove_s:.3},\"efSearch\":{ef},\"recall_10_at_10_after_removal\":{:.4},\"recall_10_at_10_fresh\":{:.4},\"difference\":{:.4}}}",
             a[1],
-            r_fresh - r_del
+            r_del[i],
+            r_fresh[i],
+            r_fresh[i] - r_del[i]
         );
     }
     Ok(())

@@ -458,14 +458,13 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
                     let before: Vec<u32> = sc.ids.clone();
                     let mut cand: Vec<u32> = Vec::new();
                     let mut hop1: Vec<u32> = Vec::new();
-                    let mut hop2: Vec<u32> = Vec::new();
+                    let mut far: Vec<u32> = Vec::new();
                     for &v in &sc.ids {
                         if is_deleted(deleted, v) {
                             g.neighbors_into(v, level, &mut hop1);
                             for &w in &hop1 {
                                 if is_deleted(deleted, w) {
-                                    g.neighbors_into(w, level, &mut hop2);
-                                    cand.extend(hop2.iter().filter(|&&z| !is_deleted(deleted, z)));
+                                    far.push(w);
                                 } else {
                                     cand.push(w);
                                 }
@@ -473,6 +472,17 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
                         } else {
                             cand.push(v);
                         }
+                    }
+                    // The second hop through removed nodes takes only the head of each list
+                    // (lists are kept nearest first): whole lists along chains of removed
+                    // nodes would grow the candidates, and the distances to compute, as the
+                    // square of the degree.
+                    far.sort_unstable();
+                    far.dedup();
+                    let head = (g.capacity(level) / 4).max(2);
+                    for &w in &far {
+                        g.neighbors_into(w, level, &mut hop1);
+                        cand.extend(hop1.iter().take(head).filter(|&&z| !is_deleted(deleted, z)));
                     }
                     cand.retain(|&c| c != u);
                     cand.sort_unstable();
@@ -497,6 +507,20 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
                         &mut sc.tmp,
                     );
                     sc.cands = cands;
+                    // Back-fill to half the capacity with the nearest candidates the
+                    // heuristic passed over: a repaired node has lost in-links as well, and
+                    // the extra out-links keep its region well connected.
+                    let want = g.capacity(level) / 2;
+                    if sc.sel.len() < want {
+                        for c in &sc.cands {
+                            if sc.sel.len() >= want {
+                                break;
+                            }
+                            if !sc.sel.iter().any(|n| n.id == c.id) {
+                                sc.sel.push(*c);
+                            }
+                        }
+                    }
                     let ids: Vec<u32> = sc.sel.iter().map(|n| n.id).collect();
                     g.set_neighbors(u, level, &ids);
                     // New edges u → v also get v → u, as an insertion links both ways.
