@@ -536,6 +536,36 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
     }
 }
 
+/// Every reachable list is full: in the nearest node whose list allows it, `u` replaces a
+/// link to a node that has another in-link from a reachable node (the next round checks
+/// that nothing was cut off); failing that, the nearest node's last link.
+fn replace_link(g: &Hnsw, by_distance: &[Near], seen: &[bool], u: u32) {
+    let mut indeg = vec![0u32; g.len()];
+    let mut buf = Vec::new();
+    for v in (0..g.len() as u32).filter(|&v| seen[v as usize]) {
+        g.neighbors_into(v, 0, &mut buf);
+        for &w in &buf {
+            indeg[w as usize] += 1;
+        }
+    }
+    for v in by_distance {
+        let mut ids = g.neighbors(v.id as usize, 0);
+        if let Some(j) = (0..ids.len()).rev().find(|&j| indeg[ids[j] as usize] >= 2) {
+            ids[j] = u;
+            g.set_neighbors(v.id, 0, &ids);
+            return;
+        }
+    }
+    if let Some(v) = by_distance.first() {
+        let mut ids = g.neighbors(v.id as usize, 0);
+        match ids.last_mut() {
+            Some(last) => *last = u,
+            None => ids.push(u),
+        }
+        g.set_neighbors(v.id, 0, &ids);
+    }
+}
+
 /// Makes every live node reachable on level 0 from the entry point: an unreachable node is
 /// linked from the nearest reachable node that has room (or, failing that, replaces the
 /// farthest link of the nearest one), then what it reaches is marked; repeated until a
@@ -543,7 +573,7 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
 pub(crate) fn link_unreachable<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) -> Result<usize> {
     let skip = |id: u32| is_deleted(deleted, id);
     let mut added = 0;
-    for _round in 0..8 {
+    for _round in 0..16 {
         let mut seen = g.reachable(skip);
         let missing: Vec<u32> = (0..g.len() as u32)
             .filter(|&u| !seen[u as usize] && !skip(u))
@@ -559,14 +589,13 @@ pub(crate) fn link_unreachable<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64])
             }
             let uv = node_vector(s, u, &mut buf).to_vec();
             let mut q = s.query(&uv)?;
-            let start = g.descend(&mut q, 0);
+            // Search the reachable part from the entry point (reachable by definition).
+            let e = g.entry;
+            let de = q.distance(e);
             let seen_ref = &seen;
             g.search_level(
                 &mut q,
-                &[Near {
-                    d: start.1,
-                    id: start.0,
-                }],
+                &[Near { d: de, id: e }],
                 0,
                 g.ef_construction.max(16),
                 &mut sc,
@@ -575,23 +604,19 @@ pub(crate) fn link_unreachable<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64])
             );
             let mut near: Vec<Near> = sc.top.drain().collect();
             near.sort_unstable();
-            let host = near.iter().find(|n| g.try_append(n.id, 0, u)).map(|n| n.id);
-            if host.is_none() {
-                let Some(v) = near
-                    .first()
-                    .map(|n| n.id)
-                    .or((g.entry != u).then_some(g.entry))
-                else {
-                    continue;
-                };
-                let mut ids = g.neighbors(v as usize, 0);
-                if ids.is_empty() {
-                    ids.push(u);
-                } else {
-                    let last = ids.len() - 1;
-                    ids[last] = u;
+            if !near.iter().any(|n| g.try_append(n.id, 0, u)) {
+                // Any reachable node with room, nearest first.
+                let mut all: Vec<Near> = (0..g.len() as u32)
+                    .filter(|&v| v != u && seen[v as usize] && !skip(v))
+                    .map(|v| Near {
+                        d: q.distance(v),
+                        id: v,
+                    })
+                    .collect();
+                all.sort_unstable();
+                if !all.iter().any(|n| g.try_append(n.id, 0, u)) {
+                    replace_link(g, &all, &seen, u);
                 }
-                g.set_neighbors(v, 0, &ids);
             }
             added += 1;
             seen[u as usize] = true;

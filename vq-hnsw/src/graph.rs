@@ -368,15 +368,24 @@ impl Hnsw {
         }
     }
 
-    /// Greedy descent from the entry point down to level `to + 1`... returning the start
-    /// of the search on level `to`.
-    pub(crate) fn descend<D: NodeDistance>(&self, dist: &mut D, to: usize) -> (u32, f32) {
+    /// Greedy descent from the entry point over the upper levels: the starts of the level-0
+    /// search, the node the descent reached first and the entry point second (when they
+    /// differ). Level 0 is directed, so what the descent reached may not lead everywhere the
+    /// entry point does; the entry point, usually far, is expanded only when the beam runs
+    /// dry before holding `ef` accepted nodes, and then everything reachable is searched.
+    pub(crate) fn starts<D: NodeDistance>(&self, dist: &mut D) -> ([Near; 2], usize) {
         let mut cur = self.entry;
-        let mut dcur = dist.distance(cur);
-        for level in (to + 1..=self.max_level).rev() {
+        let d_entry = dist.distance(cur);
+        let mut dcur = d_entry;
+        for level in (1..=self.max_level).rev() {
             (cur, dcur) = self.greedy(dist, level, cur, dcur);
         }
-        (cur, dcur)
+        let first = Near { d: dcur, id: cur };
+        let entry = Near {
+            d: d_entry,
+            id: self.entry,
+        };
+        ([first, entry], if cur == self.entry { 1 } else { 2 })
     }
 
     /// Best-first beam search on `level` from `start` with beam width `ef`. Only nodes with
@@ -461,20 +470,9 @@ impl Hnsw {
     /// Nodes reachable on level 0 from the entry point, skipping nodes with `skip(id)`.
     pub(crate) fn reachable(&self, skip: impl Fn(u32) -> bool) -> Vec<bool> {
         let mut seen = vec![false; self.len()];
-        if self.entry == NONE {
-            return seen;
-        }
-        let mut stack = vec![self.entry];
-        seen[self.entry as usize] = true;
-        let mut buf = Vec::new();
-        while let Some(u) = stack.pop() {
-            self.neighbors_into(u, 0, &mut buf);
-            for &v in &buf {
-                if (v as usize) < seen.len() && !seen[v as usize] && !skip(v) {
-                    seen[v as usize] = true;
-                    stack.push(v);
-                }
-            }
+        if self.entry != NONE {
+            seen[self.entry as usize] = true;
+            self.mark_from(self.entry, &mut seen, skip);
         }
         seen
     }

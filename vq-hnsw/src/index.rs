@@ -688,16 +688,13 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
                         v
                     }
                     None => {
-                        let start = g.descend(&mut q, 0);
+                        let (starts, ns) = g.starts(&mut q);
                         with_search_scratch(|sc| {
-                            let st = [Near {
-                                d: start.1,
-                                id: start.0,
-                            }];
+                            let st = &starts[..ns];
                             match selector {
                                 Some(f) => g.search_level(
                                     &mut q,
-                                    &st,
+                                    st,
                                     0,
                                     ef,
                                     sc,
@@ -706,14 +703,14 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
                                 ),
                                 None if self.n_deleted > 0 => g.search_level(
                                     &mut q,
-                                    &st,
+                                    st,
                                     0,
                                     ef,
                                     sc,
                                     |id| !is_deleted(deleted, id),
                                     |_, _| {},
                                 ),
-                                None => g.search_level(&mut q, &st, 0, ef, sc, |_| true, |_, _| {}),
+                                None => g.search_level(&mut q, st, 0, ef, sc, |_| true, |_, _| {}),
                             }
                             sc.top.drain().collect()
                         })
@@ -783,25 +780,14 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
             .into_par_iter()
             .map(|qi| -> Result<Vec<(f32, Label)>> {
                 let mut q = self.storage.query(queries.row(qi))?;
-                let start = g.descend(&mut q, 0);
+                let (starts, ns) = g.starts(&mut q);
                 let mut hits = Vec::new();
                 with_search_scratch(|sc| {
-                    g.search_level(
-                        &mut q,
-                        &[Near {
-                            d: start.1,
-                            id: start.0,
-                        }],
-                        0,
-                        ef,
-                        sc,
-                        accept,
-                        |id, d| {
-                            if d < bound && accept(id) {
-                                hits.push((self.out_distance(d), self.label(id)));
-                            }
-                        },
-                    )
+                    g.search_level(&mut q, &starts[..ns], 0, ef, sc, accept, |id, d| {
+                        if d < bound && accept(id) {
+                            hits.push((self.out_distance(d), self.label(id)));
+                        }
+                    })
                 });
                 Ok(hits)
             })
