@@ -388,7 +388,8 @@ impl Hnsw {
         ([first, entry], if cur == self.entry { 1 } else { 2 })
     }
 
-    /// Best-first beam search on `level` from `start` with beam width `ef`. Only nodes with
+    /// Best-first beam search on `level` from `start[0]` with beam width `ef` (the other
+    /// starts are expanded, in order, only if the beam runs dry first). Only nodes with
     /// `accept(id)` enter the result heap `scratch.top` (others are still traversed: a filter
     /// or a deletion never cuts the graph). `seen(id, d)` observes every scored node.
     /// The search stops when the closest unexpanded candidate is farther than the worst of
@@ -418,7 +419,12 @@ impl Hnsw {
         visited.prepare(self.len());
         cand.clear();
         top.clear();
-        for &s in start {
+        let (primary, fallbacks) = match start.split_first() {
+            Some((p, rest)) => (std::slice::from_ref(p), rest),
+            None => (start, start),
+        };
+        let mut fallbacks = fallbacks.iter();
+        for &s in primary {
             if visited.test_and_set(s.id) {
                 continue;
             }
@@ -431,7 +437,22 @@ impl Hnsw {
                 }
             }
         }
-        while let Some(Reverse(c)) = cand.pop() {
+        loop {
+            let c = match cand.pop() {
+                Some(Reverse(c)) => c,
+                // The beam ran dry short of `ef` accepted nodes: go on from the next start.
+                None if top.len() < ef => {
+                    let Some(&f) = fallbacks.find(|f| !visited.test_and_set(f.id)) else {
+                        break;
+                    };
+                    seen(f.id, f.d);
+                    if accept(f.id) {
+                        top.push(f);
+                    }
+                    f
+                }
+                None => break,
+            };
             if top.len() >= ef && top.peek().is_some_and(|w| c.d > w.d) {
                 break;
             }
