@@ -791,6 +791,24 @@ mod tests {
         }
         let ix = index_factory(16, "HNSW8", Metric::L2).unwrap();
         assert_eq!(ix.search_param_names(), vec!["efSearch".to_string()]);
+        // The HNSW coarse quantizer finds the lists the exact one does: recall against
+        // exact search with enough probes.
+        let mut exact = IndexFlat::new(16, Metric::L2).unwrap();
+        exact.add(x).unwrap();
+        let want = exact.search(q, 10, &vq_core::SearchParams::new()).unwrap();
+        let mut ivf = index_factory(16, "IVF64_HNSW16,Flat", Metric::L2).unwrap();
+        ivf.train(x).unwrap();
+        ivf.add(x).unwrap();
+        let p = vq_core::SearchParams::parse("nprobe=16,quantizer_efSearch=64").unwrap();
+        let got = ivf.search(q, 10, &p).unwrap();
+        let hits: usize = (0..q.len())
+            .map(|i| {
+                let w = want.row(i).1;
+                got.row(i).1.iter().filter(|l| w.contains(l)).count()
+            })
+            .sum();
+        let recall = hits as f64 / (10 * q.len()) as f64;
+        assert!(recall > 0.9, "IVF64_HNSW16 recall {recall}");
     }
 
     #[test]

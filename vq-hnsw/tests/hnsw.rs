@@ -465,20 +465,6 @@ fn bad_input_is_an_error() {
     assert!(idx.reconstruct_into(0, &mut out).is_err());
 }
 
-#[test]
-fn hnsw_as_ivf_coarse_quantizer() {
-    use vq_ivf::{AnyQuantizer, IndexIvf, IvfFlat};
-    let (x, q) = data(6000, 16, 50, 37);
-    let quant = AnyQuantizer(IndexHnswFlat::new(16, 16, Metric::L2).unwrap());
-    let mut ivf = IndexIvf::new(quant, 64, IvfFlat::new(16).unwrap(), Metric::L2).unwrap();
-    ivf.train(x.as_ref()).unwrap();
-    ivf.add(x.as_ref()).unwrap();
-    let want = brute_force_knn(x.as_ref(), q.as_ref(), 10, Metric::L2);
-    let p = SearchParams::parse("nprobe=16,quantizer_efSearch=64").unwrap();
-    let r = recall(&ivf.search(q.as_ref(), 10, &p).unwrap(), &want);
-    assert!(r > 0.9, "IVF64_HNSW16 recall {r}");
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
     /// Any data, any M: with ef >= n the graph search is exact, and after random removals
