@@ -151,6 +151,33 @@ pub(crate) fn is_deleted(deleted: &[u64], id: u32) -> bool {
         .is_some_and(|w| w >> (id % 64) & 1 == 1)
 }
 
+/// The `efConstruction` nearest candidates on `level` from `start` (appended to `out`,
+/// nearest first); `start` moves to the nearest, where the next level down begins.
+fn level_candidates<D: NodeDistance>(
+    g: &Hnsw,
+    q: &mut D,
+    level: usize,
+    start: &mut Near,
+    search: &mut Scratch,
+    out: &mut Vec<Near>,
+    accept: impl Fn(u32) -> bool,
+) {
+    g.search_level(
+        q,
+        &[*start],
+        level,
+        g.ef_construction,
+        search,
+        accept,
+        |_, _| {},
+    );
+    out.extend(search.top.drain());
+    out.sort_unstable();
+    if let Some(&b) = out.first() {
+        *start = b;
+    }
+}
+
 /// Shared state of a parallel (lock-based) build.
 pub(crate) struct LockedBuild<'a, S> {
     g: &'a Hnsw,
@@ -205,23 +232,13 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
             (cur, dcur) = g.greedy(&mut q, l, cur, dcur);
         }
         let deleted = self.deleted;
+        let mut start = Near { d: dcur, id: cur };
         for l in (0..=level.min(maxl)).rev() {
-            g.search_level(
-                &mut q,
-                &[Near { d: dcur, id: cur }],
-                l,
-                g.ef_construction,
-                &mut sc.search,
-                |id| id != node && !is_deleted(deleted, id),
-                |_, _| {},
-            );
-            sc.cands.clear();
-            sc.cands.extend(sc.search.top.drain());
-            sc.cands.sort_unstable();
-            if let Some(b) = sc.cands.first() {
-                (cur, dcur) = (b.id, b.d);
-            }
-            let cands = std::mem::take(&mut sc.cands);
+            let mut cands = std::mem::take(&mut sc.cands);
+            cands.clear();
+            level_candidates(g, &mut q, l, &mut start, &mut sc.search, &mut cands, |id| {
+                id != node && !is_deleted(deleted, id)
+            });
             select_neighbors(
                 self.s,
                 &cands,
@@ -340,22 +357,17 @@ fn plan_one<S: HnswStorage>(
         for l in (level + 1..=maxl).rev() {
             (cur, dcur) = g.greedy(&mut q, l, cur, dcur);
         }
+        let mut start = Near { d: dcur, id: cur };
         for l in (0..=level.min(maxl)).rev() {
-            g.search_level(
+            level_candidates(
+                g,
                 &mut q,
-                &[Near { d: dcur, id: cur }],
                 l,
-                g.ef_construction,
+                &mut start,
                 &mut sc.search,
+                &mut per_level[l],
                 |id| !is_deleted(deleted, id),
-                |_, _| {},
             );
-            let w = &mut per_level[l];
-            w.extend(sc.search.top.drain());
-            w.sort_unstable();
-            if let Some(b) = w.first() {
-                (cur, dcur) = (b.id, b.d);
-            }
         }
     }
     for &other in &batch[..bi] {
