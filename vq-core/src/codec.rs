@@ -41,6 +41,24 @@ pub trait Codec: Send + Sync + Debug {
         x.check_dim(self.dim())
     }
 
+    /// Writes the learned state (see [`crate::Index::save_state`]).
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; I/O errors.
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        let _ = w;
+        Err(Error::not_supported("save", format!("{self:?}")))
+    }
+
+    /// Restores what `save_state` wrote into a value of the same shape.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; [`Error::Format`] for bad sections.
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        let _ = r;
+        Err(Error::not_supported("load", format!("{self:?}")))
+    }
+
     /// Encodes `x` into `codes` (`x.len() * code_size()` bytes).
     ///
     /// # Errors
@@ -172,6 +190,18 @@ fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
 }
 
 impl Codec for FlatCodec {
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        w.put_usize("dim", self.dim)
+    }
+
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        let dim = r.get_usize("dim", usize::MAX)?;
+        if dim != self.dim {
+            return Err(r.error("dim", format!("{dim}, the codec has {}", self.dim)));
+        }
+        Ok(())
+    }
+
     fn dim(&self) -> usize {
         self.dim
     }
@@ -271,5 +301,98 @@ mod tests {
         assert_eq!(out[1], 9.0 + 49.0 + 5.75 * 5.75);
         assert!(c.query_computer(&[1.0], Metric::L2).is_err());
         assert!(FlatCodec::new(0).is_err());
+    }
+}
+
+/// Object-safe form of [`AdcCodec`]: what a codec registered at run time (e.g. through
+/// the factory's registry) offers. Implemented for every `AdcCodec + Clone`.
+pub trait DynAdcCodec: Codec {
+    /// A boxed per-query distance computer.
+    ///
+    /// # Errors
+    /// As [`AdcCodec::query_computer`].
+    fn dyn_query_computer<'a>(
+        &'a self,
+        query: &'a [f32],
+        metric: Metric,
+    ) -> Result<Box<dyn CodeDistance + 'a>>;
+
+    /// A boxed copy.
+    fn clone_boxed(&self) -> Box<dyn DynAdcCodec>;
+}
+
+impl<C: AdcCodec + Clone + 'static> DynAdcCodec for C {
+    fn dyn_query_computer<'a>(
+        &'a self,
+        query: &'a [f32],
+        metric: Metric,
+    ) -> Result<Box<dyn CodeDistance + 'a>> {
+        Ok(Box::new(self.query_computer(query, metric)?))
+    }
+
+    fn clone_boxed(&self) -> Box<dyn DynAdcCodec> {
+        Box::new(self.clone())
+    }
+}
+
+impl CodeDistance for Box<dyn CodeDistance + '_> {
+    fn distance(&mut self, code: &[u8]) -> f32 {
+        (**self).distance(code)
+    }
+    fn distances(&mut self, codes: &[u8], out: &mut [f32]) {
+        (**self).distances(codes, out)
+    }
+    fn retarget(&mut self, query: &[f32]) -> bool {
+        (**self).retarget(query)
+    }
+}
+
+/// A codec chosen at run time: wraps any [`DynAdcCodec`] so that the generic containers
+/// (`IndexFlatCodes<C>`, IVF lists, ...) can hold it. One virtual call per distance.
+#[derive(Debug)]
+pub struct BoxedCodec(pub Box<dyn DynAdcCodec>);
+
+impl Clone for BoxedCodec {
+    fn clone(&self) -> Self {
+        BoxedCodec(self.0.clone_boxed())
+    }
+}
+
+impl Codec for BoxedCodec {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn code_size(&self) -> usize {
+        self.0.code_size()
+    }
+    fn is_trained(&self) -> bool {
+        self.0.is_trained()
+    }
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.0.train(x)
+    }
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        self.0.save_state(w)
+    }
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        self.0.load_state(r)
+    }
+    fn encode_into(&self, x: VectorsRef<'_>, codes: &mut [u8]) -> Result<()> {
+        self.0.encode_into(x, codes)
+    }
+    fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        self.0.decode_into(codes, out)
+    }
+}
+
+impl AdcCodec for BoxedCodec {
+    type Computer<'a> = Box<dyn CodeDistance + 'a>;
+
+    fn query_computer<'a>(
+        &'a self,
+        query: &'a [f32],
+        metric: Metric,
+    ) -> Result<Self::Computer<'a>> {
+        self.0.dyn_query_computer(query, metric)
     }
 }

@@ -221,6 +221,23 @@ impl Index for IndexFlat {
         Ok(n - w)
     }
 
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        w.put_usize("dim", self.dim)?;
+        w.put_f32s("xb", &self.data)
+    }
+
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        let dim = r.get_usize("dim", usize::MAX)?;
+        if dim != self.dim {
+            return Err(r.error("dim", format!("{dim}, the index has {}", self.dim)));
+        }
+        let data = r.get_f32s("xb")?;
+        let x = VectorsRef::new(&data, dim).map_err(|e| r.error("xb", e))?;
+        x.check_finite().map_err(|e| r.error("xb", e))?;
+        self.reset();
+        self.add(x)
+    }
+
     fn bytes_per_vector(&self) -> f64 {
         let norms = if self.metric == Metric::L2 { 4 } else { 0 };
         (4 * self.dim + norms) as f64

@@ -197,6 +197,27 @@ impl<I: Index> Index for IndexIDMap<I> {
         self.index.set_build_param(name, value)
     }
 
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.index.set_search_param(name, value)
+    }
+
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        w.scope("inner", |w| self.index.save_state(w))?;
+        w.put_i64s("ids", &self.ids)
+    }
+
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        r.scope("inner", |r| self.index.load_state(r))?;
+        let ids = r.get_i64s("ids")?;
+        if ids.len() != self.index.len() {
+            let n = self.index.len();
+            self.reset();
+            return Err(r.error("ids", format!("{} ids for {n} vectors", ids.len())));
+        }
+        self.ids = ids;
+        Ok(())
+    }
+
     fn bytes_per_vector(&self) -> f64 {
         self.index.bytes_per_vector() + 8.0
     }
@@ -323,6 +344,17 @@ impl<I: Index> Index for IndexIDMap2<I> {
     }
     fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
         self.map.set_build_param(name, value)
+    }
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.map.set_search_param(name, value)
+    }
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        self.map.save_state(w)
+    }
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        self.map.load_state(r)?;
+        self.rebuild_positions();
+        Ok(())
     }
     fn bytes_per_vector(&self) -> f64 {
         // id map plus the hash map entry (id, position) and its control byte.

@@ -6,6 +6,7 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::metric::Metric;
 use crate::params::SearchParams;
+use crate::persist::{StateReader, StateWriter};
 use crate::results::{RangeSearchResults, SearchResults};
 use crate::selector::IdFilter;
 use crate::vectors::{Label, VectorsRef};
@@ -184,6 +185,44 @@ pub trait Index: Send + Sync + Debug {
         ))
     }
 
+    /// Sets an index-resident search default by its Faiss name (`nprobe`, `efSearch`,
+    /// `quantizer_efSearch`, `k_factor_rf`...), used when a call's [`SearchParams`]
+    /// leaves the field unset. Wrappers (transforms, id maps, refinement, shards) pass
+    /// names they do not own to the index they wrap.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a name this index does not have or a bad value.
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        let _ = value;
+        Err(Error::invalid_param(
+            name,
+            format!("not a search parameter of {}", self.describe()),
+        ))
+    }
+
+    /// Writes the index's whole state (parameters, trained data, stored vectors) as
+    /// sections of a container (see [`crate::persist`]). The structure itself (which
+    /// types, which dimensions) is the factory's business: it is rebuilt empty and then
+    /// filled by [`Index::load_state`].
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; I/O errors.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        let _ = w;
+        Err(Error::not_supported("save", self.describe()))
+    }
+
+    /// Restores what [`Index::save_state`] wrote into an index of the same structure,
+    /// replacing its contents.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; [`Error::Format`] for missing, corrupt or
+    /// inconsistent sections.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let _ = r;
+        Err(Error::not_supported("load", self.describe()))
+    }
+
     /// Bytes the index holds per stored vector (codes plus per-vector overhead such as
     /// ids and graph links), for memory reports.
     fn bytes_per_vector(&self) -> f64 {
@@ -307,6 +346,15 @@ impl<I: Index + ?Sized> Index for Box<I> {
     }
     fn bytes_per_vector(&self) -> f64 {
         (**self).bytes_per_vector()
+    }
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        (**self).set_search_param(name, value)
+    }
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        (**self).save_state(w)
+    }
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        (**self).load_state(r)
     }
     fn as_codec(&self) -> Option<&dyn Codec> {
         (**self).as_codec()

@@ -215,3 +215,41 @@ pub fn check_knn(
     }
     Ok(())
 }
+
+/// Edits the section `name` of a [`crate::persist`] container in place (`edit` gets its
+/// payload; `shrink` bytes are then cut from its recorded length) and recomputes the
+/// checksums, so that only the loader's own validation can notice: for tests of what a
+/// hostile but well-formed file does.
+///
+/// # Panics
+/// If `buf` is not a container or has no section `name` (a test bug).
+pub fn patch_section(buf: &mut [u8], name: &str, shrink: u64, edit: impl FnOnce(&mut [u8])) {
+    let u64_at = |b: &[u8], at: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(a)
+    };
+    let n = buf.len();
+    let t_off = u64_at(buf, n - 32) as usize;
+    let t_len = u64_at(buf, n - 24) as usize;
+    let count = u32::from_le_bytes([buf[t_off], buf[t_off + 1], buf[t_off + 2], buf[t_off + 3]]);
+    let mut at = t_off + 4;
+    for _ in 0..count {
+        let nl = u16::from_le_bytes([buf[at], buf[at + 1]]) as usize;
+        let this = String::from_utf8_lossy(&buf[at + 2..at + 2 + nl]).into_owned();
+        let e = at + 2 + nl + 1;
+        if this == name {
+            let (off, len) = (u64_at(buf, e) as usize, u64_at(buf, e + 8));
+            edit(&mut buf[off..off + len as usize]);
+            let len = len - shrink;
+            buf[e + 8..e + 16].copy_from_slice(&len.to_le_bytes());
+            let crc = crc32fast::hash(&buf[off..off + len as usize]);
+            buf[e + 16..e + 20].copy_from_slice(&crc.to_le_bytes());
+            let tcrc = crc32fast::hash(&buf[t_off..t_off + t_len]);
+            buf[n - 16..n - 12].copy_from_slice(&tcrc.to_le_bytes());
+            return;
+        }
+        at = e + 20;
+    }
+    panic!("no section {name}");
+}

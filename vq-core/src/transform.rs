@@ -60,6 +60,24 @@ pub trait VectorTransform: Send + Sync + Debug {
         Ok(out)
     }
 
+    /// Writes the learned state (see [`crate::Index::save_state`]).
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; I/O errors.
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        let _ = w;
+        Err(Error::not_supported("save", self.describe()))
+    }
+
+    /// Restores what `save_state` wrote into a value of the same shape.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; [`Error::Format`] for bad sections.
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        let _ = r;
+        Err(Error::not_supported("load", self.describe()))
+    }
+
     /// Maps transformed vectors back (`y.len() * d_in()` floats), exactly or
     /// approximately.
     ///
@@ -117,6 +135,18 @@ impl L2Normalize {
 }
 
 impl VectorTransform for L2Normalize {
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        w.put_usize("dim", self.dim)
+    }
+
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        let dim = r.get_usize("dim", usize::MAX)?;
+        if dim != self.dim {
+            return Err(r.error("dim", format!("{dim}, the transform has {}", self.dim)));
+        }
+        Ok(())
+    }
+
     fn d_in(&self) -> usize {
         self.dim
     }
@@ -315,6 +345,32 @@ impl Index for PreTransform {
 
     fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
         self.index.set_build_param(name, value)
+    }
+
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.index.set_search_param(name, value)
+    }
+
+    fn save_state(&self, w: &mut crate::persist::StateWriter<'_>) -> Result<()> {
+        w.put_usize("chain_len", self.chain.len())?;
+        for (i, t) in self.chain.iter().enumerate() {
+            w.scope(&format!("chain{i}"), |w| t.save_state(w))?;
+        }
+        w.scope("index", |w| self.index.save_state(w))
+    }
+
+    fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
+        let n = r.get_usize("chain_len", usize::MAX)?;
+        if n != self.chain.len() {
+            return Err(r.error(
+                "chain_len",
+                format!("{n} transforms, the pipeline has {}", self.chain.len()),
+            ));
+        }
+        for (i, t) in self.chain.iter_mut().enumerate() {
+            r.scope(&format!("chain{i}"), |r| t.load_state(r))?;
+        }
+        r.scope("index", |r| self.index.load_state(r))
     }
 
     fn bytes_per_vector(&self) -> f64 {

@@ -1,0 +1,273 @@
+//! Re-ranking: a fast index proposes candidates, a more exact one orders them (Faiss's
+//! `IndexRefine`, factory suffixes `RFlat` and `Refine(...)`).
+
+use rayon::prelude::*;
+
+use crate::distance::Kernels;
+use crate::error::{Error, Result};
+use crate::index::{Index, check_search};
+use crate::metric::Metric;
+use crate::params::SearchParams;
+use crate::persist::{StateReader, StateWriter};
+use crate::results::SearchResults;
+use crate::selector::IdFilter;
+use crate::vectors::{Label, NO_LABEL, VectorsRef};
+
+/// Searches `base` for `k_factor × k` candidates, then re-ranks them by their distance to
+/// the query as stored in `refine` (exact for an [`crate::IndexFlat`], decoded for a
+/// compressed index) and keeps the best `k`.
+///
+/// Both indexes receive every added vector, so a candidate's id is its position in
+/// `refine`. `k_factor` (Faiss's `k_factor_rf` parameter, default 1) is set per call
+/// ([`SearchParams::k_factor`]) or as a default ([`Index::set_search_param`]).
+///
+/// ```
+/// use vq_core::{Index, IndexFlat, IndexRefine, Metric, SearchParams, VectorsRef};
+/// let base = IndexFlat::new(2, Metric::L2)?;
+/// let exact = IndexFlat::new(2, Metric::L2)?;
+/// let mut index = IndexRefine::new(Box::new(base), Box::new(exact))?;
+/// index.add(VectorsRef::new(&[0.0, 0.0, 1.0, 0.0, 5.0, 5.0], 2)?)?;
+/// let p = SearchParams::parse("k_factor_rf=2")?;
+/// let res = index.search(VectorsRef::new(&[0.9, 0.1], 2)?, 1, &p)?;
+/// assert_eq!(res.row(0).1, &[1]);
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct IndexRefine {
+    base: Box<dyn Index>,
+    refine: Box<dyn Index>,
+    k_factor: f32,
+}
+
+impl IndexRefine {
+    /// Re-ranks `base`'s candidates with `refine`. Both must be empty, of the same
+    /// dimension and metric.
+    ///
+    /// # Errors
+    /// Different dimensions or metrics, or a non-empty index.
+    pub fn new(base: Box<dyn Index>, refine: Box<dyn Index>) -> Result<IndexRefine> {
+        if base.dim() != refine.dim() {
+            return Err(Error::DimensionMismatch {
+                expected: base.dim(),
+                got: refine.dim(),
+            });
+        }
+        if base.metric() != refine.metric() {
+            return Err(Error::invalid_param(
+                "metric",
+                "the base and refine indexes must use the same metric",
+            ));
+        }
+        if !base.is_empty() || !refine.is_empty() {
+            return Err(Error::invalid_param(
+                "index",
+                "IndexRefine must wrap empty indexes",
+            ));
+        }
+        Ok(IndexRefine {
+            base,
+            refine,
+            k_factor: 1.0,
+        })
+    }
+
+    /// The candidate index.
+    pub fn base(&self) -> &dyn Index {
+        &*self.base
+    }
+
+    /// The re-ranking index.
+    pub fn refine(&self) -> &dyn Index {
+        &*self.refine
+    }
+
+    /// The default `k_factor`.
+    pub fn k_factor(&self) -> f32 {
+        self.k_factor
+    }
+
+    /// Sets the default `k_factor` (at least 1).
+    ///
+    /// # Errors
+    /// A value below 1 or not finite.
+    pub fn set_k_factor(&mut self, k_factor: f32) -> Result<()> {
+        if !(k_factor.is_finite() && k_factor >= 1.0) {
+            return Err(Error::invalid_param("k_factor_rf", "must be a number >= 1"));
+        }
+        self.k_factor = k_factor;
+        Ok(())
+    }
+}
+
+impl Index for IndexRefine {
+    fn dim(&self) -> usize {
+        self.base.dim()
+    }
+    fn metric(&self) -> Metric {
+        self.base.metric()
+    }
+    fn len(&self) -> usize {
+        self.base.len()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "IndexRefine({}, {})",
+            self.base.describe(),
+            self.refine.describe()
+        )
+    }
+    fn is_trained(&self) -> bool {
+        self.base.is_trained() && self.refine.is_trained()
+    }
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.base.train(x)?;
+        self.refine.train(x)
+    }
+    fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        if !self.refine.is_trained() {
+            return Err(Error::NotTrained {
+                what: self.refine.describe(),
+            });
+        }
+        let n = self.base.len();
+        self.base.add(x)?;
+        if let Err(e) = self.refine.add(x) {
+            // Keep the two in step: take the vectors back out of the base.
+            let _ = self
+                .base
+                .remove_ids(&crate::IdSelector::range(n as Label, Label::MAX));
+            return Err(e);
+        }
+        Ok(())
+    }
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        check_search(self, queries, k)?;
+        let kf = params.k_factor.unwrap_or(self.k_factor).max(1.0);
+        let kb = ((k as f64 * kf as f64).ceil() as usize).clamp(k, self.base.len());
+        let cand = self.base.search(queries, kb, params)?;
+        let metric = self.metric();
+        let d = self.dim();
+        let kern = Kernels::get();
+        out.reset(queries.len(), k, metric);
+        let (od, ol) = out.parts_mut();
+        od.par_chunks_mut(k)
+            .zip(ol.par_chunks_mut(k))
+            .enumerate()
+            .try_for_each(|(i, (dist, lab))| -> Result<()> {
+                let q = queries.row(i);
+                let mut buf = vec![0.0f32; d];
+                let mut scored: Vec<(f32, Label)> = Vec::with_capacity(kb);
+                for &l in cand.row(i).1 {
+                    if l == NO_LABEL {
+                        continue;
+                    }
+                    self.refine.reconstruct_into(l, &mut buf)?;
+                    scored.push((kern.distance(metric, q, &buf), l));
+                }
+                scored.sort_by(|a, b| {
+                    let (x, y) = (metric.to_key(a.0), metric.to_key(b.0));
+                    x.total_cmp(&y).then(a.1.cmp(&b.1))
+                });
+                for (j, (s, l)) in scored.into_iter().take(k).enumerate() {
+                    dist[j] = s;
+                    lab[j] = l;
+                }
+                Ok(())
+            })
+    }
+    fn reset(&mut self) {
+        self.base.reset();
+        self.refine.reset();
+    }
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        self.refine.reconstruct_into(id, out)
+    }
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        let n = self.base.remove_ids(selector)?;
+        let m = self.refine.remove_ids(selector)?;
+        if n != m {
+            return Err(Error::invalid_param(
+                "selector",
+                format!("removed {n} vectors from the base index but {m} from the refine index"),
+            ));
+        }
+        Ok(n)
+    }
+    fn search_param_names(&self) -> Vec<String> {
+        let mut v = self.base.search_param_names();
+        v.push("k_factor_rf".into());
+        v
+    }
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        match name {
+            "k_factor_rf" | "k_factor" => match value.parse::<f32>() {
+                Ok(v) => self.set_k_factor(v),
+                Err(_) => Err(Error::invalid_param(
+                    name,
+                    format!("`{value}` is not a number"),
+                )),
+            },
+            _ => self.base.set_search_param(name, value),
+        }
+    }
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.base.set_build_param(name, value)
+    }
+    fn bytes_per_vector(&self) -> f64 {
+        self.base.bytes_per_vector() + self.refine.bytes_per_vector()
+    }
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_f64("k_factor", self.k_factor as f64)?;
+        w.scope("base", |w| self.base.save_state(w))?;
+        w.scope("refine", |w| self.refine.save_state(w))
+    }
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let kf = r.get_f64("k_factor")?;
+        self.set_k_factor(kf as f32)
+            .map_err(|e| r.error("k_factor", e))?;
+        r.scope("base", |r| self.base.load_state(r))?;
+        r.scope("refine", |r| self.refine.load_state(r))?;
+        if self.base.len() != self.refine.len() {
+            let (a, b) = (self.base.len(), self.refine.len());
+            self.reset();
+            return Err(r.error("refine", format!("{b} vectors, the base has {a}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::IndexFlat;
+
+    #[test]
+    fn refining_a_flat_base_changes_nothing_and_padding_survives() {
+        let data = crate::synthetic::SyntheticSpec::new(500, 8, 20)
+            .generate()
+            .unwrap();
+        let mut flat = IndexFlat::new(8, Metric::L2).unwrap();
+        flat.add(data.base.as_ref()).unwrap();
+        let mut r = IndexRefine::new(
+            Box::new(IndexFlat::new(8, Metric::L2).unwrap()),
+            Box::new(IndexFlat::new(8, Metric::L2).unwrap()),
+        )
+        .unwrap();
+        r.add(data.base.as_ref()).unwrap();
+        let p = SearchParams::parse("k_factor_rf=4").unwrap();
+        let a = flat.search(data.queries.as_ref(), 5, &p).unwrap();
+        let b = r.search(data.queries.as_ref(), 5, &p).unwrap();
+        assert_eq!(a.labels(), b.labels());
+        assert!(r.set_search_param("k_factor_rf", "0.5").is_err());
+        assert!(r.set_search_param("nprobe", "2").is_err());
+        r.set_search_param("k_factor_rf", "3").unwrap();
+        assert_eq!(r.k_factor(), 3.0);
+    }
+}
