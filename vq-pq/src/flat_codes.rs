@@ -2,6 +2,7 @@
 //! `IndexScalarQuantizer`).
 
 use rayon::prelude::*;
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::topk::TopK;
 use vq_core::{
     AdcCodec, CodeDistance, Codec, Error, IdFilter, Index, Label, Metric, RangeSearchResults,
@@ -10,6 +11,7 @@ use vq_core::{
 
 use crate::pq::ProductQuantizer;
 use crate::sq::ScalarQuantizer;
+use crate::state::expect_usize;
 
 /// Queries scored together against one block of codes (their tables stay in cache).
 const QUERY_CHUNK: usize = 8;
@@ -340,6 +342,55 @@ impl<C: AdcCodec + Clone + 'static> Index for IndexFlatCodes<C> {
 
     fn reset(&mut self) {
         self.codes.clear();
+    }
+
+    /// Sections: `metric` (`"l2"` or `"ip"`), `dim` and `code_size` (all checked on
+    /// load), the codec's own sections under `codec/`, `ntotal` and `codes`
+    /// (`ntotal × code_size` bytes).
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_str("metric", self.metric.name())?;
+        w.put_usize("dim", self.codec.dim())?;
+        w.put_usize("code_size", self.codec.code_size())?;
+        w.scope("codec", |w| self.codec.save_state(w))?;
+        w.put_usize("ntotal", self.ntotal())?;
+        w.put_bytes("codes", &self.codes)
+    }
+
+    /// Replaces the codec's learnt state and every stored code; the index is unchanged
+    /// on error.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let metric = r.get_str("metric")?;
+        if metric != self.metric.name() {
+            return Err(r.error(
+                "metric",
+                format!("`{metric}`, but the index uses `{}`", self.metric.name()),
+            ));
+        }
+        expect_usize(r, "dim", self.codec.dim(), "the index")?;
+        expect_usize(r, "code_size", self.codec.code_size(), "the index")?;
+        let mut codec = self.codec.clone();
+        r.scope("codec", |r| codec.load_state(r))?;
+        let cs = codec.code_size();
+        if cs != self.codec.code_size() || cs == 0 {
+            return Err(r.error("codec", format!("a code size of {cs} bytes after loading")));
+        }
+        let ntotal = r.get_usize("ntotal", usize::MAX / cs)?;
+        let codes = r.get_bytes("codes")?;
+        if codes.len() != ntotal * cs {
+            return Err(r.error(
+                "codes",
+                format!(
+                    "{} bytes, expected {ntotal} codes of {cs} bytes",
+                    codes.len()
+                ),
+            ));
+        }
+        if ntotal > 0 && !codec.is_trained() {
+            return Err(r.error("codes", "codes stored with an untrained codec"));
+        }
+        self.codec = codec;
+        self.codes = codes;
+        Ok(())
     }
 
     fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {

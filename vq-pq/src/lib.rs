@@ -10,6 +10,7 @@ mod pca;
 mod pq;
 mod simd;
 mod sq;
+mod state;
 
 pub use flat_codes::{IndexFlatCodes, IndexPQ, IndexScalarQuantizer};
 pub use linear::{LinearTransform, RandomRotation};

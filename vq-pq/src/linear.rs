@@ -7,7 +7,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{Error, Result, VectorTransform, VectorsRef};
+
+use crate::state::{expect_usize, flag, get_finite_f32s, get_flag};
 
 /// Rows transformed per parallel task.
 const ROW_BLOCK: usize = 4096;
@@ -136,6 +139,56 @@ impl LinearTransform {
         Ok(())
     }
 
+    /// Writes `matrix` (`A`), `bias` (`b`) and `reverse`: 0 for no reverse map, 1 when
+    /// the reverse map is `A` itself (rebuilt on load), 2 when it is stored separately
+    /// as `reverse_matrix`.
+    pub(crate) fn save_parts(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_f32s("matrix", &self.a)?;
+        w.put_f32s("bias", &self.b)?;
+        match &self.rev {
+            None => w.put_u64("reverse", 0),
+            Some(rev) if same_bits(rev, &self.a) => w.put_u64("reverse", 1),
+            Some(rev) => {
+                w.put_u64("reverse", 2)?;
+                w.put_f32s("reverse_matrix", rev)
+            }
+        }
+    }
+
+    /// Reads what [`LinearTransform::save_parts`] wrote for a `d_in → d_out` map named
+    /// `name`, checking every length and that every value is finite.
+    pub(crate) fn load_parts(
+        r: &mut StateReader,
+        d_in: usize,
+        d_out: usize,
+        name: &str,
+    ) -> Result<LinearTransform> {
+        let size = d_in
+            .checked_mul(d_out)
+            .ok_or_else(|| r.error("matrix", "the matrix size overflows"))?;
+        let a = get_finite_f32s(r, "matrix", size)?;
+        let b = get_finite_f32s(r, "bias", d_out)?;
+        let rev = match r.get_u64("reverse")? {
+            0 => None,
+            1 => Some(a.clone()),
+            2 => Some(get_finite_f32s(r, "reverse_matrix", size)?),
+            v => {
+                return Err(r.error(
+                    "reverse",
+                    format!("{v}: expected 0 (none), 1 (the matrix) or 2 (stored)"),
+                ));
+            }
+        };
+        Ok(LinearTransform {
+            d_in,
+            d_out,
+            a,
+            b,
+            rev,
+            name: name.to_string(),
+        })
+    }
+
     /// The matrix `A`, `d_out × d_in` row-major.
     pub fn matrix(&self) -> &[f32] {
         &self.a
@@ -168,7 +221,29 @@ impl LinearTransform {
     }
 }
 
+/// `true` when both slices hold the same bit patterns (`-0.0` differs from `0.0`).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 impl VectorTransform for LinearTransform {
+    /// Sections: `d_in` and `d_out` (checked on load), then `matrix`, `bias` and
+    /// `reverse` (see the crate's `save_parts`): the reverse map is stored only when
+    /// it is not `A` itself.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("d_in", self.d_in)?;
+        w.put_usize("d_out", self.d_out)?;
+        self.save_parts(w)
+    }
+
+    /// Replaces the map with the saved one (same dimensions); unchanged on error.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        expect_usize(r, "d_in", self.d_in, "the transform")?;
+        expect_usize(r, "d_out", self.d_out, "the transform")?;
+        *self = LinearTransform::load_parts(r, self.d_in, self.d_out, &self.name)?;
+        Ok(())
+    }
+
     fn d_in(&self) -> usize {
         self.d_in
     }
@@ -319,6 +394,34 @@ impl RandomRotation {
 }
 
 impl VectorTransform for RandomRotation {
+    /// Sections: `d_in` and `d_out` (checked on load), `trained` (0 or 1) and, once
+    /// drawn, the matrix under `linear/` (its reverse is the matrix itself, not stored).
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("d_in", self.d_in)?;
+        w.put_usize("d_out", self.d_out)?;
+        w.put_u64("trained", flag(self.lt.is_some()))?;
+        if let Some(lt) = &self.lt {
+            w.scope("linear", |w| lt.save_parts(w))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the matrix (or makes the rotation undrawn); unchanged on error.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        expect_usize(r, "d_in", self.d_in, "the rotation")?;
+        expect_usize(r, "d_out", self.d_out, "the rotation")?;
+        let lt = if get_flag(r, "trained")? {
+            let (d_in, d_out) = (self.d_in, self.d_out);
+            Some(r.scope("linear", |r| {
+                LinearTransform::load_parts(r, d_in, d_out, "RandomRotation")
+            })?)
+        } else {
+            None
+        };
+        self.lt = lt;
+        Ok(())
+    }
+
     fn d_in(&self) -> usize {
         self.d_in
     }

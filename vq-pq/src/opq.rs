@@ -2,11 +2,13 @@
 //! `OPQM[_D]`).
 
 use faer::Mat;
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{Codec, Error, Result, VectorTransform, VectorsRef};
 use vq_kmeans::KMeansParams;
 
 use crate::linear::{LinearTransform, random_orthonormal_block};
 use crate::pq::ProductQuantizer;
+use crate::state::{MAX_ITER, expect_usize, flag, get_flag};
 use crate::subsample;
 
 /// Learns an orthonormal `d_out × d_in` matrix `A` so that product quantization of
@@ -156,6 +158,92 @@ impl VectorTransform for Opq {
 
     fn is_trained(&self) -> bool {
         self.lt.is_some()
+    }
+
+    /// Sections: `d_in`, `d_out`, `m` and `nbits` (checked on load), the training
+    /// settings `niter`, `niter_pq`, `niter_pq_0`, `max_train_points` and `seed`
+    /// (restored), `trained` (0 or 1) and, once trained, the rotation under `linear/`
+    /// (its reverse is the matrix itself, not stored), the PQ trained with it under
+    /// `pq/`, and `reconstruction_errors` (the `f64` bit patterns, one per iteration).
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("d_in", self.d_in)?;
+        w.put_usize("d_out", self.d_out)?;
+        w.put_usize("m", self.m)?;
+        w.put_usize("nbits", self.nbits)?;
+        w.put_usize("niter", self.niter)?;
+        w.put_usize("niter_pq", self.niter_pq)?;
+        w.put_usize("niter_pq_0", self.niter_pq_0)?;
+        w.put_usize("max_train_points", self.max_train_points)?;
+        w.put_u64("seed", self.seed)?;
+        match (&self.lt, &self.pq) {
+            (Some(lt), Some(pq)) => {
+                w.put_u64("trained", flag(true))?;
+                w.scope("linear", |w| lt.save_parts(w))?;
+                w.scope("pq", |w| pq.save_state(w))?;
+                let bits: Vec<u64> = self.errors.iter().map(|e| e.to_bits()).collect();
+                w.put_u64s("reconstruction_errors", &bits)
+            }
+            _ => w.put_u64("trained", flag(false)),
+        }
+    }
+
+    /// Replaces the learnt state and the training settings (or makes the OPQ
+    /// untrained); unchanged on error.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        expect_usize(r, "d_in", self.d_in, "the OPQ")?;
+        expect_usize(r, "d_out", self.d_out, "the OPQ")?;
+        expect_usize(r, "m", self.m, "the OPQ")?;
+        expect_usize(r, "nbits", self.nbits, "the OPQ")?;
+        let mut iters = [0usize; 3];
+        for (v, name) in iters.iter_mut().zip(["niter", "niter_pq", "niter_pq_0"]) {
+            *v = r.get_usize(name, MAX_ITER)?;
+            if *v == 0 {
+                return Err(r.error(name, "must be at least 1"));
+            }
+        }
+        let [niter, niter_pq, niter_pq_0] = iters;
+        let max_train_points = r.get_usize("max_train_points", usize::MAX)?;
+        if max_train_points == 0 {
+            return Err(r.error("max_train_points", "must be at least 1"));
+        }
+        let seed = r.get_u64("seed")?;
+        let (mut lt, mut pq, mut errors) = (None, None, Vec::new());
+        if get_flag(r, "trained")? {
+            let (d_in, d_out) = (self.d_in, self.d_out);
+            lt = Some(r.scope("linear", |r| {
+                LinearTransform::load_parts(r, d_in, d_out, "OPQ")
+            })?);
+            let mut q = ProductQuantizer::new(d_out, self.m, self.nbits)
+                .map_err(|e| r.error("nbits", e))?;
+            r.scope("pq", |r| q.load_state(r))?;
+            if !q.is_trained() {
+                return Err(r.error("pq", "the PQ of a trained OPQ is untrained"));
+            }
+            pq = Some(q);
+            let bits = r.get_u64s("reconstruction_errors")?;
+            if bits.len() != niter {
+                return Err(r.error(
+                    "reconstruction_errors",
+                    format!("{} values for {niter} iterations", bits.len()),
+                ));
+            }
+            errors = bits.into_iter().map(f64::from_bits).collect();
+            if errors.iter().any(|e| !e.is_finite() || *e < 0.0) {
+                return Err(r.error(
+                    "reconstruction_errors",
+                    "errors must be finite and non-negative",
+                ));
+            }
+        }
+        self.niter = niter;
+        self.niter_pq = niter_pq;
+        self.niter_pq_0 = niter_pq_0;
+        self.max_train_points = max_train_points;
+        self.seed = seed;
+        self.lt = lt;
+        self.pq = pq;
+        self.errors = errors;
+        Ok(())
     }
 
     fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {

@@ -3,9 +3,11 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{Error, Result, VectorTransform, VectorsRef};
 
 use crate::linear::{LinearTransform, random_orthonormal_block};
+use crate::state::{expect_usize, flag, get_f32_scalar, get_finite_f32s, get_flag};
 use crate::subsample;
 
 /// Rows per covariance GEMM block.
@@ -129,6 +131,16 @@ impl Pca {
             .as_ref()
             .ok_or_else(|| Error::NotTrained { what: "PCA".into() })
     }
+
+    /// `PCA`, `PCAW`, `PCAR` or `PCAWR`.
+    fn kind(&self) -> &'static str {
+        match (self.eigen_power != 0.0, self.random_rotation) {
+            (false, false) => "PCA",
+            (true, false) => "PCAW",
+            (false, true) => "PCAR",
+            (true, true) => "PCAWR",
+        }
+    }
 }
 
 impl VectorTransform for Pca {
@@ -141,13 +153,76 @@ impl VectorTransform for Pca {
     }
 
     fn describe(&self) -> String {
-        let kind = match (self.eigen_power != 0.0, self.random_rotation) {
-            (false, false) => "PCA",
-            (true, false) => "PCAW",
-            (false, true) => "PCAR",
-            (true, true) => "PCAWR",
-        };
-        format!("{kind}(d_in={}, d_out={})", self.d_in, self.d_out)
+        format!("{}(d_in={}, d_out={})", self.kind(), self.d_in, self.d_out)
+    }
+
+    /// Sections: `d_in`, `d_out`, `eigen_power` and `random_rotation` (checked on load:
+    /// they make the PCA kind), `epsilon` and `max_points_per_d` (training settings,
+    /// restored), `trained` (0 or 1) and, once trained, `mean` (`d_in`), `eigenvalues`
+    /// (`d_in`), `components` (`d_in × d_in`) and the final map under `linear/`.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("d_in", self.d_in)?;
+        w.put_usize("d_out", self.d_out)?;
+        w.put_f64("eigen_power", f64::from(self.eigen_power))?;
+        w.put_u64("random_rotation", flag(self.random_rotation))?;
+        w.put_f64("epsilon", f64::from(self.epsilon))?;
+        w.put_usize("max_points_per_d", self.max_points_per_d)?;
+        w.put_u64("trained", flag(self.lt.is_some()))?;
+        if let Some(lt) = &self.lt {
+            w.put_f32s("mean", &self.mean)?;
+            w.put_f32s("eigenvalues", &self.eigenvalues)?;
+            w.put_f32s("components", &self.components)?;
+            w.scope("linear", |w| lt.save_parts(w))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the learnt state (or makes the PCA untrained); unchanged on error.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        expect_usize(r, "d_in", self.d_in, "the PCA")?;
+        expect_usize(r, "d_out", self.d_out, "the PCA")?;
+        let power = get_f32_scalar(r, "eigen_power")?;
+        if power != self.eigen_power {
+            return Err(r.error(
+                "eigen_power",
+                format!("{power}, but the PCA has {}", self.eigen_power),
+            ));
+        }
+        let rotate = get_flag(r, "random_rotation")?;
+        if rotate != self.random_rotation {
+            return Err(r.error(
+                "random_rotation",
+                format!("{rotate}, but the PCA has {}", self.random_rotation),
+            ));
+        }
+        let epsilon = get_f32_scalar(r, "epsilon")?;
+        let max_points_per_d = r.get_usize("max_points_per_d", usize::MAX)?;
+        if max_points_per_d == 0 {
+            return Err(r.error("max_points_per_d", "must be at least 1"));
+        }
+        let d = self.d_in;
+        let (mut mean, mut eigenvalues, mut components, mut lt) =
+            (Vec::new(), Vec::new(), Vec::new(), None);
+        if get_flag(r, "trained")? {
+            mean = get_finite_f32s(r, "mean", d)?;
+            eigenvalues = get_finite_f32s(r, "eigenvalues", d)?;
+            if let Some(i) = eigenvalues.iter().position(|&v| v < 0.0) {
+                return Err(r.error("eigenvalues", format!("eigenvalue {i} is negative")));
+            }
+            let size = d
+                .checked_mul(d)
+                .ok_or_else(|| r.error("components", "the matrix size overflows"))?;
+            components = get_finite_f32s(r, "components", size)?;
+            let (d_out, kind) = (self.d_out, self.kind());
+            lt = Some(r.scope("linear", |r| LinearTransform::load_parts(r, d, d_out, kind))?);
+        }
+        self.epsilon = epsilon;
+        self.max_points_per_d = max_points_per_d;
+        self.mean = mean;
+        self.eigenvalues = eigenvalues;
+        self.components = components;
+        self.lt = lt;
+        Ok(())
     }
 
     fn is_trained(&self) -> bool {
@@ -257,11 +332,9 @@ impl VectorTransform for Pca {
             .chunks_exact(d)
             .map(|row| -row.iter().zip(&mean32).map(|(x, m)| x * m).sum::<f32>())
             .collect();
-        let name = self.describe();
-        let name = name.split('(').next().unwrap_or("PCA").to_string();
         let lt = LinearTransform::new(d, dout, a, b)?
             .with_reverse(Some(rev))
-            .with_name(name);
+            .with_name(self.kind());
         self.mean = mean32;
         self.eigenvalues = eigenvalues;
         self.components = components;

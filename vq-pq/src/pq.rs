@@ -5,6 +5,7 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{
     AdcCodec, CodeDistance, Codec, Error, Index, IndexFlat, Label, Metric, Result, SearchParams,
     SearchResults, VectorsRef, check_search,
@@ -13,6 +14,7 @@ use vq_kmeans::{KMeans, KMeansParams, TrainOptions};
 
 use crate::bits::{BitReader, BitWriter, packed_len};
 use crate::simd;
+use crate::state::{expect_usize, flag, get_finite_f32s, get_flag};
 
 /// Vectors encoded per parallel task.
 const ENCODE_BLOCK: usize = 1024;
@@ -584,6 +586,41 @@ fn argmin_plus(row: &[f32], add: &[f32]) -> u32 {
 }
 
 impl Codec for ProductQuantizer {
+    /// Sections: `d`, `m`, `nbits` (checked on load), `trained` (0 or 1) and, when
+    /// trained, `centroids` (`M × ksub × dsub` floats). The transposed codebooks and
+    /// centroid norms are recomputed on load; the SDC tables are not saved (call
+    /// [`ProductQuantizer::compute_sdc_table`] again), nor are the k-means parameters
+    /// (training configuration, not learnt state).
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("d", self.d)?;
+        w.put_usize("m", self.m)?;
+        w.put_usize("nbits", self.nbits)?;
+        let trained = self.is_trained();
+        w.put_u64("trained", flag(trained))?;
+        if trained {
+            w.put_f32s("centroids", &self.centroids)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the codebooks (or makes the quantizer untrained) with what
+    /// [`Codec::save_state`] wrote for a quantizer of the same `d`, `M` and `nbits`;
+    /// the object is unchanged on error.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        expect_usize(r, "d", self.d, "the quantizer")?;
+        expect_usize(r, "m", self.m, "the quantizer")?;
+        expect_usize(r, "nbits", self.nbits, "the quantizer")?;
+        let mut fresh = ProductQuantizer::new(self.d, self.m, self.nbits)?;
+        fresh.cp = self.cp.clone();
+        if get_flag(r, "trained")? {
+            let want = self.m * self.ksub * self.dsub;
+            fresh.centroids = get_finite_f32s(r, "centroids", want)?;
+            fresh.rebuild();
+        }
+        *self = fresh;
+        Ok(())
+    }
+
     fn dim(&self) -> usize {
         self.d
     }

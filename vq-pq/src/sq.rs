@@ -4,10 +4,12 @@
 use std::fmt;
 
 use rayon::prelude::*;
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{AdcCodec, CodeDistance, Codec, Error, Metric, Result, VectorsRef};
 
 use crate::bits::{BitReader, BitWriter, packed_len};
 use crate::simd::{self, Block, BlockKind};
+use crate::state::{expect_usize, flag, get_f32_scalar, get_finite_f32s, get_flag};
 
 /// Vectors encoded or decoded per parallel task.
 const BLOCK: usize = 4096;
@@ -441,6 +443,80 @@ fn column_mean_var(x: VectorsRef<'_>) -> (Vec<f64>, Vec<f64>) {
 }
 
 impl Codec for ScalarQuantizer {
+    /// Sections: `d` and `qtype` (e.g. `"SQ8"`; both checked on load), `range_stat`
+    /// (`"min_max"`, `"mean_std"` or `"quantiles"`) with its argument `range_stat_arg`,
+    /// `trained` (0 or 1) and, for trained types once trained, the ranges `vmin` and
+    /// `vdiff` (`d` floats each). Types without training store no ranges.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("d", self.d)?;
+        w.put_str("qtype", &self.qtype.to_string())?;
+        let (kind, arg) = match self.rangestat {
+            RangeStat::MinMax { margin } => ("min_max", margin),
+            RangeStat::MeanStd { k } => ("mean_std", k),
+            RangeStat::Quantiles { fraction } => ("quantiles", fraction),
+        };
+        w.put_str("range_stat", kind)?;
+        w.put_f64("range_stat_arg", f64::from(arg))?;
+        let trained = Codec::is_trained(self);
+        w.put_u64("trained", flag(trained))?;
+        if trained && self.qtype.needs_training() {
+            w.put_f32s("vmin", &self.vmin)?;
+            w.put_f32s("vdiff", &self.vdiff)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the ranges and the range statistic with what [`Codec::save_state`] wrote
+    /// for a quantizer of the same dimension and type; the object is unchanged on error.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        expect_usize(r, "d", self.d, "the quantizer")?;
+        let qtype = r.get_str("qtype")?;
+        if qtype != self.qtype.to_string() {
+            return Err(r.error(
+                "qtype",
+                format!("{qtype}, but the quantizer is {}", self.qtype),
+            ));
+        }
+        let kind = r.get_str("range_stat")?;
+        let arg = get_f32_scalar(r, "range_stat_arg")?;
+        let rs = match kind.as_str() {
+            "min_max" => RangeStat::MinMax { margin: arg },
+            "mean_std" => RangeStat::MeanStd { k: arg },
+            "quantiles" => RangeStat::Quantiles { fraction: arg },
+            _ => return Err(r.error("range_stat", format!("unknown statistic `{kind}`"))),
+        };
+        let mut fresh = ScalarQuantizer::new(self.d, self.qtype)?
+            .with_range_stat(rs)
+            .map_err(|e| r.error("range_stat_arg", e))?;
+        let trained = get_flag(r, "trained")?;
+        if !self.qtype.needs_training() {
+            if !trained {
+                return Err(r.error(
+                    "trained",
+                    format!("0, but {} needs no training", self.qtype),
+                ));
+            }
+        } else if trained {
+            let vmin = get_finite_f32s(r, "vmin", self.d)?;
+            let vdiff = get_finite_f32s(r, "vdiff", self.d)?;
+            if let Some(i) = vdiff.iter().position(|&v| v < 0.0) {
+                return Err(r.error("vdiff", format!("width {i} is negative")));
+            }
+            if self.qtype.uniform()
+                && (vmin.iter().any(|&v| v != vmin[0]) || vdiff.iter().any(|&v| v != vdiff[0]))
+            {
+                return Err(r.error(
+                    "vmin",
+                    format!("{} needs one range for all dimensions", self.qtype),
+                ));
+            }
+            fresh.vmin = vmin;
+            fresh.vdiff = vdiff;
+        }
+        *self = fresh;
+        Ok(())
+    }
+
     fn dim(&self) -> usize {
         self.d
     }
