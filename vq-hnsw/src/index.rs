@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use rayon::prelude::*;
+use vq_core::persist::{DType, StateReader, StateWriter};
 use vq_core::{
     Error, IdFilter, Index, Label, Metric, NO_LABEL, RangeSearchResults, Result, SearchParams,
     SearchResults, VectorsRef, check_range_search, check_search,
@@ -19,6 +20,28 @@ use crate::io::{Reader, Writer};
 use crate::storage::{CodecStorage, FlatStorage, HnswStorage};
 
 const MAGIC: &[u8; 8] = b"VQHNSW\0\0";
+
+/// An [`std::io::Write`] over a container section's sink; keeps the sink's own error.
+struct SinkWrite<'s> {
+    sink: &'s mut dyn FnMut(&[u8]) -> Result<()>,
+    err: Option<Error>,
+}
+
+impl Write for SinkWrite<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match (self.sink)(b) {
+            Ok(()) => Ok(b.len()),
+            Err(e) => {
+                self.err = Some(e);
+                Err(std::io::Error::other("writing the section failed"))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 const VERSION: u32 = 1;
 
 /// An HNSW index over raw vectors (`"HNSW32"`, Faiss's `IndexHNSWFlat`).
@@ -565,7 +588,8 @@ impl<S: HnswStorage> IndexHnsw<S> {
         if (n > n_removed) != (g.entry != NONE) {
             return Err(r.bad("entry point disagrees with the number of nodes"));
         }
-        if g.entry != NONE && levels[g.entry as usize] as usize != g.max_level {
+        if g.entry != NONE && levels.get(g.entry as usize).map(|&l| l as usize) != Some(g.max_level)
+        {
             return Err(r.bad("entry point is not on the top level"));
         }
         let mut free = removed;
@@ -858,6 +882,90 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
 
     fn search_param_names(&self) -> Vec<String> {
         vec!["efSearch".to_string()]
+    }
+
+    /// `efSearch` (an integer >= 1): the default beam width of searches that do not
+    /// set [`SearchParams::ef_search`] (the same default as the build parameter).
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        match name {
+            "efSearch" => match value.trim().parse::<usize>() {
+                Ok(ef) if ef >= 1 => self.set_ef_search(ef),
+                _ => Err(Error::invalid_param(
+                    name,
+                    format!("`{value}` is not an integer >= 1"),
+                )),
+            },
+            _ => Err(Error::invalid_param(
+                name,
+                format!(
+                    "not a search parameter of {} (it has: efSearch)",
+                    self.describe()
+                ),
+            )),
+        }
+    }
+
+    /// One section, `hnsw`: the byte stream of [`IndexHnsw::write_to`] (storage,
+    /// graph, ids, parameters), streamed into the container.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_streamed("hnsw", DType::U8, |sink| {
+            let mut out = SinkWrite { sink, err: None };
+            let res = {
+                let mut buf = std::io::BufWriter::with_capacity(1 << 16, &mut out);
+                match self.write_to(&mut buf) {
+                    Ok(()) => buf
+                        .flush()
+                        .map_err(|e| Error::Serialization(format!("write failed: {e}"))),
+                    Err(e) => {
+                        // Drop what is buffered: the section is abandoned.
+                        let _ = buf.into_parts();
+                        Err(e)
+                    }
+                }
+            };
+            match (res, out.err.take()) {
+                (Err(_), Some(e)) => Err(e),
+                (res, _) => res,
+            }
+        })
+    }
+
+    /// Reads the `hnsw` section with [`IndexHnsw::read_from`] (every field checked)
+    /// and replaces this index by it, after checking that it holds the same kind of
+    /// storage, dimension, `M` and metric. On error this index is unchanged.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let bytes = r.get_shared("hnsw", DType::U8)?;
+        let mut rest: &[u8] = bytes.as_bytes();
+        let loaded = IndexHnsw::<S>::read_from(&mut rest).map_err(|e| match e {
+            Error::Serialization(m) => r.error("hnsw", m),
+            e => e,
+        })?;
+        if !rest.is_empty() {
+            return Err(r.error(
+                "hnsw",
+                format!("{} trailing bytes after the index", rest.len()),
+            ));
+        }
+        if loaded.dim() != self.dim()
+            || loaded.metric() != self.metric()
+            || loaded.graph.m != self.graph.m
+            || loaded.describe() != self.describe()
+        {
+            return Err(r.error(
+                "hnsw",
+                format!(
+                    "holds {} (d={}, {}), the index is {} (d={}, {})",
+                    loaded.describe(),
+                    loaded.dim(),
+                    loaded.metric(),
+                    self.describe(),
+                    self.dim(),
+                    self.metric()
+                ),
+            ));
+        }
+        *self = loaded;
+        Ok(())
     }
 
     fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {

@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 
 use vq_core::distance::Kernels;
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{AdcCodec, CodeDistance, Codec, Error, Metric, Result, VectorsRef};
 use vq_pq::{PqDistanceTable, ProductQuantizer};
 
@@ -102,6 +103,29 @@ pub trait IvfEncoding: Debug + Clone + Send + Sync + 'static {
     fn set_seed(&mut self, seed: u64) -> Result<()> {
         let _ = seed;
         Ok(())
+    }
+
+    /// Writes the encoding's state (the codec's trained data and flags) as sections
+    /// (see [`vq_core::Index::save_state`]; the IVF index writes them under
+    /// `encoding/`).
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; the codec's and the writer's errors.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        let _ = w;
+        Err(Error::not_supported("save", self.describe()))
+    }
+
+    /// Restores what [`IvfEncoding::save_state`] wrote into an encoding of the same
+    /// shape. Derived data (IVF-PQ's precomputed tables) is rebuilt by the next
+    /// [`IvfEncoding::prepare`], which the index calls after loading.
+    ///
+    /// # Errors
+    /// [`Error::NotSupported`] by default; [`Error::Format`] for missing, corrupt or
+    /// mismatched sections.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let _ = r;
+        Err(Error::not_supported("load", self.describe()))
     }
 
     /// The largest block of queries a batch search should scan in list order (each
@@ -233,6 +257,18 @@ impl IvfEncoding for IvfFlat {
         "Flat".into()
     }
 
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("dim", self.d)
+    }
+
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let d = r.get_usize("dim", usize::MAX)?;
+        if d != self.d {
+            return Err(r.error("dim", format!("{d}, the encoding has {}", self.d)));
+        }
+        Ok(())
+    }
+
     /// Raw vectors: scans are bound by memory traffic.
     fn list_major_block(&self, _metric: Metric) -> usize {
         block_for(4 * self.d)
@@ -251,6 +287,15 @@ fn residual_into(
         *r = q - *r;
     }
     Ok(())
+}
+
+/// A `0`/`1` flag section.
+pub(crate) fn read_flag(r: &mut StateReader, name: &str) -> Result<bool> {
+    match r.get_u64(name)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(r.error(name, format!("{v} is not a flag (0 or 1)"))),
+    }
 }
 
 fn check_query(d: usize, q: &[f32]) -> Result<()> {
@@ -413,6 +458,18 @@ impl<C: AdcCodec + Clone + 'static> IvfEncoding for IvfCodec<C> {
             "{name}{}",
             if self.by_residual { " (residual)" } else { "" }
         )
+    }
+
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_u64("by_residual", u64::from(self.by_residual))?;
+        w.scope("codec", |w| self.codec.save_state(w))
+    }
+
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let by_residual = read_flag(r, "by_residual")?;
+        r.scope("codec", |r| self.codec.load_state(r))?;
+        self.by_residual = by_residual;
+        Ok(())
     }
 
     /// Codes of 64 bytes or more (e.g. SQ8 from 64 dimensions) make scans memory-bound;
@@ -729,6 +786,24 @@ impl IvfEncoding for IvfPq {
             pending: None,
             base_table,
         })
+    }
+
+    /// The product quantizer (through its [`Codec`] hooks), `by_residual` and
+    /// `use_precomputed_table`; the tables themselves are rebuilt on load.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_u64("by_residual", u64::from(self.by_residual))?;
+        w.put_u64("use_precomputed", u64::from(self.use_precomputed))?;
+        w.scope("pq", |w| Codec::save_state(&self.pq, w))
+    }
+
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let by_residual = read_flag(r, "by_residual")?;
+        let use_precomputed = read_flag(r, "use_precomputed")?;
+        self.precomputed = Precomputed::None;
+        r.scope("pq", |r| Codec::load_state(&mut self.pq, r))?;
+        self.by_residual = by_residual;
+        self.use_precomputed = use_precomputed;
+        Ok(())
     }
 
     fn set_seed(&mut self, seed: u64) -> Result<()> {

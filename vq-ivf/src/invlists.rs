@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 
+use vq_core::persist::SharedBytes;
 use vq_core::{Error, Label, Result};
 
 /// Storage of an inverted file: `nlist()` lists, each a sequence of `(id, code)` entries
@@ -291,4 +292,205 @@ pub fn merge_into(
         dst.append(l, &ids, src.codes(l))?;
     }
     Ok(())
+}
+
+/// Read-only inverted lists over three arrays borrowed from a loaded index container
+/// ([`vq_core::persist::SharedBytes`]): all lists' codes concatenated, all ids
+/// concatenated, and `nlist + 1` offsets (in entries) where each list starts. This is
+/// how an IVF index opened with [`vq_core::persist::LoadMode::Mmap`] serves searches
+/// straight from the mapped file: opening touches only the offsets, and the pages of a
+/// list are read when a search probes it.
+///
+/// Appending, removing and clearing return [`Error::NotSupported`] ("memory-mapped
+/// index is read-only"): load with [`vq_core::persist::LoadMode::Read`] to modify the
+/// index. Ids and offsets are read in place, so the host must be little-endian (as for
+/// [`crate::OnDiskInvertedLists`]).
+///
+/// ```
+/// use vq_core::persist::{DType, StateReader, StateWriter};
+/// use vq_ivf::{InvertedLists, SharedInvertedLists};
+/// let mut buf = Vec::new();
+/// let mut w = StateWriter::new(&mut buf)?;
+/// w.put_u64s("offsets", &[0, 2, 2, 3])?;
+/// w.put_i64s("ids", &[10, 11, 12])?;
+/// w.put_bytes("codes", &[1, 1, 2, 2, 3, 3])?;
+/// w.finish()?;
+/// let mut r = StateReader::from_bytes(buf, "memory")?;
+/// let lists = SharedInvertedLists::new(
+///     3,
+///     2,
+///     r.get_shared("offsets", DType::U64)?,
+///     r.get_shared("ids", DType::I64)?,
+///     r.get_shared("codes", DType::U8)?,
+/// )?;
+/// assert_eq!(lists.ids(0), &[10, 11]);
+/// assert_eq!(lists.codes(2), &[3, 3]);
+/// assert_eq!(lists.total(), 3);
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SharedInvertedLists {
+    nlist: usize,
+    code_size: usize,
+    offsets: SharedBytes,
+    ids: SharedBytes,
+    codes: SharedBytes,
+}
+
+impl SharedInvertedLists {
+    /// Lists over `offsets` (`nlist + 1` `u64`, starting at 0, non-decreasing),
+    /// `ids` (`i64`, as many as the last offset) and `codes` (`code_size` bytes per id).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for arrays that do not fit each other (every
+    /// inconsistency is checked: nothing is trusted), or a big-endian host.
+    pub fn new(
+        nlist: usize,
+        code_size: usize,
+        offsets: SharedBytes,
+        ids: SharedBytes,
+        codes: SharedBytes,
+    ) -> Result<SharedInvertedLists> {
+        Self::validated(nlist, code_size, offsets, ids, codes)
+            .map_err(|e| Error::invalid_param("lists", e))
+    }
+
+    /// As [`SharedInvertedLists::new`], with the reason of a refusal as text.
+    pub(crate) fn validated(
+        nlist: usize,
+        code_size: usize,
+        offsets: SharedBytes,
+        ids: SharedBytes,
+        codes: SharedBytes,
+    ) -> std::result::Result<SharedInvertedLists, String> {
+        if code_size == 0 {
+            return Err("codes of 0 bytes".into());
+        }
+        let offs = offsets.cast::<u64>().ok_or_else(|| {
+            "the offsets cannot be read in place (misaligned, or a big-endian host)".to_string()
+        })?;
+        let want = nlist.checked_add(1).ok_or("nlist overflows")?;
+        if offs.len() != want {
+            return Err(format!(
+                "{} offsets for {nlist} lists (expected {want})",
+                offs.len()
+            ));
+        }
+        if offs[0] != 0 {
+            return Err(format!("the first offset is {}, not 0", offs[0]));
+        }
+        if let Some(i) = offs.windows(2).position(|w| w[1] < w[0]) {
+            return Err(format!(
+                "offsets decrease at list {i} ({} then {})",
+                offs[i],
+                offs[i + 1]
+            ));
+        }
+        let total = usize::try_from(offs[nlist])
+            .map_err(|_| format!("{} entries do not fit this platform", offs[nlist]))?;
+        let id_vals = ids.cast::<Label>().ok_or_else(|| {
+            "the ids cannot be read in place (misaligned, or a big-endian host)".to_string()
+        })?;
+        if id_vals.len() != total {
+            return Err(format!(
+                "{} ids for {total} entries (the last offset)",
+                id_vals.len()
+            ));
+        }
+        match total.checked_mul(code_size) {
+            Some(n) if n == codes.len() => {}
+            _ => {
+                return Err(format!(
+                    "{} bytes of codes for {total} entries of {code_size} bytes",
+                    codes.len()
+                ));
+            }
+        }
+        Ok(SharedInvertedLists {
+            nlist,
+            code_size,
+            offsets,
+            ids,
+            codes,
+        })
+    }
+
+    /// `true` when the arrays live in a memory-mapped file.
+    pub fn is_mapped(&self) -> bool {
+        self.codes.is_mapped()
+    }
+
+    fn offs(&self) -> &[u64] {
+        // Checked by the constructor: the cast succeeds.
+        self.offsets.cast::<u64>().unwrap_or(&[])
+    }
+
+    /// Entry range of `list` (panics when `list >= nlist`, as the trait documents).
+    fn range(&self, list: usize) -> (usize, usize) {
+        let o = self.offs();
+        // Offsets are checked to be at most `total`, which fits a `usize`.
+        (o[list] as usize, o[list + 1] as usize)
+    }
+
+    fn read_only(&self, op: &'static str) -> Error {
+        let what = if self.is_mapped() {
+            "a memory-mapped index: memory-mapped index is read-only (load it with \
+             LoadMode::Read to modify it)"
+        } else {
+            "read-only shared inverted lists"
+        };
+        Error::not_supported(op, what)
+    }
+}
+
+impl InvertedLists for SharedInvertedLists {
+    fn nlist(&self) -> usize {
+        self.nlist
+    }
+
+    fn code_size(&self) -> usize {
+        self.code_size
+    }
+
+    fn list_len(&self, list: usize) -> usize {
+        let (a, b) = self.range(list);
+        b - a
+    }
+
+    fn codes(&self, list: usize) -> &[u8] {
+        let (a, b) = self.range(list);
+        &self.codes.as_bytes()[a * self.code_size..b * self.code_size]
+    }
+
+    fn ids(&self, list: usize) -> &[Label] {
+        let (a, b) = self.range(list);
+        // Checked by the constructor: the cast succeeds.
+        &self.ids.cast::<Label>().unwrap_or(EMPTY_IDS)[a..b]
+    }
+
+    fn append(&mut self, _list: usize, _ids: &[Label], _codes: &[u8]) -> Result<()> {
+        Err(self.read_only("add"))
+    }
+
+    fn retain(&mut self, _list: usize, _keep: &mut dyn FnMut(Label) -> bool) -> Result<usize> {
+        Err(self.read_only("remove_ids"))
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        Err(self.read_only("clear"))
+    }
+
+    fn total(&self) -> usize {
+        self.offs().last().map_or(0, |&t| t as usize)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "SharedInvertedLists({} lists, {} bytes/code, {} entries{})",
+            self.nlist,
+            self.code_size,
+            self.total(),
+            if self.is_mapped() { ", mapped" } else { "" }
+        )
+    }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use rayon::prelude::*;
+use vq_core::persist::{DType, StateReader, StateWriter};
 use vq_core::topk::TopK;
 use vq_core::{
     Error, IdFilter, Index, IndexFlat, Label, Metric, RangeSearchResults, Result, SearchParams,
@@ -11,8 +12,8 @@ use vq_core::{
 use vq_kmeans::{KMeans, KMeansParams};
 use vq_pq::{ProductQuantizer, ScalarQuantizer, SqType};
 
-use crate::encoding::{IvfCodec, IvfEncoding, IvfFlat, IvfPq, ListScanner};
-use crate::invlists::{ArrayInvertedLists, InvertedLists};
+use crate::encoding::{IvfCodec, IvfEncoding, IvfFlat, IvfPq, ListScanner, read_flag};
+use crate::invlists::{ArrayInvertedLists, InvertedLists, SharedInvertedLists};
 use crate::quantizer::{CoarseQuantizer, MultiIndexQuantizer};
 
 /// Distances computed per block while scanning a list.
@@ -37,6 +38,10 @@ const SCAN_BLOCK: usize = 256;
 /// - `remove_ids` keeps ids of the remaining vectors unchanged.
 /// - `reconstruct` needs a direct map ([`IndexIvf::make_direct_map`]).
 /// - Results are padded with `-1` when the probed lists hold fewer than `k` vectors.
+/// - Saved and loaded through [`Index::save_state`] / [`Index::load_state`]; loaded from
+///   a memory-mapped container the lists stay in the file ([`crate::SharedInvertedLists`])
+///   and the index is read-only (`add`, `remove_ids` are errors; `reset` and
+///   `merge_from` as the source drop the mapping).
 ///
 /// ```
 /// use vq_core::{Index, SearchParams, synthetic::SyntheticSpec};
@@ -719,7 +724,11 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
         }
         let snapshot = ArrayInvertedLists::from_lists(&*other.lists)?;
         crate::invlists::merge_into(&mut *self.lists, &snapshot, add_id)?;
-        other.lists.clear()?;
+        match other.lists.clear() {
+            // Read-only lists (a memory-mapped index): emptied by dropping them.
+            Err(Error::NotSupported { .. }) => other.lists = other.empty_lists(),
+            r => r?,
+        }
         if other.direct_map.is_some() {
             other.direct_map = Some(HashMap::new());
         }
@@ -763,6 +772,98 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
     /// Number of vectors in each list.
     pub fn list_sizes(&self) -> Vec<usize> {
         (0..self.nlist).map(|l| self.lists.list_len(l)).collect()
+    }
+
+    /// Empty in-memory lists of this index's shape.
+    fn empty_lists(&self) -> Box<dyn InvertedLists> {
+        Box::new(ArrayInvertedLists::new(
+            self.nlist,
+            self.encoding.code_size(),
+        ))
+    }
+
+    /// After a failed load: empty in-memory lists, tables to prepare again.
+    fn abandon_load(&mut self) {
+        self.lists = self.empty_lists();
+        if self.direct_map.is_some() {
+            self.direct_map = Some(HashMap::new());
+        }
+        self.prepared = false;
+    }
+}
+
+/// Bytes buffered per piece when a section is produced element by element.
+const STREAM_CHUNK: usize = 1 << 16;
+
+/// Writes the lists as three sections: `offsets` (`nlist + 1` `u64`, in entries),
+/// `ids` (all lists' ids concatenated, `i64`) and `codes` (all lists' codes
+/// concatenated). The lists' own slices are streamed: nothing big is copied.
+fn write_lists(w: &mut StateWriter<'_>, lists: &dyn InvertedLists) -> Result<()> {
+    lists.check()?;
+    let nlist = lists.nlist();
+    w.put_streamed("offsets", DType::U64, |sink| {
+        let mut buf = Vec::with_capacity(STREAM_CHUNK + 8);
+        let mut acc = 0u64;
+        buf.extend_from_slice(&acc.to_le_bytes());
+        for l in 0..nlist {
+            acc += lists.list_len(l) as u64;
+            buf.extend_from_slice(&acc.to_le_bytes());
+            if buf.len() >= STREAM_CHUNK {
+                sink(&buf)?;
+                buf.clear();
+            }
+        }
+        sink(&buf)
+    })?;
+    w.put_streamed("ids", DType::I64, |sink| {
+        let mut buf = Vec::new();
+        for l in 0..nlist {
+            let ids = lists.ids(l);
+            if ids.is_empty() {
+                continue;
+            }
+            if cfg!(target_endian = "little") {
+                sink(bytemuck::cast_slice(ids))?;
+            } else {
+                for c in ids.chunks(STREAM_CHUNK / 8) {
+                    buf.clear();
+                    c.iter()
+                        .for_each(|v| buf.extend_from_slice(&v.to_le_bytes()));
+                    sink(&buf)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    w.put_streamed("codes", DType::U8, |sink| {
+        for l in 0..nlist {
+            let codes = lists.codes(l);
+            if !codes.is_empty() {
+                sink(codes)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Reads what [`write_lists`] wrote, checking every offset and length against
+/// `nlist` and `code_size`. A mapped container gives read-only lists over the mapped
+/// arrays (nothing but the offsets is read); otherwise the lists are copied into
+/// [`ArrayInvertedLists`].
+fn read_lists(
+    r: &mut StateReader,
+    nlist: usize,
+    code_size: usize,
+) -> Result<Box<dyn InvertedLists>> {
+    let offsets = r.get_shared("offsets", DType::U64)?;
+    let ids = r.get_shared("ids", DType::I64)?;
+    let codes = r.get_shared("codes", DType::U8)?;
+    let shared = SharedInvertedLists::validated(nlist, code_size, offsets, ids, codes)
+        .map_err(|e| r.error("offsets", format!("inconsistent inverted lists: {e}")))?;
+    if r.is_mapped() {
+        Ok(Box::new(shared))
+    } else {
+        Ok(Box::new(ArrayInvertedLists::from_lists(&shared)?))
     }
 }
 
@@ -963,10 +1064,14 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
         Ok(RangeSearchResults::from_lists(hits, metric))
     }
 
+    /// Empties the index. Read-only lists (a memory-mapped index, read-only on-disk
+    /// lists) are dropped for empty in-memory lists.
     fn reset(&mut self) {
         // In-memory lists cannot fail to clear; for other storage the error is
         // reported by the next operation's `check`.
-        let _ = self.lists.clear();
+        if let Err(Error::NotSupported { .. }) = self.lists.clear() {
+            self.lists = self.empty_lists();
+        }
         if self.direct_map.is_some() {
             self.direct_map = Some(HashMap::new());
         }
@@ -1022,6 +1127,156 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
                 .map(|n| format!("quantizer_{n}")),
         );
         v
+    }
+
+    /// `nprobe` (`1..=nlist`), `max_codes` (0 = no limit), and `quantizer_<name>`,
+    /// passed to the coarse quantizer as `<name>` (e.g. `quantizer_efSearch`).
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        if let Some(inner) = name.strip_prefix("quantizer_") {
+            return self.quantizer.set_search_param(inner, value);
+        }
+        let parse = |what: &str| {
+            value
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| Error::invalid_param(name, format!("`{value}` is not {what}")))
+        };
+        match name {
+            "nprobe" => {
+                let n = parse("a list count")?;
+                if n == 0 || n > self.nlist {
+                    return Err(Error::invalid_param(
+                        name,
+                        format!("{n} is not in 1..={} (nlist)", self.nlist),
+                    ));
+                }
+                self.nprobe = n;
+                Ok(())
+            }
+            "max_codes" => {
+                self.max_codes = parse("a code count")?;
+                Ok(())
+            }
+            _ => Err(Error::invalid_param(
+                name,
+                format!(
+                    "not a search parameter of {} (it has: nprobe, max_codes, quantizer_<name>)",
+                    self.describe()
+                ),
+            )),
+        }
+    }
+
+    /// Sections: the shape (`dim`, `nlist`, `metric`, `code_size`), the search
+    /// defaults (`nprobe`, `max_codes`), the coarse training parameters
+    /// (`kmeans_seed`, `kmeans_niter`), `direct_map` (0/1), then `quantizer/…`,
+    /// `encoding/…` and the lists as three arrays streamed from the lists themselves:
+    /// `lists/offsets` (`nlist + 1` `u64`), `lists/ids` (`i64`), `lists/codes`.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("dim", self.dim())?;
+        w.put_usize("nlist", self.nlist)?;
+        w.put_str("metric", self.metric.name())?;
+        w.put_usize("code_size", self.encoding.code_size())?;
+        w.put_usize("nprobe", self.nprobe)?;
+        w.put_usize("max_codes", self.max_codes)?;
+        w.put_u64("kmeans_seed", self.kmeans.seed)?;
+        w.put_usize("kmeans_niter", self.kmeans.niter)?;
+        w.put_u64("direct_map", u64::from(self.direct_map.is_some()))?;
+        w.scope("quantizer", |w| self.quantizer.save_state(w))?;
+        w.scope("encoding", |w| self.encoding.save_state(w))?;
+        w.scope("lists", |w| write_lists(w, &*self.lists))
+    }
+
+    /// Checks the shape against this index, loads the quantizer and the encoding,
+    /// prepares the search tables again and rebuilds the direct map if one was saved.
+    /// With a mapped container ([`vq_core::persist::LoadMode::Mmap`]) the lists stay
+    /// in the file ([`SharedInvertedLists`]): the index is then read-only (`add` and
+    /// `remove_ids` are errors; `reset` drops the mapping). On error the index is left
+    /// empty.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let cs = self.encoding.code_size();
+        for (name, mine) in [
+            ("dim", self.dim()),
+            ("nlist", self.nlist),
+            ("code_size", cs),
+        ] {
+            let v = r.get_usize(name, usize::MAX)?;
+            if v != mine {
+                return Err(r.error(
+                    name,
+                    format!("{v}, the index has {mine} ({})", self.describe()),
+                ));
+            }
+        }
+        let metric = r.get_str("metric")?;
+        if metric.parse::<Metric>().ok() != Some(self.metric) {
+            return Err(r.error(
+                "metric",
+                format!("`{metric}`, the index uses {}", self.metric),
+            ));
+        }
+        let nprobe = r.get_usize("nprobe", usize::MAX)?;
+        if nprobe == 0 {
+            return Err(r.error("nprobe", "must be at least 1"));
+        }
+        let max_codes = r.get_usize("max_codes", usize::MAX)?;
+        let seed = r.get_u64("kmeans_seed")?;
+        let niter = r.get_usize("kmeans_niter", usize::MAX)?;
+        if niter == 0 {
+            return Err(r.error("kmeans_niter", "must be at least 1"));
+        }
+        let direct_map = read_flag(r, "direct_map")?;
+        let lists = r.scope("lists", |r| read_lists(r, self.nlist, cs))?;
+        // From here on the index changes: on error it is left empty.
+        let parts = r
+            .scope("quantizer", |r| self.quantizer.load_state(r))
+            .and_then(|()| r.scope("encoding", |r| self.encoding.load_state(r)));
+        if let Err(e) = parts {
+            self.abandon_load();
+            return Err(e);
+        }
+        if self.encoding.code_size() != cs || self.encoding.dim() != self.quantizer.dim() {
+            self.abandon_load();
+            return Err(r.error(
+                "encoding",
+                format!(
+                    "the loaded encoding {} does not fit",
+                    self.encoding.describe()
+                ),
+            ));
+        }
+        if self.quantizer.len() > 0 && self.quantizer.nlist() != self.nlist {
+            let n = self.quantizer.nlist();
+            self.abandon_load();
+            return Err(r.error(
+                "quantizer",
+                format!("{n} centroids for {} lists", self.nlist),
+            ));
+        }
+        let total = lists.total();
+        self.lists = lists;
+        self.nprobe = nprobe;
+        self.max_codes = max_codes;
+        self.kmeans.seed = seed;
+        self.kmeans.niter = niter;
+        self.direct_map = None;
+        self.prepared = false;
+        if total > 0 && !self.is_trained() {
+            self.abandon_load();
+            return Err(r.error(
+                "lists",
+                format!("{total} entries stored in an untrained index"),
+            ));
+        }
+        if let Err(e) = self.ensure_prepared() {
+            self.abandon_load();
+            return Err(e);
+        }
+        if direct_map && let Err(e) = self.make_direct_map(true) {
+            self.abandon_load();
+            return Err(r.error("lists", format!("cannot rebuild the direct map: {e}")));
+        }
+        Ok(())
     }
 
     fn bytes_per_vector(&self) -> f64 {

@@ -13,7 +13,7 @@ pub use encoding::{
     CodecScanner, FlatScanner, IvfCodec, IvfEncoding, IvfFlat, IvfPq, ListScanner,
     PRECOMPUTED_TABLE_MAX_BYTES, PqScanner,
 };
-pub use invlists::{ArrayInvertedLists, InvertedLists, merge_into};
+pub use invlists::{ArrayInvertedLists, InvertedLists, SharedInvertedLists, merge_into};
 pub use ivf::{IndexIvf, IndexIvfFlat, IndexIvfPq, IndexIvfSq};
 pub use ondisk::OnDiskInvertedLists;
 pub use quantizer::{AnyQuantizer, CoarseQuantizer, MultiIndexQuantizer};

@@ -4,6 +4,7 @@
 use std::collections::{BinaryHeap, HashSet};
 
 use rayon::prelude::*;
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{
     Error, Index, IndexFlat, Label, Metric, Result, SearchParams, SearchResults, VectorsRef,
     check_search,
@@ -119,6 +120,15 @@ impl<I: Index> Index for AnyQuantizer<I> {
     }
     fn search_param_names(&self) -> Vec<String> {
         self.0.search_param_names()
+    }
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.0.set_search_param(name, value)
+    }
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        self.0.save_state(w)
+    }
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        self.0.load_state(r)
     }
 }
 
@@ -314,6 +324,36 @@ impl Index for MultiIndexQuantizer {
     fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
         let list = usize::try_from(id).map_err(|_| Error::IdNotFound { id })?;
         self.centroid_into(list, out)
+    }
+
+    /// `dim`, `bits`, `trained` and the two codebooks (`centroids`, when trained).
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("dim", self.pq.dim())?;
+        w.put_usize("bits", self.bits)?;
+        w.put_u64("trained", u64::from(self.pq.is_trained()))?;
+        if self.pq.is_trained() {
+            w.put_f32s("centroids", self.pq.centroids())?;
+        }
+        Ok(())
+    }
+
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let d = r.get_usize("dim", usize::MAX)?;
+        if d != self.pq.dim() {
+            return Err(r.error("dim", format!("{d}, the quantizer has {}", self.pq.dim())));
+        }
+        let bits = r.get_usize("bits", usize::MAX)?;
+        if bits != self.bits {
+            return Err(r.error("bits", format!("{bits}, the quantizer has {}", self.bits)));
+        }
+        let mut pq = ProductQuantizer::new(d, 2, bits)?;
+        pq.set_kmeans_params(self.pq.kmeans_params().clone())?;
+        if crate::encoding::read_flag(r, "trained")? {
+            let c = r.get_f32s("centroids")?;
+            pq.set_centroids(&c).map_err(|e| r.error("centroids", e))?;
+        }
+        self.pq = pq;
+        Ok(())
     }
 }
 

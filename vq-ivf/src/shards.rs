@@ -1,6 +1,7 @@
 //! Several indexes searched as one (Faiss's `IndexShards`, `IndexShardsIVF`).
 
 use rayon::prelude::*;
+use vq_core::persist::{StateReader, StateWriter};
 use vq_core::topk::merge_results;
 use vq_core::{
     Error, IdFilter, Index, Label, Metric, NO_LABEL, Result, SearchParams, SearchResults,
@@ -258,6 +259,48 @@ impl<I: Index> Index for IndexShards<I> {
 
     fn search_param_names(&self) -> Vec<String> {
         self.shards[0].search_param_names()
+    }
+
+    /// Sets the parameter on every shard (stops at the first shard that refuses it).
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.shards
+            .iter_mut()
+            .try_for_each(|s| s.set_search_param(name, value))
+    }
+
+    /// Sections: `shards` (the count), `successive_ids` (0/1), and each shard under
+    /// `shard<i>/`.
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("shards", self.shards.len())?;
+        w.put_u64("successive_ids", u64::from(self.successive_ids))?;
+        for (i, s) in self.shards.iter().enumerate() {
+            w.scope(&format!("shard{i}"), |w| s.save_state(w))?;
+        }
+        Ok(())
+    }
+
+    /// Loads every shard (the count must match this index's); on error every shard
+    /// is emptied.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let n = r.get_usize("shards", usize::MAX)?;
+        if n != self.shards.len() {
+            return Err(r.error(
+                "shards",
+                format!("{n} shards, the index has {}", self.shards.len()),
+            ));
+        }
+        let successive = crate::encoding::read_flag(r, "successive_ids")?;
+        let loaded = self
+            .shards
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(i, s)| r.scope(&format!("shard{i}"), |r| s.load_state(r)));
+        if let Err(e) = loaded {
+            self.reset();
+            return Err(e);
+        }
+        self.successive_ids = successive;
+        Ok(())
     }
 
     fn bytes_per_vector(&self) -> f64 {
