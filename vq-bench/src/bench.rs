@@ -11,7 +11,7 @@ use vq_core::eval::{GroundTruth, intersection_recall, recall_at_1};
 use vq_core::io::{write_fvecs, write_ivecs};
 use vq_core::synthetic::parse_spec;
 use vq_core::{Index, Label, Metric, SearchParams, SearchResults, VectorsRef};
-use vq_factory::FactorySpec;
+use vq_factory::{FactoryIndex, FactorySpec};
 
 use crate::dataset::Dataset;
 
@@ -100,7 +100,7 @@ pub(crate) fn pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
     b.build().context("cannot start the thread pool")
 }
 
-fn parse_build_params(s: &str) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_build_params(s: &str) -> Result<Vec<(String, String)>> {
     s.split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
@@ -113,7 +113,7 @@ fn parse_build_params(s: &str) -> Result<Vec<(String, String)>> {
 }
 
 /// One timed search pass: all queries as one batch, or one at a time.
-fn search_pass(
+pub(crate) fn search_pass(
     index: &dyn Index,
     queries: VectorsRef<'_>,
     k: usize,
@@ -136,6 +136,40 @@ fn search_pass(
     }
     let s = t0.elapsed().as_secs_f64();
     Ok((s, SearchResults::from_parts(nq, k, dist, labels)?))
+}
+
+/// Builds the index of `spec` and applies the build-time parameters.
+pub(crate) fn build_with_params(
+    spec: &FactorySpec,
+    d: usize,
+    metric: Metric,
+    build_params: &[(String, String)],
+) -> Result<FactoryIndex> {
+    let mut index = spec.build(d, metric)?;
+    for (name, value) in build_params {
+        index
+            .set_build_param(name, value)
+            .with_context(|| format!("--build-params `{name}={value}`"))?;
+    }
+    Ok(index)
+}
+
+/// Trains on the learn set (the base when there is none), then adds the base with ids
+/// `0..n` (explicitly when the index maps ids); returns the two times in seconds.
+pub(crate) fn train_and_add(index: &mut FactoryIndex, ds: &Dataset) -> Result<(f64, f64)> {
+    let train_set = ds.learn.as_ref().unwrap_or(&ds.base);
+    let t0 = Instant::now();
+    index.train(train_set.as_ref()).context("training")?;
+    let train_s = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    if matches!(index.spec(), FactorySpec::IdMap { .. }) {
+        let ids: Vec<Label> = (0..ds.base.len() as Label).collect();
+        index.add_with_ids(ds.base.as_ref(), &ids)
+    } else {
+        index.add(ds.base.as_ref())
+    }
+    .context("adding the base vectors")?;
+    Ok((train_s, t0.elapsed().as_secs_f64()))
 }
 
 pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
@@ -176,12 +210,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         }
         ds.queries.as_ref().check_finite().context("queries")?;
 
-        let mut index = spec.build(d, metric)?;
-        for (name, value) in &build_params {
-            index
-                .set_build_param(name, value)
-                .with_context(|| format!("--build-params `{name}={value}`"))?;
-        }
+        let mut index = build_with_params(&spec, d, metric, &build_params)?;
         let known = index.search_param_names();
         for p in &search_params {
             for name in p.names_set() {
@@ -199,19 +228,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
             }
         }
         let gt: GroundTruth = ds.ground_truth(a.k, metric, a.cache_gt)?.clone();
-        let train_set = ds.learn.as_ref().unwrap_or(&ds.base);
-        let t0 = Instant::now();
-        index.train(train_set.as_ref()).context("training")?;
-        let train_s = t0.elapsed().as_secs_f64();
-        let t0 = Instant::now();
-        if spec.id_map.is_some() {
-            let ids: Vec<Label> = (0..n as Label).collect();
-            index.add_with_ids(ds.base.as_ref(), &ids)
-        } else {
-            index.add(ds.base.as_ref())
-        }
-        .context("adding the base vectors")?;
-        let add_s = t0.elapsed().as_secs_f64();
+        let (train_s, add_s) = train_and_add(&mut index, &ds)?;
 
         Ok(Built {
             ds,
@@ -244,7 +261,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
 /// What one build leaves for the search passes.
 struct Built {
     ds: Dataset,
-    index: Box<dyn Index>,
+    index: FactoryIndex,
     gt: GroundTruth,
     train_s: f64,
     add_s: f64,
@@ -278,7 +295,7 @@ fn search_all(
             let mut last = None;
             for _ in 0..a.repeats {
                 let (s, res) =
-                    search_pass(&**index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
+                    search_pass(index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
                 times.push(s);
                 last = Some(res);
             }
@@ -316,10 +333,7 @@ fn search_all(
             if a.one_at_a_time {
                 row["latency_ms"] = json!(best / nq as f64 * 1e3);
             }
-            if spec.to_string().ends_with("Flat")
-                && spec.transforms.is_empty()
-                && spec.coarse.is_none()
-            {
+            if *spec == FactorySpec::Codes(vq_factory::EncodingSpec::Flat) {
                 row["gflops_effective"] = json!(2.0 * n as f64 * d as f64 * nq as f64 / best / 1e9);
             }
             println!("{row}");

@@ -2,587 +2,42 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-use std::fmt;
-use std::ops::Range;
-use std::str::FromStr;
+mod build;
+mod parse;
+mod saved;
+mod spec;
 
-use vq_core::{
-    Index, IndexFlat, IndexIDMap, IndexIDMap2, L2Normalize, Metric, PreTransform, VectorTransform,
-};
-use vq_hnsw::{IndexHnswFlat, IndexHnswPq, IndexHnswSq};
-use vq_ivf::{AnyQuantizer, IndexIvf, IvfCodec, IvfFlat, IvfPq};
-use vq_pq::{
-    IndexPQ, IndexScalarQuantizer, Opq, Pca, ProductQuantizer, RandomRotation, ScalarQuantizer,
-    SqType,
-};
+use std::path::Path;
 
-/// Why a factory string was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ParseErrorKind {
-    /// The string (or a token between commas) is empty.
-    Empty,
-    /// A token that is not part of the grammar.
-    UnknownToken(String),
-    /// A Faiss token the workspace does not implement yet.
-    NotAvailableYet(String),
-    /// A token in a place where it cannot stand (e.g. `IDMap` after a transform).
-    Misplaced(String),
-    /// The string ends without an index (e.g. `"L2norm"`).
-    MissingIndex,
-    /// Tokens after the index (e.g. `"Flat,Flat"`).
-    Trailing(String),
-}
+use vq_core::Metric;
 
-/// A factory-string error with the input and the span of the offending token.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ParseError {
-    /// What is wrong.
-    pub kind: ParseErrorKind,
-    /// The whole input.
-    pub input: String,
-    /// Byte range of the offending token in `input`.
-    pub span: Range<usize>,
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = self.span.start;
-        match &self.kind {
-            ParseErrorKind::Empty => write!(f, "empty token at position {at}")?,
-            ParseErrorKind::UnknownToken(t) => write!(f, "unknown token `{t}` at position {at}")?,
-            ParseErrorKind::NotAvailableYet(t) => write!(
-                f,
-                "token `{t}` at position {at} is a Faiss index type vq does not provide yet"
-            )?,
-            ParseErrorKind::Misplaced(t) => write!(f, "token `{t}` cannot stand at position {at}")?,
-            ParseErrorKind::MissingIndex => write!(
-                f,
-                "the string ends at position {at} without an index (e.g. `Flat`)"
-            )?,
-            ParseErrorKind::Trailing(t) => {
-                write!(f, "unexpected `{t}` at position {at} after the index")?
-            }
-        }
-        write!(f, " in `{}`", self.input)?;
-        let width = (self.span.end - self.span.start).max(1);
-        write!(
-            f,
-            "\n  {}\n  {}{}",
-            self.input,
-            " ".repeat(self.span.start),
-            "^".repeat(width)
-        )
-    }
-}
-
-/// Id mapping around the index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdMapKind {
-    /// `IDMap`: `add_with_ids`, ids translated on search.
-    IdMap,
-    /// `IDMap2`: also reconstructs by id.
-    IdMap2,
-}
-
-/// A vector transform in front of the index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TransformSpec {
-    /// `L2norm`.
-    L2Norm,
-    /// `PCA{d}`, `PCAW{d}` (whitening), `PCAR{d}` (random rotation), `PCAWR{d}`.
-    Pca {
-        /// Output dimension.
-        d_out: usize,
-        /// Whitening (`W`).
-        whiten: bool,
-        /// Random rotation of the output (`R`).
-        rotate: bool,
-    },
-    /// `OPQ{M}` or `OPQ{M}_{D}`.
-    Opq {
-        /// Sub-quantizers the rotation is optimised for.
-        m: usize,
-        /// Output dimension (the input's when absent).
-        d_out: Option<usize>,
-    },
-    /// `RR` or `RR{D}`: random rotation.
-    RandomRotation {
-        /// Output dimension (the input's when absent).
-        d_out: Option<usize>,
-    },
-}
-
-/// The index at the end of the chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IndexSpec {
-    /// `Flat`.
-    Flat,
-    /// `PQ{M}` or `PQ{M}x{nbits}` (an `np` suffix, Faiss's "no polysemous training", is
-    /// accepted: vq never runs polysemous training).
-    Pq {
-        /// Sub-quantizers.
-        m: usize,
-        /// Bits per sub-quantizer code.
-        nbits: usize,
-    },
-    /// `SQ8`, `SQ6`, `SQ4`, `SQfp16`, `SQbf16`, `SQ8_direct`, `SQ8_direct_signed`,
-    /// and the vq spellings `SQ8_uniform`, `SQ4_uniform`.
-    Sq(SqType),
-}
-
-/// The coarse quantizer of an inverted-file index, before its encoding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CoarseSpec {
-    /// `IVF{n}` (also `IVF{n}k`, `IVF{n}M`): k-means centroids in a flat index.
-    Ivf {
-        /// Number of lists.
-        nlist: usize,
-    },
-    /// `IMI2x{b}`: inverted multi-index, `2^(2b)` cells (L2 only).
-    Imi {
-        /// Bits per half.
-        bits: usize,
-    },
-    /// `IVF{n}_HNSW{M}` (`IVF{n}_HNSW` = M 32): k-means centroids inserted into an HNSW
-    /// graph, which assigns vectors and queries approximately (`quantizer_efSearch`).
-    IvfHnsw {
-        /// Number of lists.
-        nlist: usize,
-        /// Links per node of the quantizer's graph.
-        m: usize,
-    },
-}
-
-/// A parsed factory string. `Display` prints the canonical string.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FactorySpec {
-    /// `IDMap`/`IDMap2` prefix, if any.
-    pub id_map: Option<IdMapKind>,
-    /// Transforms, applied first to last.
-    pub transforms: Vec<TransformSpec>,
-    /// Coarse quantizer: the index is an inverted file over `index`'s encoding.
-    pub coarse: Option<CoarseSpec>,
-    /// `HNSW{M}`: the index is an HNSW graph with `M` links per node over `index`'s
-    /// encoding (`HNSW32` = `HNSW32,Flat` = `HNSW32_Flat`; `HNSW32_SQ8`; `HNSW32_PQ16`).
-    pub graph: Option<usize>,
-    /// The index (or, after a coarse quantizer, the encoding of the lists).
-    pub index: IndexSpec,
-}
-
-/// Faiss token prefixes recognised but not implemented yet.
-const LATER: [&str; 8] = [
-    "IVF", "IMI", "NSG", "RFlat", "Refine", "LSH", "ITQ", "Residual",
-];
-
-/// Parses what follows `IVF`: `{n}[k|M]`, optionally `_HNSW[{M}]`.
-fn ivf_coarse(rest: &str) -> Option<CoarseSpec> {
-    match rest.split_once("_HNSW") {
-        Some((n, m)) => Some(CoarseSpec::IvfHnsw {
-            nlist: ivf_lists(n)?,
-            m: if m.is_empty() { 32 } else { num(m)? },
-        }),
-        None => Some(CoarseSpec::Ivf {
-            nlist: ivf_lists(rest)?,
-        }),
-    }
-}
-
-/// Parses an encoding token (`Flat`, `PQ…`, `SQ…`), `None` for anything else.
-fn encoding(t: &str) -> Option<IndexSpec> {
-    match classify(t)? {
-        Tok::Index(ix) => Some(ix),
-        _ => None,
-    }
-}
-
-/// Parses what follows `HNSW`: `[{M}][_{encoding}]`.
-fn hnsw(rest: &str) -> Option<Tok> {
-    let (m, enc) = match rest.split_once('_') {
-        Some((m, e)) => (m, Some(encoding(e)?)),
-        None => (rest, None),
-    };
-    let m = if m.is_empty() { 32 } else { num(m)? };
-    Some(Tok::Graph(m, enc))
-}
-
-/// Parses `{n}[k|M]`.
-fn ivf_lists(rest: &str) -> Option<usize> {
-    let (digits, mult) = if let Some(r) = rest.strip_suffix('k') {
-        (r, 1 << 10)
-    } else if let Some(r) = rest.strip_suffix('M') {
-        (r, 1 << 20)
-    } else {
-        (rest, 1)
-    };
-    num(digits)?.checked_mul(mult)
-}
-
-/// One classified token.
-enum Tok {
-    IdMap(IdMapKind),
-    Transform(TransformSpec),
-    Coarse(CoarseSpec),
-    Index(IndexSpec),
-    /// `HNSW{M}` with its encoding when spelled with `_`.
-    Graph(usize, Option<IndexSpec>),
-    /// A known family in a form vq does not provide yet (e.g. `PQ16x4fs`).
-    Later,
-}
-
-/// Parses a positive decimal number (no sign, no leading `+`).
-fn num(s: &str) -> Option<usize> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok().filter(|&v| v > 0)
-}
-
-fn classify(t: &str) -> Option<Tok> {
-    Some(match t {
-        "IDMap" => Tok::IdMap(IdMapKind::IdMap),
-        "IDMap2" => Tok::IdMap(IdMapKind::IdMap2),
-        "L2norm" => Tok::Transform(TransformSpec::L2Norm),
-        "Flat" => Tok::Index(IndexSpec::Flat),
-        "RR" => Tok::Transform(TransformSpec::RandomRotation { d_out: None }),
-        _ => {
-            if let Some(rest) = t.strip_prefix("IVF") {
-                Tok::Coarse(ivf_coarse(rest)?)
-            } else if let Some(rest) = t.strip_prefix("HNSW") {
-                return hnsw(rest);
-            } else if let Some(rest) = t.strip_prefix("IMI2x") {
-                Tok::Coarse(CoarseSpec::Imi { bits: num(rest)? })
-            } else if let Some(rest) = t.strip_prefix("OPQ") {
-                let (m, d) = match rest.split_once('_') {
-                    Some((m, d)) => (num(m)?, Some(num(d)?)),
-                    None => (num(rest)?, None),
-                };
-                Tok::Transform(TransformSpec::Opq { m, d_out: d })
-            } else if let Some(rest) = t.strip_prefix("PCA") {
-                let (whiten, rest) = match rest.strip_prefix('W') {
-                    Some(r) => (true, r),
-                    None => (false, rest),
-                };
-                let (rotate, rest) = match rest.strip_prefix('R') {
-                    Some(r) => (true, r),
-                    None => (false, rest),
-                };
-                Tok::Transform(TransformSpec::Pca {
-                    d_out: num(rest)?,
-                    whiten,
-                    rotate,
-                })
-            } else if let Some(rest) = t.strip_prefix("RR") {
-                Tok::Transform(TransformSpec::RandomRotation {
-                    d_out: Some(num(rest)?),
-                })
-            } else if let Some(rest) = t.strip_prefix("PQ") {
-                if rest.ends_with("fs") || rest.ends_with("fsr") {
-                    return Some(Tok::Later);
-                }
-                let rest = rest.strip_suffix("np").unwrap_or(rest);
-                let (m, nbits) = match rest.split_once('x') {
-                    Some((m, b)) => (num(m)?, num(b)?),
-                    None => (num(rest)?, 8),
-                };
-                Tok::Index(IndexSpec::Pq { m, nbits })
-            } else if let Some(rest) = t.strip_prefix("SQ") {
-                Tok::Index(IndexSpec::Sq(SqType::parse(rest)?))
-            } else {
-                return None;
-            }
-        }
-    })
-}
-
-fn tokens(s: &str) -> Vec<(&str, Range<usize>)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for part in s.split(',') {
-        let lead = part.len() - part.trim_start().len();
-        let t = part.trim();
-        let b = start + lead;
-        out.push((t, b..b + t.len()));
-        start += part.len() + 1;
-    }
-    out
-}
+pub use build::{CodecConstructor, Component, Factory, TransformConstructor};
+pub use parse::{ParseError, ParseErrorKind};
+pub use saved::{FactoryIndex, set_params};
+pub use spec::{CoarseSpec, EncodingSpec, FactorySpec, IdMapKind, TransformSpec};
 
 impl FactorySpec {
-    /// Parses a factory string.
+    /// Parses a factory string with Faiss's tokens (no registered ones).
     ///
     /// # Errors
     /// A [`ParseError`] naming the first offending token and its position.
     pub fn parse(input: &str) -> Result<FactorySpec, ParseError> {
-        let err = |kind, span: Range<usize>| ParseError {
-            kind,
-            input: input.to_string(),
-            span,
-        };
-        if input.trim().is_empty() {
-            return Err(err(ParseErrorKind::Empty, 0..input.len()));
-        }
-        let toks = tokens(input);
-        let mut id_map = None;
-        let mut transforms = Vec::new();
-        let mut coarse = None;
-        let mut graph = None;
-        let mut index = None;
-        for (i, (t, span)) in toks.iter().enumerate() {
-            let span = span.clone();
-            if t.is_empty() {
-                return Err(err(ParseErrorKind::Empty, span));
-            }
-            let tok = match classify(t) {
-                Some(Tok::Later) => {
-                    return Err(err(ParseErrorKind::NotAvailableYet(t.to_string()), span));
-                }
-                Some(tok) => tok,
-                None => {
-                    let kind = if LATER.iter().any(|p| t.starts_with(p)) {
-                        ParseErrorKind::NotAvailableYet(t.to_string())
-                    } else {
-                        ParseErrorKind::UnknownToken(t.to_string())
-                    };
-                    return Err(err(kind, span));
-                }
-            };
-            if index.is_some() {
-                return Err(err(ParseErrorKind::Trailing(t.to_string()), span));
-            }
-            match tok {
-                Tok::IdMap(kind) => {
-                    if i != 0 {
-                        return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
-                    }
-                    id_map = Some(kind);
-                }
-                Tok::Transform(tr) => {
-                    if coarse.is_some() || graph.is_some() {
-                        return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
-                    }
-                    transforms.push(tr)
-                }
-                Tok::Graph(m, enc) => {
-                    if coarse.is_some() || graph.is_some() {
-                        return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
-                    }
-                    graph = Some(m);
-                    index = enc;
-                }
-                Tok::Coarse(c) => {
-                    if coarse.is_some() || graph.is_some() {
-                        return Err(err(ParseErrorKind::Misplaced(t.to_string()), span));
-                    }
-                    coarse = Some(c)
-                }
-                Tok::Index(ix) => index = Some(ix),
-                Tok::Later => unreachable!("handled above"),
-            }
-        }
-        let index = match (index, graph) {
-            (Some(ix), _) => ix,
-            (None, Some(_)) => IndexSpec::Flat,
-            (None, None) => {
-                return Err(err(ParseErrorKind::MissingIndex, input.len()..input.len()));
-            }
-        };
-        Ok(FactorySpec {
-            id_map,
-            transforms,
-            coarse,
-            graph,
-            index,
-        })
+        Factory::new().parse(input)
     }
 
     /// Builds an empty (untrained where training is needed) index of dimension `d`.
     ///
     /// # Errors
-    /// Invalid dimensions: `d == 0`, a PCA or OPQ output larger than allowed, `M` not
-    /// dividing the dimension it applies to, `nbits` outside 1..=16.
-    pub fn build(&self, d: usize, metric: Metric) -> vq_core::Result<Box<dyn Index>> {
-        let mut dim = d;
-        let mut chain: Vec<Box<dyn VectorTransform>> = Vec::new();
-        for t in &self.transforms {
-            let tr: Box<dyn VectorTransform> = match *t {
-                TransformSpec::L2Norm => Box::new(L2Normalize::new(dim)?),
-                TransformSpec::Pca {
-                    d_out,
-                    whiten,
-                    rotate,
-                } => Box::new(
-                    Pca::new(dim, d_out)?
-                        .with_eigen_power(if whiten { -0.5 } else { 0.0 })
-                        .with_random_rotation(rotate),
-                ),
-                TransformSpec::Opq { m, d_out } => {
-                    Box::new(Opq::with_output(dim, m, d_out.unwrap_or(dim))?)
-                }
-                TransformSpec::RandomRotation { d_out } => {
-                    Box::new(RandomRotation::new(dim, d_out.unwrap_or(dim))?)
-                }
-            };
-            dim = tr.d_out();
-            chain.push(tr);
-        }
-        let hnsw_quantizer = |m: usize| -> vq_core::Result<AnyQuantizer<IndexHnswFlat>> {
-            Ok(AnyQuantizer(IndexHnswFlat::new(dim, m, metric)?))
-        };
-        let base: Box<dyn Index> = match (self.coarse, self.index) {
-            _ if self.graph.is_some() => {
-                let m = self.graph.unwrap_or(32);
-                match self.index {
-                    IndexSpec::Flat => Box::new(IndexHnswFlat::new(dim, m, metric)?),
-                    IndexSpec::Sq(t) => Box::new(IndexHnswSq::new_sq(dim, m, t, metric)?),
-                    IndexSpec::Pq { m: pm, nbits } => {
-                        Box::new(IndexHnswPq::new_pq(dim, m, pm, nbits, metric)?)
-                    }
-                }
-            }
-            (Some(CoarseSpec::IvfHnsw { nlist, m }), IndexSpec::Flat) => Box::new(IndexIvf::new(
-                hnsw_quantizer(m)?,
-                nlist,
-                IvfFlat::new(dim)?,
-                metric,
-            )?),
-            (Some(CoarseSpec::IvfHnsw { nlist, m }), IndexSpec::Pq { m: pm, nbits }) => {
-                Box::new(IndexIvf::new(
-                    hnsw_quantizer(m)?,
-                    nlist,
-                    IvfPq::new(ProductQuantizer::new(dim, pm, nbits)?, true),
-                    metric,
-                )?)
-            }
-            (Some(CoarseSpec::IvfHnsw { nlist, m }), IndexSpec::Sq(t)) => Box::new(IndexIvf::new(
-                hnsw_quantizer(m)?,
-                nlist,
-                IvfCodec::new(ScalarQuantizer::new(dim, t)?, true),
-                metric,
-            )?),
-            (None, IndexSpec::Flat) => Box::new(IndexFlat::new(dim, metric)?),
-            (None, IndexSpec::Pq { m, nbits }) => {
-                Box::new(IndexPQ::new(ProductQuantizer::new(dim, m, nbits)?, metric))
-            }
-            (None, IndexSpec::Sq(t)) => Box::new(IndexScalarQuantizer::new(
-                ScalarQuantizer::new(dim, t)?,
-                metric,
-            )),
-            (Some(CoarseSpec::Ivf { nlist }), IndexSpec::Flat) => {
-                Box::new(IndexIvf::new_flat(dim, nlist, metric)?)
-            }
-            (Some(CoarseSpec::Ivf { nlist }), IndexSpec::Pq { m, nbits }) => {
-                Box::new(IndexIvf::new_pq(dim, nlist, m, nbits, metric)?)
-            }
-            (Some(CoarseSpec::Ivf { nlist }), IndexSpec::Sq(t)) => {
-                Box::new(IndexIvf::new_sq(dim, nlist, t, metric)?)
-            }
-            (Some(CoarseSpec::Imi { bits }), ix) => {
-                if metric != Metric::L2 {
-                    return Err(vq_core::Error::invalid_param(
-                        "metric",
-                        format!("IMI2x{bits} supports L2 only (as Faiss)"),
-                    ));
-                }
-                match ix {
-                    IndexSpec::Flat => Box::new(IndexIvf::new_imi(dim, bits, IvfFlat::new(dim)?)?),
-                    IndexSpec::Pq { m, nbits } => Box::new(IndexIvf::new_imi(
-                        dim,
-                        bits,
-                        IvfPq::new(ProductQuantizer::new(dim, m, nbits)?, true),
-                    )?),
-                    IndexSpec::Sq(t) => Box::new(IndexIvf::new_imi(
-                        dim,
-                        bits,
-                        IvfCodec::new(ScalarQuantizer::new(dim, t)?, true),
-                    )?),
-                }
-            }
-        };
-        let inner: Box<dyn Index> = if chain.is_empty() {
-            base
-        } else {
-            Box::new(PreTransform::new(chain, base)?)
-        };
-        Ok(match self.id_map {
-            None => inner,
-            Some(IdMapKind::IdMap) => Box::new(IndexIDMap::new(inner)?),
-            Some(IdMapKind::IdMap2) => Box::new(IndexIDMap2::new(inner)?),
-        })
+    /// As [`Factory::build`].
+    pub fn build(&self, d: usize, metric: Metric) -> vq_core::Result<FactoryIndex> {
+        Factory::new().build_spec(self.clone(), d, metric)
     }
 }
 
-impl FromStr for FactorySpec {
+impl std::str::FromStr for FactorySpec {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         FactorySpec::parse(s)
-    }
-}
-
-impl fmt::Display for TransformSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            TransformSpec::L2Norm => f.write_str("L2norm"),
-            TransformSpec::Pca {
-                d_out,
-                whiten,
-                rotate,
-            } => write!(
-                f,
-                "PCA{}{}{d_out}",
-                if whiten { "W" } else { "" },
-                if rotate { "R" } else { "" }
-            ),
-            TransformSpec::Opq { m, d_out: None } => write!(f, "OPQ{m}"),
-            TransformSpec::Opq { m, d_out: Some(d) } => write!(f, "OPQ{m}_{d}"),
-            TransformSpec::RandomRotation { d_out: None } => f.write_str("RR"),
-            TransformSpec::RandomRotation { d_out: Some(d) } => write!(f, "RR{d}"),
-        }
-    }
-}
-
-impl fmt::Display for CoarseSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            CoarseSpec::Ivf { nlist } => write!(f, "IVF{nlist}"),
-            CoarseSpec::Imi { bits } => write!(f, "IMI2x{bits}"),
-            CoarseSpec::IvfHnsw { nlist, m } => write!(f, "IVF{nlist}_HNSW{m}"),
-        }
-    }
-}
-
-impl fmt::Display for IndexSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            IndexSpec::Flat => f.write_str("Flat"),
-            IndexSpec::Pq { m, nbits: 8 } => write!(f, "PQ{m}"),
-            IndexSpec::Pq { m, nbits } => write!(f, "PQ{m}x{nbits}"),
-            IndexSpec::Sq(t) => write!(f, "{t}"),
-        }
-    }
-}
-
-impl fmt::Display for FactorySpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = Vec::new();
-        match self.id_map {
-            Some(IdMapKind::IdMap) => parts.push("IDMap".into()),
-            Some(IdMapKind::IdMap2) => parts.push("IDMap2".into()),
-            None => {}
-        }
-        parts.extend(self.transforms.iter().map(ToString::to_string));
-        if let Some(c) = self.coarse {
-            parts.push(c.to_string());
-        }
-        match (self.graph, self.index) {
-            (Some(m), IndexSpec::Flat) => parts.push(format!("HNSW{m}")),
-            (Some(m), ix) => parts.push(format!("HNSW{m}_{ix}")),
-            (None, ix) => parts.push(ix.to_string()),
-        }
-        f.write_str(&parts.join(","))
     }
 }
 
@@ -590,18 +45,31 @@ impl fmt::Display for FactorySpec {
 ///
 /// # Errors
 /// [`vq_core::Error::Factory`] wrapping a [`ParseError`], or the build's errors.
-pub fn index_factory(
-    d: usize,
-    description: &str,
-    metric: Metric,
-) -> vq_core::Result<Box<dyn Index>> {
-    let spec = FactorySpec::parse(description).map_err(|e| vq_core::Error::Factory(Box::new(e)))?;
-    spec.build(d, metric)
+pub fn index_factory(d: usize, description: &str, metric: Metric) -> vq_core::Result<FactoryIndex> {
+    Factory::new().index(d, description, metric)
+}
+
+/// Loads an index saved with [`FactoryIndex::save`] (Faiss's tokens only; use
+/// [`Factory::load`] for strings with registered tokens).
+///
+/// # Errors
+/// As [`Factory::load`].
+pub fn load_index(path: impl AsRef<Path>) -> vq_core::Result<FactoryIndex> {
+    Factory::new().load(path)
+}
+
+/// Memory-maps an index saved with [`FactoryIndex::save`] (see [`Factory::mmap`]).
+///
+/// # Errors
+/// As [`Factory::load`].
+pub fn mmap_index(path: impl AsRef<Path>) -> vq_core::Result<FactoryIndex> {
+    Factory::new().mmap(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vq_core::Index;
 
     #[test]
     fn parse_print_round_trip() {
@@ -655,8 +123,8 @@ mod tests {
         assert!(e.to_string().contains("position 6"));
         assert!(e.to_string().ends_with("      ^^^^^"));
         assert_eq!(
-            FactorySpec::parse("PQ16np").unwrap().index,
-            IndexSpec::Pq { m: 16, nbits: 8 }
+            FactorySpec::parse("PQ16np").unwrap(),
+            FactorySpec::Codes(EncodingSpec::Pq { m: 16, nbits: 8 })
         );
         for bad in [
             "PQ", "PQx4", "PQ16x", "PQ0", "PQ-1", "SQ7", "PCA", "OPQ_64", "RR0", "SQ",
@@ -704,8 +172,11 @@ mod tests {
             assert!(ok, "{bad}: {e}");
         }
         assert_eq!(
-            FactorySpec::parse("IVF4k,Flat").unwrap().coarse,
-            Some(CoarseSpec::Ivf { nlist: 4096 })
+            FactorySpec::parse("IVF4k,Flat").unwrap(),
+            FactorySpec::Ivf {
+                coarse: CoarseSpec::Ivf { nlist: 4096 },
+                encoding: EncodingSpec::Flat
+            }
         );
         let e = FactorySpec::parse("IVF16,PCA8,Flat").unwrap_err();
         assert_eq!(e.kind, ParseErrorKind::Misplaced("PCA8".into()));
@@ -793,7 +264,7 @@ mod tests {
         assert_eq!(ix.search_param_names(), vec!["efSearch".to_string()]);
         // The HNSW coarse quantizer finds the lists the exact one does: recall against
         // exact search with enough probes.
-        let mut exact = IndexFlat::new(16, Metric::L2).unwrap();
+        let mut exact = vq_core::IndexFlat::new(16, Metric::L2).unwrap();
         exact.add(x).unwrap();
         let want = exact.search(q, 10, &vq_core::SearchParams::new()).unwrap();
         let mut ivf = index_factory(16, "IVF64_HNSW16,Flat", Metric::L2).unwrap();
