@@ -5,6 +5,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod cli;
 mod dataset;
 mod kmeans;
 
@@ -32,20 +33,32 @@ enum Command {
     /// Write a synthetic dataset as texmex files (base, query, learn, ground truth), so
     /// other tools (Faiss's harness) read the very same bytes.
     Generate(bench::GenerateArgs),
+    /// Print the canonical form of a factory string and a tree of what it builds (or
+    /// the error, with a marker under the offending token, and a non-zero exit).
+    Describe(cli::DescribeArgs),
+    /// Build an index from a factory string (train, add) and save it to a file.
+    Build(cli::BuildArgs),
+    /// Load a saved index (read or memory-mapped), search it, print one JSON line;
+    /// optionally write the result ids as `.ivecs`.
+    Search(cli::SearchArgs),
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Bench(a) => bench::run_bench(&a),
         Command::Generate(a) => bench::run_generate(&a),
         Command::Kmeans(a) => kmeans::run(&a),
-    }
+        Command::Describe(a) => return cli::run_describe(&a),
+        Command::Build(a) => cli::run_build(&a),
+        Command::Search(a) => cli::run_search(&a),
+    }?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line: the first line of each error in the chain (a factory error's
             // second and third lines draw a marker under the token; the first names it).

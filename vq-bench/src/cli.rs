@@ -1,0 +1,271 @@
+//! `vq describe`, `vq build` and `vq search`: the factory's strings and files from the
+//! command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+use vq_core::eval::{intersection_recall, recall_at_1};
+use vq_core::io::write_ivecs;
+use vq_core::{Index, Metric, SearchParams};
+use vq_factory::{Factory, FactorySpec};
+
+use crate::bench::{
+    build_with_params, parse_build_params, peak_rss_mb, pool, search_pass, train_and_add,
+};
+use crate::dataset::Dataset;
+
+/// Arguments of `vq describe`.
+#[derive(Args, Debug)]
+pub(crate) struct DescribeArgs {
+    /// Input dimension the index is built for (checks that the string fits it).
+    #[arg(long)]
+    dim: usize,
+    /// Metric: `l2` or `ip`.
+    #[arg(long, default_value = "l2")]
+    metric: String,
+    /// The factory string, e.g. `"OPQ16_64,IVF4096,PQ16"`.
+    description: String,
+}
+
+/// `vq describe`: the canonical string and the tree of what it builds, or the error
+/// with a marker under the offending token (and a non-zero exit).
+pub(crate) fn run_describe(a: &DescribeArgs) -> Result<ExitCode> {
+    let metric: Metric = a.metric.parse()?;
+    let spec = match FactorySpec::parse(&a.description) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let index = match Factory::new().build_spec(spec.clone(), a.dim, metric) {
+        Ok(ix) => ix,
+        Err(e) => {
+            eprintln!(
+                "error: `{spec}` cannot be built for d = {} ({metric}): {e}",
+                a.dim
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("{spec}");
+    print!("{}", spec.tree());
+    println!(
+        "d = {}, metric = {metric}, search parameters: {}",
+        a.dim,
+        match index.search_param_names() {
+            v if v.is_empty() => "none".to_string(),
+            v => v.join(", "),
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `vq build`.
+#[derive(Args, Debug)]
+pub(crate) struct BuildArgs {
+    /// A folder with `*base.fvecs` (and optional `*learn.fvecs`), or
+    /// `synthetic:N,D,NQ[,SEED]`.
+    #[arg(long)]
+    data: String,
+    /// Factory string.
+    #[arg(long)]
+    index: String,
+    /// Metric: `l2` or `ip`.
+    #[arg(long, default_value = "l2")]
+    metric: String,
+    /// Build-time parameters (`efConstruction=200`).
+    #[arg(long, default_value = "")]
+    build_params: String,
+    /// Threads; default: all cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where to save the index (written atomically).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `vq build`: train, add, save; one JSON line.
+pub(crate) fn run_build(a: &BuildArgs) -> Result<()> {
+    let metric: Metric = a.metric.parse()?;
+    let spec = FactorySpec::parse(&a.index).map_err(|e| anyhow::anyhow!("--index: {e}"))?;
+    let build_params = parse_build_params(&a.build_params)?;
+    pool(a.threads)?.install(|| -> Result<()> {
+        let ds = Dataset::load(&a.data)?;
+        let (n, d) = (ds.base.len(), ds.base.dim());
+        let mut index = build_with_params(&spec, d, metric, &build_params)?;
+        let (train_s, add_s) = train_and_add(&mut index, &ds)?;
+        let t0 = Instant::now();
+        index
+            .save(&a.out)
+            .with_context(|| format!("saving to {}", a.out.display()))?;
+        let save_s = t0.elapsed().as_secs_f64();
+        let bytes = std::fs::metadata(&a.out).map(|m| m.len()).ok();
+        println!(
+            "{}",
+            json!({
+                "library": "vq",
+                "version": env!("CARGO_PKG_VERSION"),
+                "index": spec.to_string(),
+                "dataset": ds.name,
+                "metric": metric.name(),
+                "n": n, "d": d,
+                "train_s": train_s,
+                "add_s": add_s,
+                "save_s": save_s,
+                "file": a.out.display().to_string(),
+                "file_bytes": bytes,
+                "bytes_per_vector": index.bytes_per_vector(),
+                "peak_rss_mb": peak_rss_mb(),
+            })
+        );
+        Ok(())
+    })
+}
+
+/// Arguments of `vq search`.
+#[derive(Args, Debug)]
+pub(crate) struct SearchArgs {
+    /// An index file written by `vq build` (or `FactoryIndex::save`).
+    #[arg(long)]
+    index_file: PathBuf,
+    /// The queries (and ground truth): a folder or `synthetic:N,D,NQ[,SEED]`, as for
+    /// `vq build`.
+    #[arg(long)]
+    data: String,
+    /// Neighbours per query.
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Search parameters, Faiss syntax (`nprobe=16,efSearch=64`).
+    #[arg(long, default_value = "")]
+    params: String,
+    /// Map the file instead of reading it (large arrays stay on disk).
+    #[arg(long)]
+    mmap: bool,
+    /// Threads; default: all cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed repetitions; the fastest is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Write the result ids here (`.ivecs`, one row of k ids per query, -1 padding).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `vq search`: load, search, report one JSON line (the `vq bench` fields plus load
+/// time and memory after loading), optionally write the ids.
+pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
+    if a.k == 0 {
+        bail!("-k must be at least 1");
+    }
+    if a.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let params =
+        SearchParams::parse(&a.params).with_context(|| format!("--params `{}`", a.params))?;
+    let pool = pool(a.threads)?;
+    let threads = pool.current_num_threads();
+    pool.install(|| -> Result<()> {
+        let rss0 = peak_rss_mb();
+        let t0 = Instant::now();
+        let factory = Factory::new();
+        let index = if a.mmap {
+            factory.mmap(&a.index_file)
+        } else {
+            factory.load(&a.index_file)
+        }
+        .with_context(|| format!("loading {}", a.index_file.display()))?;
+        let load_s = t0.elapsed().as_secs_f64();
+        let rss_after_load = current_rss_mb();
+        let known = index.search_param_names();
+        for name in params.names_set() {
+            if !known.contains(&name) {
+                bail!("{} has no search parameter `{name}`", index.describe());
+            }
+        }
+        let mut ds = Dataset::load(&a.data)?;
+        if ds.queries.dim() != index.dim() {
+            bail!(
+                "the queries have dimension {}, the index {}",
+                ds.queries.dim(),
+                index.dim()
+            );
+        }
+        if a.k > index.len() {
+            bail!(
+                "-k {} exceeds the {} vectors in the index",
+                a.k,
+                index.len()
+            );
+        }
+        let metric = index.metric();
+        let mut times = Vec::with_capacity(a.repeats);
+        let mut last = None;
+        for _ in 0..a.repeats {
+            let (s, res) = search_pass(&index, ds.queries.as_ref(), a.k, &params, false)?;
+            times.push(s);
+            last = Some(res);
+        }
+        let res = last.context("invariant: at least one repeat")?;
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let nq = ds.queries.len();
+        // Recall only when the data set is the one the index holds.
+        let (r1, r10) = if ds.base.len() == index.len() {
+            let gt = ds.ground_truth(a.k, metric, false)?;
+            let r10 = if a.k >= 10 && gt.k() >= 10 {
+                Some(intersection_recall(&res, gt, 10)?)
+            } else {
+                None
+            };
+            (Some(recall_at_1(&res, gt)?), r10)
+        } else {
+            (None, None)
+        };
+        if let Some(out) = &a.out {
+            let ids: Vec<i32> = res
+                .labels()
+                .iter()
+                .map(|&l| i32::try_from(l).unwrap_or(-1))
+                .collect();
+            write_ivecs(out, &ids, a.k)?;
+        }
+        println!(
+            "{}",
+            json!({
+                "case": index.describe().to_lowercase(),
+                "library": "vq",
+                "version": env!("CARGO_PKG_VERSION"),
+                "index": index.describe(),
+                "params": params.to_string(),
+                "threads": threads,
+                "n": index.len(), "d": index.dim(), "nq": nq, "k": a.k,
+                "load_s": load_s,
+                "mmap": a.mmap,
+                "rss_before_load_mb": rss0,
+                "rss_after_load_mb": rss_after_load,
+                "file_bytes": std::fs::metadata(&a.index_file).map(|m| m.len()).ok(),
+                "search_s": best,
+                "qps": nq as f64 / best,
+                "recall_at_1": r1,
+                "recall_10_at_10": r10,
+                "bytes_per_vector": index.bytes_per_vector(),
+                "peak_rss_mb": peak_rss_mb(),
+                "dataset": ds.name,
+                "metric": metric.name(),
+            })
+        );
+        Ok(())
+    })
+}
+
+/// Resident set size now (Linux `/proc/self/statm`), in MiB.
+fn current_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0 / (1024.0 * 1024.0))
+}
