@@ -394,3 +394,128 @@ fn kmeans_prints_one_line_and_refuses_bad_input() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn describe_prints_the_canonical_string_and_tree_or_the_marker() {
+    let (code, out, err) = vq(&[
+        "describe",
+        "--dim",
+        "128",
+        "OPQ16_64, IVF1k(HNSW16), PQ16, RFlat",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("OPQ16_64,IVF1024(HNSW16),PQ16,RFlat"));
+    assert!(out.contains("IndexRefine"), "{out}");
+    assert!(
+        out.contains("OPQ rotation for 16 sub-quantizers, to 64 dimensions"),
+        "{out}"
+    );
+    assert!(out.contains("quantizer_efSearch"), "{out}");
+    let (code, out, err) = vq(&["describe", "--dim", "128", "IVF1k,PQ16,Bogus"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(
+        err.contains("unknown token `Bogus` at position 11"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("\n  {}^^^^^", " ".repeat(11))),
+        "{err}"
+    );
+    let (code, _, err) = vq(&["describe", "--dim", "128", "PQ7"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does not divide"), "{err}");
+    let (code, _, err) = vq(&["describe", "--dim", "64", "--metric", "ip", "IMI2x4,Flat"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("L2 only"), "{err}");
+}
+
+#[test]
+fn build_then_search_a_saved_index_read_or_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ivf.vqi");
+    let file = file.to_str().unwrap();
+    let data = "synthetic:4000,16,50,3";
+    let (code, out, err) = vq(&[
+        "build",
+        "--data",
+        data,
+        "--index",
+        "IVF32,SQ8",
+        "--threads",
+        "2",
+        "--out",
+        file,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(row["index"], "IVF32,SQ8");
+    assert_eq!(row["n"], 4000);
+    let mut ids = Vec::new();
+    for mmap in [false, true] {
+        let out_ids = dir.path().join(format!("ids{mmap}.ivecs"));
+        let mut args = vec![
+            "search",
+            "--index-file",
+            file,
+            "--data",
+            data,
+            "--params",
+            "nprobe=32",
+            "--repeats",
+            "1",
+            "--out",
+            out_ids.to_str().unwrap(),
+        ];
+        if mmap {
+            args.push("--mmap");
+        }
+        let (code, out, err) = vq(&args);
+        assert_eq!(code, 0, "{err}");
+        let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        for f in FIELDS
+            .iter()
+            .filter(|f| !f.ends_with("_s") || **f == "search_s")
+        {
+            assert!(row.get(f).is_some(), "missing field {f}");
+        }
+        assert_eq!(row["mmap"], mmap);
+        assert!(row["recall_10_at_10"].as_f64().unwrap() > 0.9, "{row}");
+        let m = vq_core::io::read_ivecs(&out_ids).unwrap();
+        assert_eq!((m.len(), m.dim()), (50, 10));
+        ids.push(m.into_vec());
+    }
+    assert_eq!(
+        ids[0], ids[1],
+        "loaded and mapped indexes answer differently"
+    );
+    // Bad input: a parameter the index does not have, a corrupt file, a missing file.
+    let (code, _, err) = vq(&[
+        "search",
+        "--index-file",
+        file,
+        "--data",
+        data,
+        "--params",
+        "efSearch=8",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("efSearch"), "{err}");
+    let mut bytes = std::fs::read(file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    let bad = dir.path().join("bad.vqi");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, _, err) = vq(&[
+        "search",
+        "--index-file",
+        bad.to_str().unwrap(),
+        "--data",
+        data,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("corrupt") || err.contains("section"), "{err}");
+    let (code, _, _) = vq(&["search", "--index-file", "/nonexistent.vqi", "--data", data]);
+    assert_eq!(code, 1);
+}

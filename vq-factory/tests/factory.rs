@@ -187,7 +187,7 @@ fn same(a: &SearchResults, b: &SearchResults) -> bool {
             .all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-const SAVED: [(&str, &str); 16] = [
+const SAVED: &[(&str, &str)] = &[
     ("Flat", ""),
     ("IDMap2,Flat", ""),
     ("PQ8", ""),
@@ -203,6 +203,8 @@ const SAVED: [(&str, &str); 16] = [
     ("HNSW8_SQ8", "efSearch=32"),
     ("IVF16_HNSW8,Flat", "nprobe=4,quantizer_efSearch=16"),
     ("IVF16,PQ8,RFlat", "nprobe=4,k_factor_rf=4"),
+    ("IVF16(HNSW8),Flat", "nprobe=4,quantizer_efSearch=8"),
+    ("IVF16(SQ8),PQ8", "nprobe=4"),
     (
         "IDMap,OPQ8,IVF16,SQ8,Refine(SQfp16)",
         "nprobe=4,k_factor_rf=2",
@@ -213,7 +215,7 @@ const SAVED: [(&str, &str); 16] = [
 fn save_then_load_or_mmap_gives_identical_results() {
     let (x, q) = data(3000, 32, 30);
     let dir = tempfile::tempdir().unwrap();
-    for (s, params) in SAVED {
+    for &(s, params) in SAVED {
         let mut ix = index_factory(32, s, Metric::L2).unwrap();
         ix.train(x.as_ref()).unwrap();
         if s.starts_with("IDMap") {
