@@ -3,6 +3,7 @@
 //! quantization with precomputed tables (IVF-PQ).
 
 use std::fmt::Debug;
+use std::sync::OnceLock;
 
 use vq_core::distance::Kernels;
 use vq_core::persist::{StateReader, StateWriter};
@@ -501,6 +502,8 @@ enum Precomputed {
     Multi { bits: usize, halves: [Vec<f32>; 2] },
 }
 
+static NO_TABLE: Precomputed = Precomputed::None;
+
 /// Product-quantization codes in the lists (IVF-PQ), on residuals by default.
 ///
 /// L2 search with residuals uses Faiss's decomposition
@@ -509,12 +512,18 @@ enum Precomputed {
 /// [`PRECOMPUTED_TABLE_MAX_BYTES`] (compactly, per half, for a multi-index), the last
 /// is one table per query, the first comes from the coarse search; so probing a list
 /// costs one table addition, not a table computation.
+///
+/// The table is built by the first search after training or loading (once, shared by
+/// all threads), so loading an index — memory-mapped especially — stays near-instant
+/// and holds no table until it is searched.
 #[derive(Clone, Debug)]
 pub struct IvfPq {
     pq: ProductQuantizer,
     by_residual: bool,
     use_precomputed: bool,
-    precomputed: Precomputed,
+    /// `prepare` found a table worth building; the first scanner builds it.
+    table_due: bool,
+    precomputed: OnceLock<Precomputed>,
 }
 
 impl IvfPq {
@@ -524,7 +533,8 @@ impl IvfPq {
             pq,
             by_residual,
             use_precomputed: true,
-            precomputed: Precomputed::None,
+            table_due: false,
+            precomputed: OnceLock::new(),
         }
     }
 
@@ -543,13 +553,49 @@ impl IvfPq {
     pub fn set_use_precomputed(&mut self, on: bool) {
         self.use_precomputed = on;
         if !on {
-            self.precomputed = Precomputed::None;
+            self.table_due = false;
+            self.precomputed = OnceLock::new();
         }
     }
 
-    /// `true` when a precomputed table is in use.
+    /// `true` when a precomputed table is in use (built, or to be built by the next
+    /// search).
     pub fn has_precomputed(&self) -> bool {
-        !matches!(self.precomputed, Precomputed::None)
+        self.table_due && !matches!(self.precomputed.get(), Some(Precomputed::None))
+    }
+
+    /// The table, if built.
+    fn table(&self) -> &Precomputed {
+        self.precomputed.get().unwrap_or(&NO_TABLE)
+    }
+
+    /// The table, built now if it is due (one thread builds, the others wait). A build
+    /// that fails leaves no table: searches then compute residual tables per list,
+    /// which gives the same distances, more slowly.
+    fn table_for(&self, quantizer: &dyn CoarseQuantizer) -> &Precomputed {
+        if !self.table_due {
+            return &NO_TABLE;
+        }
+        self.precomputed
+            .get_or_init(|| self.build_table(quantizer).unwrap_or_default())
+    }
+
+    fn build_table(&self, quantizer: &dyn CoarseQuantizer) -> Result<Precomputed> {
+        let (m, d) = (self.pq.m(), self.pq.dim());
+        let norms = self.centroid_norms();
+        if let Some((bits, c0, c1)) = quantizer.multi_index_parts() {
+            let h = m / 2;
+            return Ok(Precomputed::Multi {
+                bits,
+                halves: [self.term1(c0, 0, h, &norms)?, self.term1(c1, h, h, &norms)?],
+            });
+        }
+        let nlist = quantizer.nlist();
+        let mut cents = vec![0f32; nlist * d];
+        for (l, c) in cents.chunks_exact_mut(d).enumerate() {
+            quantizer.centroid_into(l, c)?;
+        }
+        Ok(Precomputed::Full(self.term1(&cents, 0, m, &norms)?))
     }
 
     /// Squared norms of every sub-centroid, `M × ksub`.
@@ -620,7 +666,7 @@ impl ListScanner for PqScanner<'_> {
             self.table.set_bias(coarse_dis);
             return Ok(());
         }
-        match &e.precomputed {
+        match e.table() {
             Precomputed::Full(_) => {
                 // The table is built on the first scan that needs it.
                 self.pending = Some(list);
@@ -652,7 +698,7 @@ impl ListScanner for PqScanner<'_> {
 
     fn scan(&mut self, codes: &[u8], out: &mut [f32]) -> Result<()> {
         if let (Some(list), Some(base), Precomputed::Full(pre)) =
-            (self.pending, &self.base_table, &self.enc.precomputed)
+            (self.pending, &self.base_table, self.enc.table())
         {
             let tsize = base.table().len();
             let p = &pre[list * tsize..(list + 1) * tsize];
@@ -694,7 +740,8 @@ impl IvfEncoding for IvfPq {
     }
 
     fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
-        self.precomputed = Precomputed::None;
+        self.table_due = false;
+        self.precomputed = OnceLock::new();
         self.pq.train(x)
     }
 
@@ -707,7 +754,8 @@ impl IvfEncoding for IvfPq {
     }
 
     fn prepare(&mut self, quantizer: &dyn CoarseQuantizer, metric: Metric) -> Result<()> {
-        self.precomputed = Precomputed::None;
+        self.precomputed = OnceLock::new();
+        self.table_due = false;
         if !self.use_precomputed
             || !self.by_residual
             || metric != Metric::L2
@@ -715,28 +763,13 @@ impl IvfEncoding for IvfPq {
         {
             return Ok(());
         }
-        let (m, ks, d) = (self.pq.m(), self.pq.ksub(), self.pq.dim());
-        let norms = self.centroid_norms();
-        if let Some((bits, c0, c1)) = quantizer.multi_index_parts() {
-            if m.is_multiple_of(2) {
-                let h = m / 2;
-                self.precomputed = Precomputed::Multi {
-                    bits,
-                    halves: [self.term1(c0, 0, h, &norms)?, self.term1(c1, h, h, &norms)?],
-                };
-            }
-            return Ok(());
-        }
-        let nlist = quantizer.nlist();
-        let bytes = nlist.saturating_mul(m * ks * 4);
-        if bytes > PRECOMPUTED_TABLE_MAX_BYTES || nlist == 0 {
-            return Ok(());
-        }
-        let mut cents = vec![0f32; nlist * d];
-        for (l, c) in cents.chunks_exact_mut(d).enumerate() {
-            quantizer.centroid_into(l, c)?;
-        }
-        self.precomputed = Precomputed::Full(self.term1(&cents, 0, m, &norms)?);
+        self.table_due = if quantizer.multi_index_parts().is_some() {
+            self.pq.m().is_multiple_of(2)
+        } else {
+            let nlist = quantizer.nlist();
+            let bytes = nlist.saturating_mul(self.pq.m() * self.pq.ksub() * 4);
+            nlist > 0 && bytes <= PRECOMPUTED_TABLE_MAX_BYTES
+        };
         Ok(())
     }
 
@@ -749,7 +782,12 @@ impl IvfEncoding for IvfPq {
         check_query(self.pq.dim(), query)?;
         let tsize = self.pq.m() * self.pq.ksub();
         let mut base = vec![0f32; tsize];
-        let precomputed_l2 = self.by_residual && metric == Metric::L2 && self.has_precomputed();
+        let pre = if self.by_residual && metric == Metric::L2 {
+            self.table_for(quantizer)
+        } else {
+            &NO_TABLE
+        };
+        let precomputed_l2 = !matches!(pre, Precomputed::None);
         if precomputed_l2 {
             self.pq
                 .compute_distance_table(query, Metric::InnerProduct, &mut base)?;
@@ -761,7 +799,7 @@ impl IvfEncoding for IvfPq {
         let (m, nbits) = (self.pq.m(), self.pq.nbits());
         let (table, base, base_table) = if !precomputed_l2 {
             (PqDistanceTable::new(base, m, nbits)?, Vec::new(), None)
-        } else if matches!(self.precomputed, Precomputed::Full(_)) {
+        } else if matches!(pre, Precomputed::Full(_)) {
             let empty = PqDistanceTable::new(vec![0.0; tsize], m, nbits)?;
             (
                 empty,
@@ -799,7 +837,8 @@ impl IvfEncoding for IvfPq {
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
         let by_residual = read_flag(r, "by_residual")?;
         let use_precomputed = read_flag(r, "use_precomputed")?;
-        self.precomputed = Precomputed::None;
+        self.table_due = false;
+        self.precomputed = OnceLock::new();
         r.scope("pq", |r| Codec::load_state(&mut self.pq, r))?;
         self.by_residual = by_residual;
         self.use_precomputed = use_precomputed;
