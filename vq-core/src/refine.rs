@@ -129,16 +129,12 @@ impl Index for IndexRefine {
                 what: self.refine.describe(),
             });
         }
-        let n = self.base.len();
+        // Both check the same things (dimension, finite values): validate first so that
+        // the second add cannot fail after the first succeeded.
+        x.check_dim(self.dim())?;
+        x.check_finite()?;
         self.base.add(x)?;
-        if let Err(e) = self.refine.add(x) {
-            // Keep the two in step: take the vectors back out of the base.
-            let _ = self
-                .base
-                .remove_ids(&crate::IdSelector::range(n as Label, Label::MAX));
-            return Err(e);
-        }
-        Ok(())
+        self.refine.add(x)
     }
     fn search_into(
         &self,
@@ -188,16 +184,18 @@ impl Index for IndexRefine {
     fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
         self.refine.reconstruct_into(id, out)
     }
+    /// Not supported: the two indexes may number their vectors differently after a
+    /// removal (a flat index compacts, a graph keeps its ids), and the refine step
+    /// relies on them agreeing (Faiss's `IndexRefine` does not remove either).
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
-        let n = self.base.remove_ids(selector)?;
-        let m = self.refine.remove_ids(selector)?;
-        if n != m {
-            return Err(Error::invalid_param(
-                "selector",
-                format!("removed {n} vectors from the base index but {m} from the refine index"),
-            ));
-        }
-        Ok(n)
+        let _ = selector;
+        Err(Error::not_supported(
+            "remove_ids",
+            format!(
+                "{} (rebuild the index without the vectors)",
+                self.describe()
+            ),
+        ))
     }
     fn search_param_names(&self) -> Vec<String> {
         let mut v = self.base.search_param_names();
@@ -266,6 +264,8 @@ mod tests {
         let b = r.search(data.queries.as_ref(), 5, &p).unwrap();
         assert_eq!(a.labels(), b.labels());
         assert!(r.set_search_param("k_factor_rf", "0.5").is_err());
+        assert!(r.remove_ids(&crate::IdSelector::range(0, 5)).is_err());
+        assert_eq!(r.len(), 500);
         assert!(r.set_search_param("nprobe", "2").is_err());
         r.set_search_param("k_factor_rf", "3").unwrap();
         assert_eq!(r.k_factor(), 3.0);
