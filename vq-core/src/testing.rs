@@ -253,3 +253,43 @@ pub fn patch_section(buf: &mut [u8], name: &str, shrink: u64, edit: impl FnOnce(
     }
     panic!("no section {name}");
 }
+
+/// An index's sections ([`crate::Index::save_state`]) as a complete container in memory.
+///
+/// # Errors
+/// The index's save errors.
+pub fn state_bytes(index: &dyn crate::Index) -> crate::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut w = crate::persist::StateWriter::new(&mut buf)?;
+    index.save_state(&mut w)?;
+    w.finish()?;
+    Ok(buf)
+}
+
+/// Loads a container made by [`state_bytes`] into `fresh` (an index of the same shape),
+/// from memory or — with `mapped_in: Some(dir)` — from a file written in `dir` and
+/// memory-mapped; every section must be read ([`crate::persist::StateReader::finish`]).
+///
+/// # Errors
+/// The load's errors.
+pub fn load_state_bytes<I: crate::Index>(
+    mut fresh: I,
+    bytes: &[u8],
+    mapped_in: Option<&std::path::Path>,
+) -> crate::Result<I> {
+    use crate::persist::{LoadMode, StateReader, write_atomic};
+    let mut r = match mapped_in {
+        None => StateReader::from_bytes(bytes.to_vec(), "memory")?,
+        Some(dir) => {
+            let path = dir.join("index.vqi");
+            write_atomic(&path, |w| {
+                w.write_all(bytes)
+                    .map_err(|e| crate::Error::Serialization(e.to_string()))
+            })?;
+            StateReader::open(&path, LoadMode::Mmap)?
+        }
+    };
+    fresh.load_state(&mut r)?;
+    r.finish()?;
+    Ok(fresh)
+}

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use vq_core::persist::{LoadMode, StateReader, StateWriter, write_atomic};
+use vq_core::persist::StateReader;
 use vq_core::synthetic::{SyntheticData, SyntheticSpec};
-use vq_core::{Error, IdSelector, Index, Metric, SearchParams, VectorsRef};
+use vq_core::{IdSelector, Index, Metric, SearchParams, VectorsRef};
 use vq_hnsw::{IndexHnswFlat, IndexHnswPq, IndexHnswSq};
 use vq_pq::SqType;
 
@@ -16,30 +16,15 @@ fn data(n: usize, d: usize) -> SyntheticData {
 }
 
 fn save(index: &dyn Index) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut w = StateWriter::new(&mut buf).unwrap();
-    index.save_state(&mut w).unwrap();
-    w.finish().unwrap();
-    buf
+    vq_core::testing::state_bytes(index).unwrap()
 }
 
-fn load_read<I: Index>(mut fresh: I, bytes: &[u8]) -> vq_core::Result<I> {
-    let mut r = StateReader::from_bytes(bytes.to_vec(), "memory")?;
-    fresh.load_state(&mut r)?;
-    r.finish()?;
-    Ok(fresh)
+fn load_read<I: Index>(fresh: I, bytes: &[u8]) -> vq_core::Result<I> {
+    vq_core::testing::load_state_bytes(fresh, bytes, None)
 }
 
-fn load_mmap<I: Index>(mut fresh: I, bytes: &[u8], dir: &Path) -> vq_core::Result<I> {
-    let path = dir.join("index.vqi");
-    write_atomic(&path, |w| {
-        w.write_all(bytes)
-            .map_err(|e| Error::Serialization(e.to_string()))
-    })?;
-    let mut r = StateReader::open(&path, LoadMode::Mmap)?;
-    fresh.load_state(&mut r)?;
-    r.finish()?;
-    Ok(fresh)
+fn load_mmap<I: Index>(fresh: I, bytes: &[u8], dir: &Path) -> vq_core::Result<I> {
+    vq_core::testing::load_state_bytes(fresh, bytes, Some(dir))
 }
 
 fn assert_same_search(a: &dyn Index, b: &dyn Index, q: VectorsRef<'_>) {

@@ -16,35 +16,16 @@ fn data(n: usize, d: usize) -> SyntheticData {
     SyntheticSpec::new(n, d, 40).generate().unwrap()
 }
 
-/// The index's sections as a complete container.
 fn save(index: &dyn Index) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let mut w = StateWriter::new(&mut buf).unwrap();
-    index.save_state(&mut w).unwrap();
-    w.finish().unwrap();
-    buf
+    vq_core::testing::state_bytes(index).unwrap()
 }
 
-/// Loads `bytes` into `fresh` from memory (`LoadMode::Read`); every section must be read.
-fn load_read<I: Index>(mut fresh: I, bytes: &[u8]) -> vq_core::Result<I> {
-    let mut r = StateReader::from_bytes(bytes.to_vec(), "memory")?;
-    fresh.load_state(&mut r)?;
-    r.finish()?;
-    Ok(fresh)
+fn load_read<I: Index>(fresh: I, bytes: &[u8]) -> vq_core::Result<I> {
+    vq_core::testing::load_state_bytes(fresh, bytes, None)
 }
 
-/// Writes `bytes` to a file (atomically) and loads it memory-mapped into `fresh`.
-fn load_mmap<I: Index>(mut fresh: I, bytes: &[u8], dir: &Path) -> vq_core::Result<I> {
-    let path = dir.join("index.vqi");
-    write_atomic(&path, |w| {
-        w.write_all(bytes)
-            .map_err(|e| Error::Serialization(e.to_string()))
-    })?;
-    let mut r = StateReader::open(&path, LoadMode::Mmap)?;
-    assert!(r.is_mapped());
-    fresh.load_state(&mut r)?;
-    r.finish()?;
-    Ok(fresh)
+fn load_mmap<I: Index>(fresh: I, bytes: &[u8], dir: &Path) -> vq_core::Result<I> {
+    vq_core::testing::load_state_bytes(fresh, bytes, Some(dir))
 }
 
 /// Same labels and bit-identical distances, with several parameter sets.
