@@ -354,10 +354,38 @@ impl<I: Index> Index for IndexIDMap2<I> {
     fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
         self.map.load_state(r)?;
         self.rebuild_positions();
+        if self.positions.len() != self.map.id_map().len() {
+            self.reset();
+            return Err(r.error("ids", "an id appears twice (IDMap2 ids are unique)"));
+        }
         Ok(())
     }
     fn bytes_per_vector(&self) -> f64 {
         // id map plus the hash map entry (id, position) and its control byte.
         self.map.bytes_per_vector() + 17.0
+    }
+}
+
+#[cfg(test)]
+mod persist_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::IndexFlat;
+
+    #[test]
+    fn id_map2_refuses_a_file_with_duplicate_ids() {
+        let mut m = IndexIDMap::new(IndexFlat::new(2, Metric::L2).unwrap()).unwrap();
+        let x = VectorsRef::new(&[0.0, 1.0, 2.0, 3.0], 2).unwrap();
+        m.add_with_ids(x, &[4, 4]).unwrap();
+        let bytes = crate::testing::state_bytes(&m).unwrap();
+        let fresh = IndexIDMap2::new(IndexFlat::new(2, Metric::L2).unwrap()).unwrap();
+        let e = crate::testing::load_state_bytes(fresh, &bytes, None).unwrap_err();
+        assert!(e.to_string().contains("appears twice"), "{e}");
+        let fresh = IndexIDMap2::new(IndexFlat::new(2, Metric::L2).unwrap()).unwrap();
+        m.reset();
+        m.add_with_ids(x, &[4, 5]).unwrap();
+        let bytes = crate::testing::state_bytes(&m).unwrap();
+        let back = crate::testing::load_state_bytes(fresh, &bytes, None).unwrap();
+        assert_eq!(back.reconstruct(5).unwrap(), vec![2.0, 3.0]);
     }
 }

@@ -394,13 +394,20 @@ pub fn write_atomic(
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::format(path, "not a file path"))?;
+    // Unique per process and per call, so concurrent saves never share a temporary.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}.tmp{}-{}",
         file_name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let result = (|| {
-        let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let f = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         body(&mut w)?;
         let f = w

@@ -21,6 +21,20 @@ use crate::parse::{ParseError, Parser};
 use crate::saved::FactoryIndex;
 use crate::spec::{CoarseSpec, EncodingSpec, FactorySpec, IdMapKind, TransformSpec};
 
+/// Largest vector dimension the factory builds (input or transform output): a bound on
+/// what a string (or a saved file's string) can make the builder allocate.
+pub const MAX_DIM: usize = 1 << 20;
+
+fn check_dim(what: &str, d: usize) -> Result<()> {
+    if d > MAX_DIM {
+        return Err(Error::invalid_param(
+            what,
+            format!("dimension {d} exceeds the factory's limit of {MAX_DIM}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Makes a registered codec from the token's arguments (the text after its name) and
 /// the dimension it encodes.
 pub type CodecConstructor = Arc<dyn Fn(&str, usize) -> Result<Box<dyn DynAdcCodec>> + Send + Sync>;
@@ -251,6 +265,14 @@ impl Factory {
     }
 
     fn transform(&self, t: &TransformSpec, d: usize) -> Result<Box<dyn VectorTransform>> {
+        let d_out = match t {
+            TransformSpec::Pca { d_out, .. } => Some(*d_out),
+            TransformSpec::Opq { d_out, .. } | TransformSpec::RandomRotation { d_out } => *d_out,
+            TransformSpec::L2Norm | TransformSpec::Custom { .. } => None,
+        };
+        if let Some(d_out) = d_out {
+            check_dim(&t.to_string(), d_out)?;
+        }
         Ok(match t {
             TransformSpec::L2Norm => Box::new(L2Normalize::new(d)?),
             TransformSpec::Pca {
@@ -298,6 +320,7 @@ impl Factory {
     /// dividing the dimension it applies to, `nbits` outside 1..=16), metric
     /// restrictions (IMI is L2 only, as in Faiss), a graph over a registered codec.
     pub fn build(&self, spec: &FactorySpec, d: usize, metric: Metric) -> Result<Box<dyn Index>> {
+        check_dim("d", d)?;
         Ok(match spec {
             FactorySpec::IdMap { kind, inner } => {
                 let inner = self.build(inner, d, metric)?;
@@ -316,6 +339,7 @@ impl Factory {
                 for t in chain {
                     let t = self.transform(t, dim)?;
                     dim = t.d_out();
+                    check_dim("transform output", dim)?;
                     ts.push(t);
                 }
                 Box::new(PreTransform::new(ts, self.build(inner, dim, metric)?)?)

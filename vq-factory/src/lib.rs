@@ -11,8 +11,8 @@ use std::path::Path;
 
 use vq_core::Metric;
 
-pub use build::{CodecConstructor, Component, Factory, TransformConstructor};
-pub use parse::{ParseError, ParseErrorKind};
+pub use build::{CodecConstructor, Component, Factory, MAX_DIM, TransformConstructor};
+pub use parse::{MAX_DEPTH, MAX_LEN, ParseError, ParseErrorKind};
 pub use saved::{FactoryIndex, set_params};
 pub use spec::{CoarseSpec, EncodingSpec, FactorySpec, IdMapKind, TransformSpec};
 
@@ -186,8 +186,8 @@ mod tests {
             FactorySpec::parse("IVF16").unwrap_err().kind,
             ParseErrorKind::MissingIndex
         );
-        let e = FactorySpec::parse("L2norm,IDMap,Flat").unwrap_err();
-        assert_eq!(e.kind, ParseErrorKind::Misplaced("IDMap".into()));
+        let e = FactorySpec::parse("L2norm,Flat,IDMap,Flat").unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::Trailing("IDMap".into()));
         assert_eq!(
             FactorySpec::parse("L2norm").unwrap_err().kind,
             ParseErrorKind::MissingIndex

@@ -27,7 +27,15 @@ pub enum ParseErrorKind {
     Trailing(String),
     /// A parenthesis without its partner.
     Unbalanced,
+    /// Parentheses nested deeper than [`MAX_DEPTH`], or a string longer than
+    /// [`MAX_LEN`] bytes.
+    TooComplex,
 }
+
+/// Deepest nesting of parentheses a factory string may have.
+pub const MAX_DEPTH: usize = 16;
+/// Longest factory string, in bytes.
+pub const MAX_LEN: usize = 4096;
 
 /// A factory-string error with the input and the span of the offending token.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +67,11 @@ impl fmt::Display for ParseError {
                 write!(f, "unexpected `{t}` at position {at} after the index")?
             }
             ParseErrorKind::Unbalanced => write!(f, "unbalanced parenthesis at position {at}")?,
+            ParseErrorKind::TooComplex => write!(
+                f,
+                "the string nests parentheses deeper than {MAX_DEPTH} or is longer than \
+                 {MAX_LEN} bytes (position {at})"
+            )?,
         }
         write!(f, " in `{}`", self.input)?;
         // The marker counts characters, not bytes, so it lines up under non-ASCII input.
@@ -110,6 +123,7 @@ impl Tok<'_> {
 pub(crate) struct Parser<'a> {
     input: &'a str,
     factory: &'a Factory,
+    depth: std::cell::Cell<usize>,
 }
 
 type PResult<T> = Result<T, ParseError>;
@@ -189,6 +203,24 @@ fn builtin_encoding(t: &str) -> Option<EncodingSpec> {
     None
 }
 
+/// Does `t` have the shape of a coarse quantizer (`IVF{n}…`, `IMI2x{b}`), without
+/// parsing a parenthesised sub-index?
+fn coarse_shape(t: &str) -> bool {
+    if let Some(rest) = t.strip_prefix("IMI2x") {
+        return num(rest).is_some();
+    }
+    let Some(rest) = t.strip_prefix("IVF") else {
+        return false;
+    };
+    if let Some(open) = rest.find('(') {
+        return rest.ends_with(')') && ivf_lists(&rest[..open]).is_some();
+    }
+    match rest.split_once("_HNSW") {
+        Some((n, m)) => ivf_lists(n).is_some() && (m.is_empty() || num(m).is_some()),
+        None => ivf_lists(rest).is_some(),
+    }
+}
+
 /// `PQ16x4fs` and friends: fast-scan PQ, not provided yet.
 fn is_fast_scan(t: &str) -> bool {
     t.starts_with("PQ") && (t.contains("fs") || t.contains('+'))
@@ -209,7 +241,11 @@ fn hnsw_token(
 
 impl<'a> Parser<'a> {
     pub(crate) fn new(input: &'a str, factory: &'a Factory) -> Parser<'a> {
-        Parser { input, factory }
+        Parser {
+            input,
+            factory,
+            depth: std::cell::Cell::new(0),
+        }
     }
 
     fn err(&self, kind: ParseErrorKind, span: Range<usize>) -> ParseError {
@@ -272,12 +308,33 @@ impl<'a> Parser<'a> {
         if self.input.trim().is_empty() {
             return Err(self.err(ParseErrorKind::Empty, 0..self.input.len()));
         }
+        if self.input.len() > MAX_LEN {
+            let at = (0..=MAX_LEN)
+                .rev()
+                .find(|&i| self.input.is_char_boundary(i))
+                .unwrap_or(0);
+            return Err(self.err(ParseErrorKind::TooComplex, at..self.input.len()));
+        }
         let toks = self.tokens(0..self.input.len())?;
         self.node(&toks, self.input.len(), true)
     }
 
+    /// Does `t` read as a built-in token (so a registered name cannot take it)?
+    fn builtin(&self, t: &str) -> bool {
+        matches!(t, "IDMap" | "IDMap2" | "RFlat")
+            || t.starts_with("Refine(")
+            || builtin_transform(t).is_some()
+            || builtin_encoding(t).is_some()
+            || is_fast_scan(t)
+            || hnsw_token(t.strip_prefix("HNSW").unwrap_or("-"), builtin_encoding).is_some()
+            || coarse_shape(t)
+    }
+
     fn transform(&self, t: &str) -> Option<TransformSpec> {
         builtin_transform(t).or_else(|| {
+            if self.builtin(t) {
+                return None;
+            }
             let (name, args) = self.factory.transform_token(t)?;
             Some(TransformSpec::Custom { name, args })
         })
@@ -288,6 +345,9 @@ impl<'a> Parser<'a> {
             return None;
         }
         builtin_encoding(t).or_else(|| {
+            if self.builtin(t) {
+                return None;
+            }
             let (name, args) = self.factory.codec_token(t)?;
             Some(EncodingSpec::Custom { name, args })
         })
@@ -337,8 +397,17 @@ impl<'a> Parser<'a> {
         if self.input[range.clone()].trim().is_empty() {
             return Err(self.err(ParseErrorKind::Empty, tok.span()));
         }
-        let toks = self.tokens(range.clone())?;
-        self.node(&toks, range.end, true)
+        if self.depth.get() >= MAX_DEPTH {
+            return Err(self.err(ParseErrorKind::TooComplex, tok.span()));
+        }
+        self.depth.set(self.depth.get() + 1);
+        // Id maps wrap the whole index only: a quantizer or a refine index has no
+        // user ids.
+        let r = self
+            .tokens(range.clone())
+            .and_then(|toks| self.node(&toks, range.end, false));
+        self.depth.set(self.depth.get() - 1);
+        r
     }
 
     /// Is `t` something the grammar knows, so that finding it here means it is
@@ -352,7 +421,7 @@ impl<'a> Parser<'a> {
             || self.transform(t).is_some()
             || self.encoding(t).is_some()
             || self.hnsw(t).is_some()
-            || self.coarse(tok).ok().flatten().is_some()
+            || coarse_shape(t)
     }
 
     /// The error for a token that cannot stand where it is.
@@ -424,7 +493,12 @@ impl<'a> Parser<'a> {
         if i == n {
             return Err(self.err(ParseErrorKind::MissingIndex, end..end));
         }
-        let inner = self.core(&toks[i..], end)?;
+        if chain.is_empty() {
+            return self.core(toks, end);
+        }
+        // As Faiss: what follows the transforms is parsed with the whole rule set again
+        // (`L2norm,IDMap,Flat`).
+        let inner = self.node(&toks[i..], end, id_map)?;
         Ok(if chain.is_empty() {
             inner
         } else {

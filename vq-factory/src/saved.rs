@@ -121,8 +121,9 @@ impl FactoryIndex {
 /// addresses an IVF's coarse quantizer. The same string converts to per-call parameters
 /// with [`SearchParams::parse`].
 ///
-/// The string is checked whole before anything is set: an unknown name or a bad value
-/// leaves the index unchanged.
+/// The string's syntax and every name are checked before anything is set: an unknown
+/// name or a malformed value leaves the index unchanged. A value the index itself
+/// refuses (e.g. `nprobe` above `nlist`) is reported; the items before it stay set.
 ///
 /// ```
 /// use vq_core::Metric;

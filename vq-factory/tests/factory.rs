@@ -530,3 +530,64 @@ proptest! {
         let _ = Factory::new().load_bytes(bytes);
     }
 }
+
+#[test]
+fn hostile_strings_are_refused_quickly_and_without_huge_allocations() {
+    // Nested sub-indexes with an error at the bottom: linear work, not exponential.
+    let s = format!("{}X{}", "Flat,IVF1(".repeat(12), ")".repeat(12));
+    let t = std::time::Instant::now();
+    assert!(FactorySpec::parse(&s).is_err());
+    assert!(t.elapsed().as_secs_f64() < 1.0);
+    let nest = |depth: usize| (0..depth).fold("Flat".to_string(), |s, _| format!("IVF2({s}),Flat"));
+    let e = FactorySpec::parse(&nest(100)).unwrap_err();
+    assert_eq!(e.kind, ParseErrorKind::TooComplex, "{e}");
+    let ok = nest(vq_factory::MAX_DEPTH);
+    assert_eq!(FactorySpec::parse(&ok).unwrap().to_string(), ok);
+    assert!(FactorySpec::parse(&nest(vq_factory::MAX_DEPTH + 1)).is_err());
+    let long = "L2norm,".repeat(1000) + "Flat";
+    assert_eq!(
+        FactorySpec::parse(&long).unwrap_err().kind,
+        ParseErrorKind::TooComplex
+    );
+    // Dimensions a string asks for are bounded before anything is allocated.
+    for s in [
+        "RR1000000000000,SQfp16",
+        "OPQ8_1000000000000,Flat",
+        "PCA99999999999,Flat",
+    ] {
+        assert!(index_factory(8, s, Metric::L2).is_err(), "{s}");
+    }
+    assert!(index_factory(1 << 30, "Flat", Metric::L2).is_err());
+}
+
+#[test]
+fn faiss_rule_order_for_id_maps_and_registered_names() {
+    // After the transforms, the rest is parsed with every rule again (Faiss).
+    let spec = FactorySpec::parse("L2norm,IDMap,Flat").unwrap();
+    assert_eq!(spec.to_string(), "L2norm,IDMap,Flat");
+    assert!(matches!(spec, FactorySpec::PreTransform { .. }));
+    let mut ix = spec.build(4, Metric::InnerProduct).unwrap();
+    ix.add_with_ids(
+        vq_core::VectorsRef::new(&[1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0], 4).unwrap(),
+        &[5, 9],
+    )
+    .unwrap();
+    // One id map per index, and none inside parentheses.
+    for s in [
+        "IDMap,L2norm,IDMap2,Flat",
+        "IVF16(IDMap,Flat),Flat",
+        "Flat,Refine(IDMap,Flat)",
+    ] {
+        let e = FactorySpec::parse(s).unwrap_err();
+        assert!(matches!(e.kind, ParseErrorKind::Misplaced(_)), "{s}: {e}");
+    }
+    // Registered names never take a built-in token.
+    let mut f = Factory::new();
+    f.register_transform("H", |_, d| Ok(Box::new(vq_core::L2Normalize::new(d)?)))
+        .unwrap();
+    f.register_codec("I", |_, d| Ok(Box::new(vq_core::FlatCodec::new(d)?)))
+        .unwrap();
+    assert_eq!(f.parse("HNSW32").unwrap().to_string(), "HNSW32");
+    assert_eq!(f.parse("IVF100,Flat").unwrap().to_string(), "IVF100,Flat");
+    assert_eq!(f.parse("H2,IVF100,I7").unwrap().to_string(), "H2,IVF100,I7");
+}

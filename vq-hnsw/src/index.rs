@@ -514,7 +514,14 @@ impl<S: HnswStorage> IndexHnsw<S> {
         let efc = r.usize()?;
         let efs = r.usize()?;
         let n = r.usize()?;
-        if d == 0 || !(2..=4096).contains(&m) || efc == 0 || efs == 0 || n >= u32::MAX as usize {
+        // d is bounded before anything is sized by it (a codec's per-dimension tables).
+        if d == 0
+            || d > 1 << 20
+            || !(2..=4096).contains(&m)
+            || efc == 0
+            || efs == 0
+            || n >= u32::MAX as usize
+        {
             return Err(r.bad(format!("bad header: d {d}, M {m}, ef {efc}/{efs}, n {n}")));
         }
         let seed = r.u64()?;
@@ -934,8 +941,9 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
     /// and replaces this index by it, after checking that it holds the same kind of
     /// storage, dimension, `M` and metric. On error this index is unchanged.
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
-        let bytes = r.get_shared("hnsw", DType::U8)?;
-        let mut rest: &[u8] = bytes.as_bytes();
+        // Copied and checksummed even from a mapped file: the whole graph is read anyway.
+        let bytes = r.get_bytes("hnsw")?;
+        let mut rest: &[u8] = &bytes;
         let loaded = IndexHnsw::<S>::read_from(&mut rest).map_err(|e| match e {
             Error::Serialization(m) => r.error("hnsw", m),
             e => e,

@@ -763,8 +763,10 @@ impl IvfEncoding for IvfPq {
         {
             return Ok(());
         }
-        self.table_due = if quantizer.multi_index_parts().is_some() {
-            self.pq.m().is_multiple_of(2)
+        self.table_due = if let Some((bits, _, _)) = quantizer.multi_index_parts() {
+            // Two tables of 2^bits × M/2 × ksub floats, under the same cap.
+            let bytes = (1usize << bits.min(40)).saturating_mul(self.pq.m() * self.pq.ksub() * 4);
+            self.pq.m().is_multiple_of(2) && bytes <= PRECOMPUTED_TABLE_MAX_BYTES
         } else {
             let nlist = quantizer.nlist();
             let bytes = nlist.saturating_mul(self.pq.m() * self.pq.ksub() * 4);

@@ -1020,6 +1020,15 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
         check_range_search(self, queries, radius)?;
         self.lists.check()?;
         let (lists, dis) = self.coarse(queries, params)?;
+        if let Some(&bad) = lists.iter().find(|&&l| l >= self.nlist as Label) {
+            return Err(Error::invalid_param(
+                "lists",
+                format!(
+                    "the coarse quantizer returned list {bad} (nlist = {})",
+                    self.nlist
+                ),
+            ));
+        }
         let nprobe = lists.len() / queries.len().max(1);
         let filter = params.selector;
         let metric = self.metric;
