@@ -1268,6 +1268,11 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
         self.max_codes = max_codes;
         self.kmeans.seed = seed;
         self.kmeans.niter = niter;
+        // `seed` sets both (set_build_param); the encoding's copy is not saved apart.
+        if let Err(e) = self.encoding.set_seed(seed) {
+            self.abandon_load();
+            return Err(r.error("kmeans_seed", e));
+        }
         self.direct_map = None;
         self.prepared = false;
         if total > 0 && !self.is_trained() {

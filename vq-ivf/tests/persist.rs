@@ -566,3 +566,18 @@ fn large_mapped_loads_page_in_little() {
     let got = index.search(x.queries.as_ref(), 10, &p).unwrap();
     assert_eq!(got.labels(), want.labels());
 }
+
+#[test]
+fn the_training_seed_survives_a_round_trip() {
+    let x = data(2_000, 8);
+    let mut index = IndexIvf::new_pq(8, 8, 2, 4, Metric::L2).unwrap();
+    index.set_build_param("seed", "77").unwrap();
+    index.train(x.base.as_ref()).unwrap();
+    index.add(x.base.as_ref()).unwrap();
+    let back = load_read(
+        IndexIvf::new_pq(8, 8, 2, 4, Metric::L2).unwrap(),
+        &save(&index),
+    )
+    .unwrap();
+    assert_eq!(back.encoding().pq().kmeans_params().seed, 77);
+}
