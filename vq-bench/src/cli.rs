@@ -269,3 +269,50 @@ fn current_rss_mb() -> Option<f64> {
     let pages: f64 = s.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096.0 / (1024.0 * 1024.0))
 }
+
+/// Arguments of `vq info`.
+#[derive(Args, Debug)]
+pub(crate) struct InfoArgs {
+    /// An index file written by `vq build` (or `FactoryIndex::save`).
+    file: PathBuf,
+}
+
+/// `vq info`: what a saved index holds, read from the mapped file (one JSON line).
+pub(crate) fn run_info(a: &InfoArgs) -> Result<()> {
+    use vq_core::persist::{LoadMode, StateReader};
+    let r = StateReader::open(&a.file, LoadMode::Mmap)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let (mut lists, mut codes, mut other) = (0u64, 0u64, 0u64);
+    for (name, len) in r.sections() {
+        if name.contains("lists/") {
+            lists += len;
+        } else if name.ends_with("/codes") || name.ends_with("/xb") || name.ends_with("/hnsw") {
+            codes += len;
+        } else {
+            other += len;
+        }
+    }
+    let index = Factory::new()
+        .mmap(&a.file)
+        .with_context(|| format!("loading {}", a.file.display()))?;
+    println!(
+        "{}",
+        json!({
+            "file": a.file.display().to_string(),
+            "file_bytes": std::fs::metadata(&a.file).map(|m| m.len()).ok(),
+            "format_version": r.version(),
+            "index": index.describe(),
+            "d": index.dim(),
+            "metric": index.metric().name(),
+            "n": index.len(),
+            "is_trained": index.is_trained(),
+            "bytes_per_vector": index.bytes_per_vector(),
+            "search_params": index.search_param_names(),
+            "sections": r.sections().count(),
+            "bytes_inverted_lists": lists,
+            "bytes_stored_vectors": codes,
+            "bytes_other": other,
+        })
+    );
+    Ok(())
+}

@@ -41,6 +41,8 @@ enum Command {
     /// Load a saved index (read or memory-mapped), search it, print one JSON line;
     /// optionally write the result ids as `.ivecs`.
     Search(cli::SearchArgs),
+    /// What a saved index holds (string, sizes, training state), as one JSON line.
+    Info(cli::InfoArgs),
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -51,6 +53,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Describe(a) => return cli::run_describe(&a),
         Command::Build(a) => cli::run_build(&a),
         Command::Search(a) => cli::run_search(&a),
+        Command::Info(a) => cli::run_info(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

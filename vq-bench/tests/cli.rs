@@ -490,6 +490,15 @@ fn build_then_search_a_saved_index_read_or_mapped() {
         ids[0], ids[1],
         "loaded and mapped indexes answer differently"
     );
+    let (code, out, err) = vq(&["info", file]);
+    assert_eq!(code, 0, "{err}");
+    let info: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(info["index"], "IVF32,SQ8");
+    assert_eq!(info["n"], 4000);
+    assert_eq!(info["d"], 16);
+    assert_eq!(info["is_trained"], true);
+    assert_eq!(info["format_version"], 1);
+    assert!(info["bytes_inverted_lists"].as_u64().unwrap() >= 4000 * (16 + 8));
     // Bad input: a parameter the index does not have, a corrupt file, a missing file.
     let (code, _, err) = vq(&[
         "search",
@@ -507,6 +516,8 @@ fn build_then_search_a_saved_index_read_or_mapped() {
     bytes[mid] ^= 0xff;
     let bad = dir.path().join("bad.vqi");
     std::fs::write(&bad, &bytes).unwrap();
+    let (code, _, _) = vq(&["info", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
     let (code, _, err) = vq(&[
         "search",
         "--index-file",

@@ -666,6 +666,11 @@ impl StateReader {
         self.src.bytes().len()
     }
 
+    /// Names and byte lengths of every section, in name order.
+    pub fn sections(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entries.iter().map(|(k, e)| (k.as_str(), e.len))
+    }
+
     /// The container's format version.
     pub fn version(&self) -> u32 {
         self.version
