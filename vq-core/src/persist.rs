@@ -268,6 +268,14 @@ impl<'a> StateWriter<'a> {
         self.put_u64(name, v as u64)
     }
 
+    /// A flag (stored as a `u64`, 0 or 1).
+    ///
+    /// # Errors
+    /// As [`StateWriter::put_streamed`].
+    pub fn put_bool(&mut self, name: &str, v: bool) -> Result<()> {
+        self.put_u64(name, u64::from(v))
+    }
+
     /// An `f64` scalar.
     ///
     /// # Errors
@@ -772,6 +780,18 @@ impl StateReader {
         match usize::try_from(v) {
             Ok(v) if v <= max => Ok(v),
             _ => Err(self.error(name, format!("value {v} exceeds {max}"))),
+        }
+    }
+
+    /// A flag written by [`StateWriter::put_bool`].
+    ///
+    /// # Errors
+    /// As [`StateReader::get_u64`], or a value other than 0 and 1.
+    pub fn get_bool(&mut self, name: &str) -> Result<bool> {
+        match self.get_u64(name)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(self.error(name, format!("{v} is not a flag (0 or 1)"))),
         }
     }
 

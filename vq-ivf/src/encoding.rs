@@ -290,15 +290,6 @@ fn residual_into(
     Ok(())
 }
 
-/// A `0`/`1` flag section.
-pub(crate) fn read_flag(r: &mut StateReader, name: &str) -> Result<bool> {
-    match r.get_u64(name)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        v => Err(r.error(name, format!("{v} is not a flag (0 or 1)"))),
-    }
-}
-
 fn check_query(d: usize, q: &[f32]) -> Result<()> {
     if q.len() == d {
         Ok(())
@@ -462,12 +453,12 @@ impl<C: AdcCodec + Clone + 'static> IvfEncoding for IvfCodec<C> {
     }
 
     fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
-        w.put_u64("by_residual", u64::from(self.by_residual))?;
+        w.put_bool("by_residual", self.by_residual)?;
         w.scope("codec", |w| self.codec.save_state(w))
     }
 
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
-        let by_residual = read_flag(r, "by_residual")?;
+        let by_residual = r.get_bool("by_residual")?;
         r.scope("codec", |r| self.codec.load_state(r))?;
         self.by_residual = by_residual;
         Ok(())
@@ -831,14 +822,14 @@ impl IvfEncoding for IvfPq {
     /// The product quantizer (through its [`Codec`] hooks), `by_residual` and
     /// `use_precomputed_table`; the tables themselves are rebuilt on load.
     fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
-        w.put_u64("by_residual", u64::from(self.by_residual))?;
-        w.put_u64("use_precomputed", u64::from(self.use_precomputed))?;
+        w.put_bool("by_residual", self.by_residual)?;
+        w.put_bool("use_precomputed", self.use_precomputed)?;
         w.scope("pq", |w| Codec::save_state(&self.pq, w))
     }
 
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
-        let by_residual = read_flag(r, "by_residual")?;
-        let use_precomputed = read_flag(r, "use_precomputed")?;
+        let by_residual = r.get_bool("by_residual")?;
+        let use_precomputed = r.get_bool("use_precomputed")?;
         self.table_due = false;
         self.precomputed = OnceLock::new();
         r.scope("pq", |r| Codec::load_state(&mut self.pq, r))?;

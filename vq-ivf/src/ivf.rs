@@ -12,7 +12,7 @@ use vq_core::{
 use vq_kmeans::{KMeans, KMeansParams};
 use vq_pq::{ProductQuantizer, ScalarQuantizer, SqType};
 
-use crate::encoding::{IvfCodec, IvfEncoding, IvfFlat, IvfPq, ListScanner, read_flag};
+use crate::encoding::{IvfCodec, IvfEncoding, IvfFlat, IvfPq, ListScanner};
 use crate::invlists::{ArrayInvertedLists, InvertedLists, SharedInvertedLists};
 use crate::quantizer::{CoarseQuantizer, MultiIndexQuantizer};
 
@@ -1190,7 +1190,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
         w.put_usize("max_codes", self.max_codes)?;
         w.put_u64("kmeans_seed", self.kmeans.seed)?;
         w.put_usize("kmeans_niter", self.kmeans.niter)?;
-        w.put_u64("direct_map", u64::from(self.direct_map.is_some()))?;
+        w.put_bool("direct_map", self.direct_map.is_some())?;
         w.scope("quantizer", |w| self.quantizer.save_state(w))?;
         w.scope("encoding", |w| self.encoding.save_state(w))?;
         w.scope("lists", |w| write_lists(w, &*self.lists))
@@ -1234,7 +1234,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
         if niter == 0 {
             return Err(r.error("kmeans_niter", "must be at least 1"));
         }
-        let direct_map = read_flag(r, "direct_map")?;
+        let direct_map = r.get_bool("direct_map")?;
         let lists = r.scope("lists", |r| read_lists(r, self.nlist, cs))?;
         // From here on the index changes: on error it is left empty.
         let parts = r

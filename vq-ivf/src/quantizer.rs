@@ -330,7 +330,7 @@ impl Index for MultiIndexQuantizer {
     fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
         w.put_usize("dim", self.pq.dim())?;
         w.put_usize("bits", self.bits)?;
-        w.put_u64("trained", u64::from(self.pq.is_trained()))?;
+        w.put_bool("trained", self.pq.is_trained())?;
         if self.pq.is_trained() {
             w.put_f32s("centroids", self.pq.centroids())?;
         }
@@ -348,7 +348,7 @@ impl Index for MultiIndexQuantizer {
         }
         let mut pq = ProductQuantizer::new(d, 2, bits)?;
         pq.set_kmeans_params(self.pq.kmeans_params().clone())?;
-        if crate::encoding::read_flag(r, "trained")? {
+        if r.get_bool("trained")? {
             let c = r.get_f32s("centroids")?;
             pq.set_centroids(&c).map_err(|e| r.error("centroids", e))?;
         }

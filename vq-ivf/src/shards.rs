@@ -272,7 +272,7 @@ impl<I: Index> Index for IndexShards<I> {
     /// `shard<i>/`.
     fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
         w.put_usize("shards", self.shards.len())?;
-        w.put_u64("successive_ids", u64::from(self.successive_ids))?;
+        w.put_bool("successive_ids", self.successive_ids)?;
         for (i, s) in self.shards.iter().enumerate() {
             w.scope(&format!("shard{i}"), |w| s.save_state(w))?;
         }
@@ -289,7 +289,7 @@ impl<I: Index> Index for IndexShards<I> {
                 format!("{n} shards, the index has {}", self.shards.len()),
             ));
         }
-        let successive = crate::encoding::read_flag(r, "successive_ids")?;
+        let successive = r.get_bool("successive_ids")?;
         let loaded = self
             .shards
             .iter_mut()

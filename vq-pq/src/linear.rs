@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{Error, Result, VectorTransform, VectorsRef};
 
-use crate::state::{expect_usize, flag, get_finite_f32s, get_flag};
+use crate::state::{expect_usize, get_finite_f32s};
 
 /// Rows transformed per parallel task.
 const ROW_BLOCK: usize = 4096;
@@ -399,7 +399,7 @@ impl VectorTransform for RandomRotation {
     fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
         w.put_usize("d_in", self.d_in)?;
         w.put_usize("d_out", self.d_out)?;
-        w.put_u64("trained", flag(self.lt.is_some()))?;
+        w.put_bool("trained", self.lt.is_some())?;
         if let Some(lt) = &self.lt {
             w.scope("linear", |w| lt.save_parts(w))?;
         }
@@ -410,7 +410,7 @@ impl VectorTransform for RandomRotation {
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
         expect_usize(r, "d_in", self.d_in, "the rotation")?;
         expect_usize(r, "d_out", self.d_out, "the rotation")?;
-        let lt = if get_flag(r, "trained")? {
+        let lt = if r.get_bool("trained")? {
             let (d_in, d_out) = (self.d_in, self.d_out);
             Some(r.scope("linear", |r| {
                 LinearTransform::load_parts(r, d_in, d_out, "RandomRotation")

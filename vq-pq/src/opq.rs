@@ -8,7 +8,7 @@ use vq_kmeans::KMeansParams;
 
 use crate::linear::{LinearTransform, random_orthonormal_block};
 use crate::pq::ProductQuantizer;
-use crate::state::{MAX_ITER, expect_usize, flag, get_flag};
+use crate::state::{MAX_ITER, expect_usize};
 use crate::subsample;
 
 /// Learns an orthonormal `d_out × d_in` matrix `A` so that product quantization of
@@ -177,13 +177,13 @@ impl VectorTransform for Opq {
         w.put_u64("seed", self.seed)?;
         match (&self.lt, &self.pq) {
             (Some(lt), Some(pq)) => {
-                w.put_u64("trained", flag(true))?;
+                w.put_bool("trained", true)?;
                 w.scope("linear", |w| lt.save_parts(w))?;
                 w.scope("pq", |w| pq.save_state(w))?;
                 let bits: Vec<u64> = self.errors.iter().map(|e| e.to_bits()).collect();
                 w.put_u64s("reconstruction_errors", &bits)
             }
-            _ => w.put_u64("trained", flag(false)),
+            _ => w.put_bool("trained", false),
         }
     }
 
@@ -208,7 +208,7 @@ impl VectorTransform for Opq {
         }
         let seed = r.get_u64("seed")?;
         let (mut lt, mut pq, mut errors) = (None, None, Vec::new());
-        if get_flag(r, "trained")? {
+        if r.get_bool("trained")? {
             let (d_in, d_out) = (self.d_in, self.d_out);
             lt = Some(r.scope("linear", |r| {
                 LinearTransform::load_parts(r, d_in, d_out, "OPQ")

@@ -7,7 +7,7 @@ use vq_core::persist::{StateReader, StateWriter};
 use vq_core::{Error, Result, VectorTransform, VectorsRef};
 
 use crate::linear::{LinearTransform, random_orthonormal_block};
-use crate::state::{expect_usize, flag, get_f32_scalar, get_finite_f32s, get_flag};
+use crate::state::{expect_usize, get_f32_scalar, get_finite_f32s};
 use crate::subsample;
 
 /// Rows per covariance GEMM block.
@@ -164,10 +164,10 @@ impl VectorTransform for Pca {
         w.put_usize("d_in", self.d_in)?;
         w.put_usize("d_out", self.d_out)?;
         w.put_f64("eigen_power", f64::from(self.eigen_power))?;
-        w.put_u64("random_rotation", flag(self.random_rotation))?;
+        w.put_bool("random_rotation", self.random_rotation)?;
         w.put_f64("epsilon", f64::from(self.epsilon))?;
         w.put_usize("max_points_per_d", self.max_points_per_d)?;
-        w.put_u64("trained", flag(self.lt.is_some()))?;
+        w.put_bool("trained", self.lt.is_some())?;
         if let Some(lt) = &self.lt {
             w.put_f32s("mean", &self.mean)?;
             w.put_f32s("eigenvalues", &self.eigenvalues)?;
@@ -188,7 +188,7 @@ impl VectorTransform for Pca {
                 format!("{power}, but the PCA has {}", self.eigen_power),
             ));
         }
-        let rotate = get_flag(r, "random_rotation")?;
+        let rotate = r.get_bool("random_rotation")?;
         if rotate != self.random_rotation {
             return Err(r.error(
                 "random_rotation",
@@ -203,7 +203,7 @@ impl VectorTransform for Pca {
         let d = self.d_in;
         let (mut mean, mut eigenvalues, mut components, mut lt) =
             (Vec::new(), Vec::new(), Vec::new(), None);
-        if get_flag(r, "trained")? {
+        if r.get_bool("trained")? {
             mean = get_finite_f32s(r, "mean", d)?;
             eigenvalues = get_finite_f32s(r, "eigenvalues", d)?;
             if let Some(i) = eigenvalues.iter().position(|&v| v < 0.0) {

@@ -14,7 +14,7 @@ use vq_kmeans::{KMeans, KMeansParams, TrainOptions};
 
 use crate::bits::{BitReader, BitWriter, packed_len};
 use crate::simd;
-use crate::state::{expect_usize, flag, get_finite_f32s, get_flag};
+use crate::state::{expect_usize, get_finite_f32s};
 
 /// Vectors encoded per parallel task.
 const ENCODE_BLOCK: usize = 1024;
@@ -596,7 +596,7 @@ impl Codec for ProductQuantizer {
         w.put_usize("m", self.m)?;
         w.put_usize("nbits", self.nbits)?;
         let trained = self.is_trained();
-        w.put_u64("trained", flag(trained))?;
+        w.put_bool("trained", trained)?;
         if trained {
             w.put_f32s("centroids", &self.centroids)?;
         }
@@ -612,7 +612,7 @@ impl Codec for ProductQuantizer {
         expect_usize(r, "nbits", self.nbits, "the quantizer")?;
         let mut fresh = ProductQuantizer::new(self.d, self.m, self.nbits)?;
         fresh.cp = self.cp.clone();
-        if get_flag(r, "trained")? {
+        if r.get_bool("trained")? {
             let want = self.m * self.ksub * self.dsub;
             fresh.centroids = get_finite_f32s(r, "centroids", want)?;
             fresh.rebuild();

@@ -9,7 +9,7 @@ use vq_core::{AdcCodec, CodeDistance, Codec, Error, Metric, Result, VectorsRef};
 
 use crate::bits::{BitReader, BitWriter, packed_len};
 use crate::simd::{self, Block, BlockKind};
-use crate::state::{expect_usize, flag, get_f32_scalar, get_finite_f32s, get_flag};
+use crate::state::{expect_usize, get_f32_scalar, get_finite_f32s};
 
 /// Vectors encoded or decoded per parallel task.
 const BLOCK: usize = 4096;
@@ -458,7 +458,7 @@ impl Codec for ScalarQuantizer {
         w.put_str("range_stat", kind)?;
         w.put_f64("range_stat_arg", f64::from(arg))?;
         let trained = Codec::is_trained(self);
-        w.put_u64("trained", flag(trained))?;
+        w.put_bool("trained", trained)?;
         if trained && self.qtype.needs_training() {
             w.put_f32s("vmin", &self.vmin)?;
             w.put_f32s("vdiff", &self.vdiff)?;
@@ -488,7 +488,7 @@ impl Codec for ScalarQuantizer {
         let mut fresh = ScalarQuantizer::new(self.d, self.qtype)?
             .with_range_stat(rs)
             .map_err(|e| r.error("range_stat_arg", e))?;
-        let trained = get_flag(r, "trained")?;
+        let trained = r.get_bool("trained")?;
         if !self.qtype.needs_training() {
             if !trained {
                 return Err(r.error(

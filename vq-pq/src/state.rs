@@ -17,20 +17,6 @@ pub(crate) fn expect_usize(r: &mut StateReader, name: &str, have: usize, what: &
     Ok(())
 }
 
-/// Reads a flag (a `u64` that must be 0 or 1).
-pub(crate) fn get_flag(r: &mut StateReader, name: &str) -> Result<bool> {
-    match r.get_u64(name)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        v => Err(r.error(name, format!("{v} is not a flag (0 or 1)"))),
-    }
-}
-
-/// Writes a flag.
-pub(crate) fn flag(on: bool) -> u64 {
-    u64::from(on)
-}
-
 /// Reads an `f64` section that must hold a finite value exactly representable as `f32`.
 pub(crate) fn get_f32_scalar(r: &mut StateReader, name: &str) -> Result<f32> {
     let v = r.get_f64(name)?;
