@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod autotune;
 mod build;
 mod parse;
 mod saved;
