@@ -176,10 +176,16 @@ unsafe fn four_rows_avx512<const L2: bool, const PREFETCH: bool>(
         if PREFETCH {
             // The same line of each of the next four rows (`y3 + d..` is the next step);
             // prefetch never faults, and the caller only sets PREFETCH when those rows exist.
-            _mm_prefetch::<_MM_HINT_T0>(y0.wrapping_add(4 * d + i) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(y1.wrapping_add(4 * d + i) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(y2.wrapping_add(4 * d + i) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(y3.wrapping_add(4 * d + i) as *const i8);
+            // `_mm_prefetch` is a safe function from Rust 1.91 on, `unsafe` before
+            // (MSRV 1.89): the block is needed there and unused here.
+            #[allow(unused_unsafe)]
+            // SAFETY: prefetching reads nothing and never faults, whatever the address.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(y0.wrapping_add(4 * d + i) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(y1.wrapping_add(4 * d + i) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(y2.wrapping_add(4 * d + i) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(y3.wrapping_add(4 * d + i) as *const i8);
+            }
         }
         // SAFETY: lanes selected by `m` lie inside the `d` floats of each pointer.
         unsafe {
