@@ -8,26 +8,30 @@ use clap::Args;
 use serde_json::json;
 use vq_core::distance::Kernels;
 use vq_core::eval::{GroundTruth, intersection_recall, recall_at_1};
-use vq_core::io::{write_fvecs, write_ivecs};
+use vq_core::io::{Matrix, write_bin, write_fbin, write_fvecs, write_ivecs};
 use vq_core::synthetic::parse_spec;
 use vq_core::{Index, Label, Metric, SearchParams, SearchResults, VectorsRef};
 use vq_factory::{FactoryIndex, FactorySpec};
 
-use crate::dataset::Dataset;
+use crate::dataset::{DataOptions, Dataset};
+use crate::formats::{write_ann_hdf5, write_npy};
+use crate::progress::{self, Report};
 
 /// Arguments of `vq bench`.
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// A folder with `*base.fvecs`, `*query.fvecs` and optional `*learn.fvecs` and
-    /// `*groundtruth.ivecs`, or `synthetic:N,D,NQ[,SEED]`.
+    /// A folder with `*base` and `*query` vectors and optional `*learn` vectors and
+    /// `*groundtruth` ids (`.fvecs/.bvecs/.fbin/.u8bin/.npy`; `.ivecs/.ibin/.npy`), an
+    /// ann-benchmarks `.hdf5` file, or `synthetic:N,D,NQ[,SEED]`.
     #[arg(long)]
     data: String,
-    /// Factory string, e.g. `Flat` or `IDMap,Flat`.
+    /// Factory string, e.g. `Flat` or `IVF1024,PQ32`; repeat to compare several indexes
+    /// on the same data in one run (each built, searched and dropped in turn).
+    #[arg(long, required = true)]
+    index: Vec<String>,
+    /// Metric: `l2` or `ip` (default: the data's own, else `l2`).
     #[arg(long)]
-    index: String,
-    /// Metric: `l2` or `ip`.
-    #[arg(long, default_value = "l2")]
-    metric: String,
+    metric: Option<String>,
     /// Neighbours per query.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
@@ -42,22 +46,32 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "")]
     build_params: String,
     /// Search parameters, Faiss syntax (`nprobe=16,efSearch=64`); one pass (and one
-    /// JSON line) per occurrence.
+    /// line) per occurrence, on every `--index` that has all the parameters named.
     #[arg(long)]
     params: Vec<String>,
-    /// Timed repetitions of each search pass; the fastest is reported.
-    #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    /// Timed repetitions of each search pass; the median time is reported (`search_s`),
+    /// with the fastest (`search_s_min`) and all of them (`search_s_all`).
+    #[arg(long, alias = "repeats", default_value_t = 3)]
+    repeat: usize,
+    /// Untimed passes before the timed ones (caches, lazily built tables).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// Send queries one at a time (latency) instead of as one batch.
     #[arg(long)]
     one_at_a_time: bool,
     /// Use only the first NQ queries (and their ground truth).
     #[arg(long)]
     nq: Option<usize>,
+    /// Train on the vectors of this file instead of the data's learn set or the base.
+    #[arg(long)]
+    learn: Option<PathBuf>,
+    /// Use only the first N base vectors (ground truth is recomputed for the prefix).
+    #[arg(long)]
+    max_base: Option<usize>,
     /// Write computed ground truth next to the data (folders only).
     #[arg(long)]
     cache_gt: bool,
-    /// The `case` field of the JSON lines (default: `flat`/`index` from the string).
+    /// The `case` field of the JSON lines (default: the factory string, lower case).
     #[arg(long)]
     case: Option<String>,
 }
@@ -80,6 +94,11 @@ pub(crate) struct GenerateArgs {
     /// Metric of the ground truth.
     #[arg(long, default_value = "l2")]
     metric: String,
+    /// File format: `fvecs` (texmex; ids as `.ivecs`), `fbin` (BigANN; `.ibin`), `npy`
+    /// (NumPy `float32`, ids `int32`), or `hdf5` (one ann-benchmarks file,
+    /// `OUT/<name>.hdf5`, with `train`, `test`, `neighbors`, `distances`).
+    #[arg(long, default_value = "fvecs")]
+    format: String,
 }
 
 pub(crate) fn peak_rss_mb() -> Option<f64> {
@@ -154,42 +173,68 @@ pub(crate) fn build_with_params(
     Ok(index)
 }
 
+/// Vectors added per step of the progress bar.
+const ADD_CHUNK: usize = 1 << 16;
+
 /// Trains on the learn set (the base when there is none), then adds the base with ids
-/// `0..n` (explicitly when the index maps ids); returns the two times in seconds.
+/// `0..n` (explicitly when the index maps ids), in chunks that drive a progress bar;
+/// returns the two times in seconds.
 pub(crate) fn train_and_add(index: &mut FactoryIndex, ds: &Dataset) -> Result<(f64, f64)> {
     let train_set = ds.learn.as_ref().unwrap_or(&ds.base);
     let t0 = Instant::now();
-    index.train(train_set.as_ref()).context("training")?;
+    {
+        let _spin = if index.is_trained() {
+            None
+        } else {
+            Some(progress::spinner(&format!(
+                "training {} on {} vectors",
+                index.describe(),
+                train_set.len()
+            )))
+        };
+        index.train(train_set.as_ref()).context("training")?;
+    }
     let train_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    if matches!(index.spec(), FactorySpec::IdMap { .. }) {
-        let ids: Vec<Label> = (0..ds.base.len() as Label).collect();
-        index.add_with_ids(ds.base.as_ref(), &ids)
-    } else {
-        index.add(ds.base.as_ref())
+    let n = ds.base.len();
+    let with_ids = matches!(index.spec(), FactorySpec::IdMap { .. });
+    let bar = progress::bar(n as u64, "adding");
+    let mut start = 0;
+    while start < n {
+        let end = (start + ADD_CHUNK).min(n);
+        let part = ds.base.as_ref().slice(start..end);
+        if with_ids {
+            let ids: Vec<Label> = (start as Label..end as Label).collect();
+            index.add_with_ids(part, &ids)
+        } else {
+            index.add(part)
+        }
+        .context("adding the base vectors")?;
+        bar.inc((end - start) as u64);
+        start = end;
     }
-    .context("adding the base vectors")?;
+    bar.finish_and_clear();
     Ok((train_s, t0.elapsed().as_secs_f64()))
 }
 
 pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
-    let metric: Metric = a.metric.parse()?;
-    let spec = FactorySpec::parse(&a.index).map_err(|e| anyhow::anyhow!("--index: {e}"))?;
+    let specs: Vec<FactorySpec> = a
+        .index
+        .iter()
+        .map(|s| FactorySpec::parse(s).map_err(|e| anyhow::anyhow!("--index: {e}")))
+        .collect::<Result<_>>()?;
     if a.k == 0 {
         bail!("-k must be at least 1");
     }
-    if a.repeats == 0 {
-        bail!("--repeats must be at least 1");
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
     }
     let build_params = parse_build_params(&a.build_params)?;
-    let search_params: Vec<SearchParams<'static>> = if a.params.is_empty() {
-        vec![SearchParams::default()]
-    } else {
-        a.params
-            .iter()
-            .map(|p| SearchParams::parse(p).with_context(|| format!("--params `{p}`")))
-            .collect::<Result<_>>()?
-    };
+    let search_params: Vec<SearchParams<'static>> = a
+        .params
+        .iter()
+        .map(|p| SearchParams::parse(p).with_context(|| format!("--params `{p}`")))
+        .collect::<Result<_>>()?;
     let pool = pool(a.threads)?;
     let build_threads = pool.current_num_threads();
     let mut search_pools = Vec::with_capacity(a.search_threads.len());
@@ -199,82 +244,154 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         }
         search_pools.push(self::pool(Some(t))?);
     }
-    let built = pool.install(|| -> Result<Built> {
-        let mut ds = Dataset::load(&a.data)?;
+    let (mut ds, metric) = pool.install(|| -> Result<(Dataset, Metric)> {
+        let opts = DataOptions {
+            learn: a.learn.clone(),
+            max_base: a.max_base,
+        };
+        let mut ds = Dataset::load_with(&a.data, &opts)?;
         if let Some(m) = a.nq {
             ds.keep_queries(m)?;
         }
-        let (n, d) = (ds.base.len(), ds.base.dim());
+        let metric = ds.metric(a.metric.as_deref())?;
+        let n = ds.base.len();
         if a.k > n {
             bail!("-k {} exceeds the {n} base vectors", a.k);
         }
         ds.queries.as_ref().check_finite().context("queries")?;
+        Ok((ds, metric))
+    })?;
+    let d = ds.base.dim();
 
-        let mut index = build_with_params(&spec, d, metric, &build_params)?;
-        let known = index.search_param_names();
-        for p in &search_params {
-            for name in p.names_set() {
-                if !known.contains(&name) {
-                    bail!(
-                        "{} has no search parameter `{name}`{}",
-                        index.describe(),
-                        if known.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (it has: {})", known.join(", "))
-                        }
-                    );
-                }
+    // Which `--params` sets each index takes: those whose every name it has.
+    let mut plans: Vec<(FactorySpec, Vec<SearchParams<'static>>)> = Vec::new();
+    let mut used = vec![false; search_params.len()];
+    for spec in &specs {
+        let probe = build_with_params(spec, d, metric, &build_params)?;
+        let known = probe.search_param_names();
+        let mut mine = Vec::new();
+        for (i, p) in search_params.iter().enumerate() {
+            if p.names_set().iter().all(|n| has_param(&known, n)) {
+                used[i] = true;
+                mine.push(p.clone());
             }
         }
-        let gt: GroundTruth = ds.ground_truth(a.k, metric, a.cache_gt)?.clone();
-        let (train_s, add_s) = train_and_add(&mut index, &ds)?;
-
-        Ok(Built {
-            ds,
-            index,
-            gt,
-            train_s,
-            add_s,
-        })
-    })?;
-    if search_pools.is_empty() {
-        pool.install(|| {
-            search_all(
-                a,
-                &spec,
-                &search_params,
-                &built,
-                build_threads,
-                build_threads,
-            )
-        })
-    } else {
-        for p in &search_pools {
-            let t = p.current_num_threads();
-            p.install(|| search_all(a, &spec, &search_params, &built, build_threads, t))?;
+        if mine.is_empty() {
+            mine.push(SearchParams::default());
         }
-        Ok(())
+        plans.push((spec.clone(), mine));
     }
+    if let Some(i) = used.iter().position(|u| !u) {
+        bail!(
+            "--params `{}`: no --index has all these parameters{}",
+            a.params[i],
+            if specs.len() == 1 {
+                let probe = build_with_params(&specs[0], d, metric, &build_params)?;
+                let known = probe.search_param_names();
+                if known.is_empty() {
+                    format!(" ({} has none)", specs[0])
+                } else {
+                    format!(" ({} has: {})", specs[0], known.join(", "))
+                }
+            } else {
+                String::new()
+            }
+        );
+    }
+
+    let gt: GroundTruth = pool.install(|| ds.ground_truth(a.k, metric, a.cache_gt).cloned())?;
+    let mut report = Report::new(vec![
+        ("index", "index"),
+        ("params", "params"),
+        ("threads", "threads"),
+        ("qps", "qps"),
+        ("R@1", "recall_at_1"),
+        ("10-R@10", "recall_10_at_10"),
+        ("search_s", "search_s"),
+        ("bytes/vec", "bytes_per_vector"),
+    ]);
+    for (spec, params) in &plans {
+        let built = pool.install(|| -> Result<Built<'_>> {
+            let mut index = build_with_params(spec, d, metric, &build_params)?;
+            let (train_s, add_s) = train_and_add(&mut index, &ds)?;
+            Ok(Built {
+                ds: &ds,
+                index,
+                gt: &gt,
+                train_s,
+                add_s,
+            })
+        })?;
+        if search_pools.is_empty() {
+            pool.install(|| {
+                search_all(
+                    a,
+                    spec,
+                    params,
+                    &built,
+                    build_threads,
+                    build_threads,
+                    &mut report,
+                )
+            })?;
+        } else {
+            for p in &search_pools {
+                let t = p.current_num_threads();
+                p.install(|| search_all(a, spec, params, &built, build_threads, t, &mut report))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `known` (an index's search parameter names) has `name` as
+/// [`SearchParams::names_set`] spells it (`k_factor` for `k_factor_rf` too).
+pub(crate) fn has_param(known: &[String], name: &str) -> bool {
+    known.iter().any(|k| k == name)
+        || name
+            .strip_suffix("k_factor")
+            .is_some_and(|pre| known.iter().any(|k| *k == format!("{pre}k_factor_rf")))
 }
 
 /// What one build leaves for the search passes.
-struct Built {
-    ds: Dataset,
+struct Built<'a> {
+    ds: &'a Dataset,
     index: FactoryIndex,
-    gt: GroundTruth,
+    gt: &'a GroundTruth,
     train_s: f64,
     add_s: f64,
 }
 
-/// Every `--params` pass on the current thread pool, one JSON line each.
+/// 10-recall@10 when the results and the ground truth both have 10 columns.
+pub(crate) fn recall_10(res: &SearchResults, gt: &GroundTruth) -> Result<Option<f64>> {
+    Ok(if res.k() >= 10 && gt.k() >= 10 {
+        Some(intersection_recall(res, gt, 10)?)
+    } else {
+        None
+    })
+}
+
+/// The median of `v` (not empty): the mean of the two middle values for an even count.
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        0.5 * (s[m - 1] + s[m])
+    }
+}
+
+/// Every `--params` pass of one index on the current thread pool, one row each.
 fn search_all(
     a: &BenchArgs,
     spec: &FactorySpec,
     search_params: &[SearchParams<'static>],
-    built: &Built,
+    built: &Built<'_>,
     build_threads: usize,
     threads: usize,
+    report: &mut Report,
 ) -> Result<()> {
     let Built {
         ds,
@@ -285,85 +402,129 @@ fn search_all(
     } = built;
     let (n, d, nq) = (ds.base.len(), ds.base.dim(), ds.queries.len());
     let metric = index.metric();
-    {
-        let case = a
-            .case
-            .clone()
-            .unwrap_or_else(|| spec.to_string().to_lowercase());
-        for params in search_params {
-            let mut times = Vec::with_capacity(a.repeats);
-            let mut last = None;
-            for _ in 0..a.repeats {
-                let (s, res) =
-                    search_pass(index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
-                times.push(s);
-                last = Some(res);
-            }
-            let res = last.context("invariant: at least one repeat")?;
-            let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-            let r1 = recall_at_1(&res, gt)?;
-            let r10 = if a.k >= 10 && gt.k() >= 10 {
-                Some(intersection_recall(&res, gt, 10)?)
-            } else {
-                None
-            };
-            let mut row = json!({
-                "case": case,
-                "library": "vq",
-                "version": env!("CARGO_PKG_VERSION"),
-                "index": spec.to_string(),
-                "params": params.to_string(),
-                "threads": threads,
-                "build_threads": build_threads,
-                "n": n, "d": d, "nq": nq, "k": a.k,
-                "train_s": train_s,
-                "add_s": add_s,
-                "search_s": best,
-                "qps": nq as f64 / best,
-                "recall_at_1": r1,
-                "recall_10_at_10": r10,
-                "bytes_per_vector": index.bytes_per_vector(),
-                "peak_rss_mb": peak_rss_mb(),
-                "dataset": ds.name,
-                "metric": metric.name(),
-                "mode": if a.one_at_a_time { "one-at-a-time" } else { "batch" },
-                "search_s_all": times,
-                "simd": Kernels::get().level().to_string(),
-            });
-            if a.one_at_a_time {
-                row["latency_ms"] = json!(best / nq as f64 * 1e3);
-            }
-            if *spec == FactorySpec::Codes(vq_factory::EncodingSpec::Flat) {
-                row["gflops_effective"] = json!(2.0 * n as f64 * d as f64 * nq as f64 / best / 1e9);
-            }
-            println!("{row}");
+    let case = a
+        .case
+        .clone()
+        .unwrap_or_else(|| spec.to_string().to_lowercase());
+    for params in search_params {
+        for _ in 0..a.warmup {
+            search_pass(index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
         }
-        Ok(())
+        let mut times = Vec::with_capacity(a.repeat);
+        let mut last = None;
+        for _ in 0..a.repeat {
+            let (s, res) = search_pass(index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
+            times.push(s);
+            last = Some(res);
+        }
+        let res = last.context("invariant: at least one repeat")?;
+        let med = median(&times);
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let r1 = recall_at_1(&res, gt)?;
+        let r10 = recall_10(&res, gt)?;
+        let mut row = json!({
+            "case": case,
+            "library": "vq",
+            "version": env!("CARGO_PKG_VERSION"),
+            "index": spec.to_string(),
+            "params": params.to_string(),
+            "threads": threads,
+            "build_threads": build_threads,
+            "n": n, "d": d, "nq": nq, "k": a.k,
+            "train_s": train_s,
+            "add_s": add_s,
+            "search_s": med,
+            "qps": nq as f64 / med,
+            "recall_at_1": r1,
+            "recall_10_at_10": r10,
+            "bytes_per_vector": index.bytes_per_vector(),
+            "peak_rss_mb": peak_rss_mb(),
+            "dataset": ds.name,
+            "metric": metric.name(),
+            "mode": if a.one_at_a_time { "one-at-a-time" } else { "batch" },
+            "search_s_min": best,
+            "search_s_all": times,
+            "warmup": a.warmup,
+            "simd": Kernels::get().level().to_string(),
+        });
+        if a.one_at_a_time {
+            row["latency_ms"] = json!(med / nq as f64 * 1e3);
+        }
+        if *spec == FactorySpec::Codes(vq_factory::EncodingSpec::Flat) {
+            row["gflops_effective"] = json!(2.0 * n as f64 * d as f64 * nq as f64 / med / 1e9);
+        }
+        report.row(&row);
     }
+    Ok(())
 }
 
 pub(crate) fn run_generate(a: &GenerateArgs) -> Result<()> {
     let metric: Metric = a.metric.parse()?;
+    let format = a.format.as_str();
+    if !["fvecs", "fbin", "npy", "hdf5"].contains(&format) {
+        bail!("--format `{format}`: expected fvecs, fbin, npy or hdf5");
+    }
     let mut spec = parse_spec(&a.data)?;
     spec.n_learn = a.learn;
+    if format == "hdf5" && a.learn > 0 {
+        bail!("--format hdf5 has no learn set (ann-benchmarks files train on `train`)");
+    }
     let data = spec.generate()?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    write_fvecs(a.out.join("base.fvecs"), data.base.as_ref())?;
-    write_fvecs(a.out.join("query.fvecs"), data.queries.as_ref())?;
-    if a.learn > 0 {
-        write_fvecs(a.out.join("learn.fvecs"), data.learn.as_ref())?;
-    }
+    let write_vectors = |name: &str, v: &vq_core::Vectors| -> Result<()> {
+        let path = a.out.join(format!("{name}.{format}"));
+        match format {
+            "fvecs" => write_fvecs(&path, v.as_ref())?,
+            "fbin" => write_fbin(&path, v.as_ref())?,
+            _ => write_npy(&path, v.as_slice(), v.dim())?,
+        }
+        Ok(())
+    };
     let k = a.gt_k.clamp(1, data.base.len().max(1));
-    if !data.base.is_empty() && !data.queries.is_empty() {
-        let mut flat = vq_core::IndexFlat::new(spec.d, metric)?;
-        flat.add(data.base.as_ref())?;
-        let res = flat.search(data.queries.as_ref(), k, &SearchParams::default())?;
-        let gt = GroundTruth::from_results(&res);
-        write_ivecs(a.out.join("groundtruth.ivecs"), &gt.to_i32()?, k)?;
+    let gt = if !data.base.is_empty() && !data.queries.is_empty() {
+        let (ids, dist) =
+            crate::gt::exact_knn(&data.base, &data.queries, k, metric, "ground truth")?;
+        let ids: Vec<i32> = ids
+            .iter()
+            .map(|&l| i32::try_from(l).context("an id does not fit in i32"))
+            .collect::<Result<_>>()?;
+        Some((ids, dist))
+    } else {
+        None
+    };
+    if format == "hdf5" {
+        let (ids, dist) = gt.context("--format hdf5 needs base and query vectors")?;
+        let name = format!("syn-{}-d{}-q{}-s{}", spec.n, spec.d, spec.nq, spec.seed);
+        let path = a.out.join(format!("{name}.hdf5"));
+        let distance = match metric {
+            Metric::L2 => "euclidean",
+            _ => "dot",
+        };
+        write_ann_hdf5(
+            &path,
+            data.base.as_ref(),
+            data.queries.as_ref(),
+            &Matrix::new(ids, k)?,
+            &Matrix::new(dist, k)?,
+            distance,
+        )?;
+    } else {
+        write_vectors("base", &data.base)?;
+        write_vectors("query", &data.queries)?;
+        if a.learn > 0 {
+            write_vectors("learn", &data.learn)?;
+        }
+        if let Some((ids, _)) = gt {
+            match format {
+                "fvecs" => write_ivecs(a.out.join("groundtruth.ivecs"), &ids, k)?,
+                "fbin" => write_bin(a.out.join("groundtruth.ibin"), &ids, k)?,
+                _ => write_npy(a.out.join("groundtruth.npy"), &ids, k)?,
+            }
+        }
     }
-    eprintln!(
-        "wrote {} base, {} query{} vectors of dimension {} to {}",
+    progress::note(format!(
+        "wrote {} base, {} query{} vectors of dimension {} to {} ({format})",
         data.base.len(),
         data.queries.len(),
         if a.learn > 0 {
@@ -373,6 +534,6 @@ pub(crate) fn run_generate(a: &GenerateArgs) -> Result<()> {
         },
         spec.d,
         a.out.display()
-    );
+    ));
     Ok(())
 }

@@ -8,15 +8,17 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
-use vq_core::eval::{intersection_recall, recall_at_1};
+use vq_core::eval::recall_at_1;
 use vq_core::io::write_ivecs;
 use vq_core::{Index, Metric, SearchParams};
 use vq_factory::{Factory, FactorySpec};
 
 use crate::bench::{
-    build_with_params, parse_build_params, peak_rss_mb, pool, search_pass, train_and_add,
+    build_with_params, has_param, median, parse_build_params, peak_rss_mb, pool, recall_10,
+    search_pass, train_and_add,
 };
-use crate::dataset::Dataset;
+use crate::dataset::{DataOptions, Dataset};
+use crate::progress::Report;
 
 /// Arguments of `vq describe`.
 #[derive(Args, Debug)]
@@ -68,16 +70,22 @@ pub(crate) fn run_describe(a: &DescribeArgs) -> Result<ExitCode> {
 /// Arguments of `vq build`.
 #[derive(Args, Debug)]
 pub(crate) struct BuildArgs {
-    /// A folder with `*base.fvecs` (and optional `*learn.fvecs`), or
-    /// `synthetic:N,D,NQ[,SEED]`.
+    /// A folder with `*base.fvecs` (and optional `*learn.fvecs`), an ann-benchmarks
+    /// `.hdf5` file, or `synthetic:N,D,NQ[,SEED]` (formats as for `vq bench`).
     #[arg(long)]
     data: String,
     /// Factory string.
     #[arg(long)]
     index: String,
-    /// Metric: `l2` or `ip`.
-    #[arg(long, default_value = "l2")]
-    metric: String,
+    /// Metric: `l2` or `ip` (default: the data's own, else `l2`).
+    #[arg(long)]
+    metric: Option<String>,
+    /// Train on the vectors of this file instead of the data's learn set or the base.
+    #[arg(long)]
+    learn: Option<PathBuf>,
+    /// Add only the first N base vectors.
+    #[arg(long)]
+    max_base: Option<usize>,
     /// Build-time parameters (`efConstruction=200`).
     #[arg(long, default_value = "")]
     build_params: String,
@@ -91,11 +99,15 @@ pub(crate) struct BuildArgs {
 
 /// `vq build`: train, add, save; one JSON line.
 pub(crate) fn run_build(a: &BuildArgs) -> Result<()> {
-    let metric: Metric = a.metric.parse()?;
     let spec = FactorySpec::parse(&a.index).map_err(|e| anyhow::anyhow!("--index: {e}"))?;
     let build_params = parse_build_params(&a.build_params)?;
     pool(a.threads)?.install(|| -> Result<()> {
-        let ds = Dataset::load(&a.data)?;
+        let opts = DataOptions {
+            learn: a.learn.clone(),
+            max_base: a.max_base,
+        };
+        let ds = Dataset::load_with(&a.data, &opts)?;
+        let metric = ds.metric(a.metric.as_deref())?;
         let (n, d) = (ds.base.len(), ds.base.dim());
         let mut index = build_with_params(&spec, d, metric, &build_params)?;
         let (train_s, add_s) = train_and_add(&mut index, &ds)?;
@@ -105,9 +117,15 @@ pub(crate) fn run_build(a: &BuildArgs) -> Result<()> {
             .with_context(|| format!("saving to {}", a.out.display()))?;
         let save_s = t0.elapsed().as_secs_f64();
         let bytes = std::fs::metadata(&a.out).map(|m| m.len()).ok();
-        println!(
-            "{}",
-            json!({
+        Report::new(vec![
+            ("index", "index"),
+            ("n", "n"),
+            ("train_s", "train_s"),
+            ("add_s", "add_s"),
+            ("file", "file"),
+            ("file_bytes", "file_bytes"),
+        ])
+        .row(&json!({
                 "library": "vq",
                 "version": env!("CARGO_PKG_VERSION"),
                 "index": spec.to_string(),
@@ -121,8 +139,7 @@ pub(crate) fn run_build(a: &BuildArgs) -> Result<()> {
                 "file_bytes": bytes,
                 "bytes_per_vector": index.bytes_per_vector(),
                 "peak_rss_mb": peak_rss_mb(),
-            })
-        );
+        }));
         Ok(())
     })
 }
@@ -149,9 +166,9 @@ pub(crate) struct SearchArgs {
     /// Threads; default: all cores.
     #[arg(long)]
     threads: Option<usize>,
-    /// Timed repetitions; the fastest is reported.
-    #[arg(long, default_value_t = 3)]
-    repeats: usize,
+    /// Timed repetitions; the median is reported (`search_s`), with the fastest.
+    #[arg(long, alias = "repeats", default_value_t = 3)]
+    repeat: usize,
     /// Write the result ids here (`.ivecs`, one row of k ids per query, -1 padding).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -163,8 +180,8 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
     if a.k == 0 {
         bail!("-k must be at least 1");
     }
-    if a.repeats == 0 {
-        bail!("--repeats must be at least 1");
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
     }
     let params =
         SearchParams::parse(&a.params).with_context(|| format!("--params `{}`", a.params))?;
@@ -184,7 +201,7 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
         let rss_after_load = current_rss_mb();
         let known = index.search_param_names();
         for name in params.names_set() {
-            if !known.contains(&name) {
+            if !has_param(&known, &name) {
                 bail!("{} has no search parameter `{name}`", index.describe());
             }
         }
@@ -204,24 +221,21 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
             );
         }
         let metric = index.metric();
-        let mut times = Vec::with_capacity(a.repeats);
+        let mut times = Vec::with_capacity(a.repeat);
         let mut last = None;
-        for _ in 0..a.repeats {
+        for _ in 0..a.repeat {
             let (s, res) = search_pass(&index, ds.queries.as_ref(), a.k, &params, false)?;
             times.push(s);
             last = Some(res);
         }
         let res = last.context("invariant: at least one repeat")?;
+        let med = median(&times);
         let best = times.iter().copied().fold(f64::INFINITY, f64::min);
         let nq = ds.queries.len();
         // Recall only when the data set is the one the index holds.
         let (r1, r10) = if ds.base.len() == index.len() {
             let gt = ds.ground_truth(a.k, metric, false)?;
-            let r10 = if a.k >= 10 && gt.k() >= 10 {
-                Some(intersection_recall(&res, gt, 10)?)
-            } else {
-                None
-            };
+            let r10 = recall_10(&res, gt)?;
             (Some(recall_at_1(&res, gt)?), r10)
         } else {
             (None, None)
@@ -234,9 +248,15 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
                 .collect();
             write_ivecs(out, &ids, a.k)?;
         }
-        println!(
-            "{}",
-            json!({
+        Report::new(vec![
+            ("index", "index"),
+            ("params", "params"),
+            ("load_s", "load_s"),
+            ("qps", "qps"),
+            ("R@1", "recall_at_1"),
+            ("10-R@10", "recall_10_at_10"),
+        ])
+        .row(&json!({
                 "case": index.describe().to_lowercase(),
                 "library": "vq",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -249,16 +269,17 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
                 "rss_before_load_mb": rss0,
                 "rss_after_load_mb": rss_after_load,
                 "file_bytes": std::fs::metadata(&a.index_file).map(|m| m.len()).ok(),
-                "search_s": best,
-                "qps": nq as f64 / best,
+                "search_s": med,
+                "search_s_min": best,
+                "search_s_all": times,
+                "qps": nq as f64 / med,
                 "recall_at_1": r1,
                 "recall_10_at_10": r10,
                 "bytes_per_vector": index.bytes_per_vector(),
                 "peak_rss_mb": peak_rss_mb(),
                 "dataset": ds.name,
                 "metric": metric.name(),
-            })
-        );
+        }));
         Ok(())
     })
 }
@@ -295,9 +316,15 @@ pub(crate) fn run_info(a: &InfoArgs) -> Result<()> {
     let index = Factory::new()
         .mmap(&a.file)
         .with_context(|| format!("loading {}", a.file.display()))?;
-    println!(
-        "{}",
-        json!({
+    Report::new(vec![
+        ("index", "index"),
+        ("d", "d"),
+        ("n", "n"),
+        ("metric", "metric"),
+        ("trained", "is_trained"),
+        ("file_bytes", "file_bytes"),
+    ])
+    .row(&json!({
             "file": a.file.display().to_string(),
             "file_bytes": std::fs::metadata(&a.file).map(|m| m.len()).ok(),
             "format_version": r.version(),
@@ -312,7 +339,6 @@ pub(crate) fn run_info(a: &InfoArgs) -> Result<()> {
             "bytes_inverted_lists": lists,
             "bytes_stored_vectors": codes,
             "bytes_other": other,
-        })
-    );
+    }));
     Ok(())
 }

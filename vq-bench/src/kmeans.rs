@@ -65,12 +65,14 @@ pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
         let (n, d) = (x.len(), x.dim());
         let mut km = KMeans::new(d, params)?;
         let t0 = Instant::now();
+        let spin = crate::progress::spinner(&format!("k-means, {} centroids", a.k));
         if a.two_level {
             km.train_two_level(x)
         } else {
             km.train(x)
         }
         .context("k-means training")?;
+        spin.finish_and_clear();
         let train_s = t0.elapsed().as_secs_f64();
         let (labels, dist) = km.assign(x)?;
         let mse = dist.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
@@ -95,7 +97,15 @@ pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
             "peak_rss_mb": peak_rss_mb(),
             "warnings": km.warnings(),
         });
-        println!("{row}");
+        crate::progress::Report::new(vec![
+            ("n", "n"),
+            ("k", "k"),
+            ("train_s", "train_s"),
+            ("objective", "objective"),
+            ("mse", "mse_full_base"),
+            ("imbalance", "imbalance_factor"),
+        ])
+        .row(&row);
         Ok(())
     })
 }

@@ -7,7 +7,12 @@
 mod bench;
 mod cli;
 mod dataset;
+mod formats;
+mod gt;
 mod kmeans;
+mod plot;
+mod progress;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -20,6 +25,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// No progress bars and no notes on stderr (errors are still printed).
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Results as JSON lines even on a terminal (the default when stdout is a pipe or a
+    /// file); on a terminal the default is a table.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,9 +55,18 @@ enum Command {
     Search(cli::SearchArgs),
     /// What a saved index holds (string, sizes, training state), as one JSON line.
     Info(cli::InfoArgs),
+    /// Explore a pipeline's search parameters (nprobe, efSearch, k_factor_rf, …) and
+    /// print the Pareto-optimal settings for a recall criterion; optionally the fastest
+    /// one that reaches a target.
+    Tune(tune::TuneArgs),
+    /// Exact ground truth of a dataset: ids as `.ivecs`, distances as `.fvecs`.
+    Gt(gt::GtArgs),
+    /// Draw recall-vs-QPS curves (SVG or PNG) from `vq bench`/`vq tune`/peers.py JSON lines.
+    Plot(plot::PlotArgs),
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    progress::configure(cli.quiet, cli.json);
     match cli.command {
         Command::Bench(a) => bench::run_bench(&a),
         Command::Generate(a) => bench::run_generate(&a),
@@ -54,6 +75,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build(a) => cli::run_build(&a),
         Command::Search(a) => cli::run_search(&a),
         Command::Info(a) => cli::run_info(&a),
+        Command::Plot(a) => plot::run(&a),
+        Command::Tune(a) => tune::run(&a),
+        Command::Gt(a) => gt::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,133 @@
+//! Progress on stderr and the choice between JSON lines and a table on stdout.
+//!
+//! Bars and spinners are drawn only when stderr is a terminal and `--quiet` is not
+//! given; notes (one line on stderr) are silenced by `--quiet` alone. Results go to
+//! stdout as JSON lines when `--json` is given or stdout is not a terminal, else as a
+//! table.
+
+use std::fmt::Display;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Sets the global output choices (from `--quiet` and `--json`).
+pub(crate) fn configure(quiet: bool, json: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+    JSON.store(json || !std::io::stdout().is_terminal(), Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// One line on stderr, unless `--quiet`.
+pub(crate) fn note(msg: impl Display) {
+    if !quiet() {
+        eprintln!("{msg}");
+    }
+}
+
+fn target() -> ProgressDrawTarget {
+    if quiet() {
+        ProgressDrawTarget::hidden()
+    } else {
+        // Hidden by indicatif itself when stderr is not a terminal.
+        ProgressDrawTarget::stderr()
+    }
+}
+
+/// A bar over `len` items (vectors, queries, combinations), cleared when dropped.
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), target());
+    let style = ProgressStyle::with_template(
+        "{msg:>12} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} (eta {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// A spinner for a step whose length is unknown (training), cleared when dropped.
+pub(crate) fn spinner(what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(None, target());
+    let style = ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Prints result rows: JSON lines, or an aligned table of chosen columns.
+pub(crate) struct Report {
+    columns: Vec<(&'static str, &'static str)>,
+    header_done: bool,
+}
+
+impl Report {
+    /// A report whose table shows `columns` (header, JSON key).
+    pub(crate) fn new(columns: Vec<(&'static str, &'static str)>) -> Report {
+        Report {
+            columns,
+            header_done: false,
+        }
+    }
+
+    /// Prints one row.
+    #[allow(clippy::print_stdout)]
+    pub(crate) fn row(&mut self, row: &Value) {
+        if JSON.load(Ordering::Relaxed) {
+            println!("{row}");
+            return;
+        }
+        let cells: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(_, key)| cell(row.get(*key)))
+            .collect();
+        if !self.header_done {
+            let head: Vec<String> = self
+                .columns
+                .iter()
+                .zip(&cells)
+                .map(|((h, _), c)| format!("{h:>w$}", w = width(h, c)))
+                .collect();
+            println!("{}", head.join("  "));
+            self.header_done = true;
+        }
+        let line: Vec<String> = self
+            .columns
+            .iter()
+            .zip(&cells)
+            .map(|((h, _), c)| format!("{c:>w$}", w = width(h, c)))
+            .collect();
+        println!("{}", line.join("  "));
+    }
+}
+
+/// A column's width: its header, at least 10, and the cell when longer.
+fn width(header: &str, cell: &str) -> usize {
+    header.len().max(10).max(cell.len())
+}
+
+fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "-".to_string(),
+        Some(Value::String(s)) if s.is_empty() => "-".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => u.to_string(),
+            (None, Some(f)) if f.abs() >= 100.0 => format!("{f:.0}"),
+            (None, Some(f)) => format!("{f:.4}"),
+            _ => n.to_string(),
+        },
+        Some(other) => other.to_string(),
+    }
+}
