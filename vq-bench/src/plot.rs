@@ -249,8 +249,9 @@ fn parse_row(v: &Value) -> Option<Row> {
         dataset: text("dataset"),
         k: o.get("k").and_then(Value::as_u64),
         qps,
-        recall_at_1: num("recall_at_1"),
-        recall_10_at_10: num("recall_10_at_10"),
+        // A recall outside [0, 1] is not one (and would stretch the axis without bound).
+        recall_at_1: num("recall_at_1").filter(|r| (0.0..=1.0).contains(r)),
+        recall_10_at_10: num("recall_10_at_10").filter(|r| (0.0..=1.0).contains(r)),
         note,
     })
 }

@@ -68,7 +68,9 @@ pub(crate) fn spinner(what: &str) -> ProgressBar {
 /// Prints result rows: JSON lines, or an aligned table of chosen columns.
 pub(crate) struct Report {
     columns: Vec<(&'static str, &'static str)>,
-    header_done: bool,
+    /// Column widths, fixed by the header and the first row (a longer cell later
+    /// widens only its own line).
+    widths: Vec<usize>,
 }
 
 impl Report {
@@ -76,7 +78,7 @@ impl Report {
     pub(crate) fn new(columns: Vec<(&'static str, &'static str)>) -> Report {
         Report {
             columns,
-            header_done: false,
+            widths: Vec::new(),
         }
     }
 
@@ -92,29 +94,28 @@ impl Report {
             .iter()
             .map(|(_, key)| cell(row.get(*key)))
             .collect();
-        if !self.header_done {
-            let head: Vec<String> = self
+        if self.widths.is_empty() {
+            self.widths = self
                 .columns
                 .iter()
                 .zip(&cells)
-                .map(|((h, _), c)| format!("{h:>w$}", w = width(h, c)))
+                .map(|((h, _), c)| h.len().max(c.len()).max(10))
+                .collect();
+            let head: Vec<String> = self
+                .columns
+                .iter()
+                .zip(&self.widths)
+                .map(|((h, _), w)| format!("{h:>w$}"))
                 .collect();
             println!("{}", head.join("  "));
-            self.header_done = true;
         }
-        let line: Vec<String> = self
-            .columns
+        let line: Vec<String> = cells
             .iter()
-            .zip(&cells)
-            .map(|((h, _), c)| format!("{c:>w$}", w = width(h, c)))
+            .zip(&self.widths)
+            .map(|(c, w)| format!("{c:>w$}"))
             .collect();
         println!("{}", line.join("  "));
     }
-}
-
-/// A column's width: its header, at least 10, and the cell when longer.
-fn width(header: &str, cell: &str) -> usize {
-    header.len().max(10).max(cell.len())
 }
 
 fn cell(v: Option<&Value>) -> String {

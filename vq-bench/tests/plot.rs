@@ -211,3 +211,37 @@ fn plot_bad_inputs_are_one_line_errors() {
     assert_one_line_error(code, &err);
     assert!(err.contains("no/such/dir/x.svg"), "{err}");
 }
+
+#[test]
+fn plot_survives_extreme_and_degenerate_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("odd.jsonl");
+    // One point only, an extreme QPS range, a recall outside [0, 1] (skipped), equal points.
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"library":"a","index":"X","qps":1e-300,"recall_10_at_10":0.5}"#,
+            "\n",
+            r#"{"library":"a","index":"X","qps":1e300,"recall_10_at_10":0.6}"#,
+            "\n",
+            r#"{"library":"b","index":"Y","qps":5.0,"recall_10_at_10":1e300}"#,
+            "\n",
+            r#"{"library":"c","index":"Z","qps":7.0,"recall_10_at_10":0.9}"#,
+            "\n",
+            r#"{"library":"c","index":"Z","qps":7.0,"recall_10_at_10":0.9}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("odd.svg");
+    let (code, _, err) = vq(&["plot", s(&input), "--out", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let svg = std::fs::read_to_string(&out).unwrap();
+    roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(
+        svg.matches(r#"class="series""#).count(),
+        2,
+        "a and c; b skipped"
+    );
+}
