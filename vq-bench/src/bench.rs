@@ -13,25 +13,19 @@ use vq_core::synthetic::parse_spec;
 use vq_core::{Index, Label, Metric, SearchParams, SearchResults, VectorsRef};
 use vq_factory::{FactoryIndex, FactorySpec};
 
-use crate::dataset::{DataOptions, Dataset};
+use crate::dataset::{DataArgs, Dataset};
 use crate::formats::{write_ann_hdf5, write_npy};
 use crate::progress::{self, Report};
 
 /// Arguments of `vq bench`.
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// A folder with `*base` and `*query` vectors and optional `*learn` vectors and
-    /// `*groundtruth` ids (`.fvecs/.bvecs/.fbin/.u8bin/.npy`; `.ivecs/.ibin/.npy`), an
-    /// ann-benchmarks `.hdf5` file, or `synthetic:N,D,NQ[,SEED]`.
-    #[arg(long)]
-    data: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Factory string, e.g. `Flat` or `IVF1024,PQ32`; repeat to compare several indexes
     /// on the same data in one run (each built, searched and dropped in turn).
     #[arg(long, required = true)]
     index: Vec<String>,
-    /// Metric: `l2` or `ip` (default: the data's own, else `l2`).
-    #[arg(long)]
-    metric: Option<String>,
     /// Neighbours per query.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
@@ -62,12 +56,6 @@ pub(crate) struct BenchArgs {
     /// Use only the first NQ queries (and their ground truth).
     #[arg(long)]
     nq: Option<usize>,
-    /// Train on the vectors of this file instead of the data's learn set or the base.
-    #[arg(long)]
-    learn: Option<PathBuf>,
-    /// Use only the first N base vectors (ground truth is recomputed for the prefix).
-    #[arg(long)]
-    max_base: Option<usize>,
     /// Write computed ground truth next to the data (folders only).
     #[arg(long)]
     cache_gt: bool,
@@ -245,15 +233,10 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         search_pools.push(self::pool(Some(t))?);
     }
     let (mut ds, metric) = pool.install(|| -> Result<(Dataset, Metric)> {
-        let opts = DataOptions {
-            learn: a.learn.clone(),
-            max_base: a.max_base,
-        };
-        let mut ds = Dataset::load_with(&a.data, &opts)?;
+        let (mut ds, metric) = a.data.load()?;
         if let Some(m) = a.nq {
             ds.keep_queries(m)?;
         }
-        let metric = ds.metric(a.metric.as_deref())?;
         let n = ds.base.len();
         if a.k > n {
             bail!("-k {} exceeds the {n} base vectors", a.k);

@@ -17,7 +17,7 @@ use crate::bench::{
     build_with_params, has_param, median, parse_build_params, peak_rss_mb, pool, recall_10,
     search_pass, train_and_add,
 };
-use crate::dataset::{DataOptions, Dataset};
+use crate::dataset::{DataArgs, Dataset};
 use crate::progress::Report;
 
 /// Arguments of `vq describe`.
@@ -70,22 +70,11 @@ pub(crate) fn run_describe(a: &DescribeArgs) -> Result<ExitCode> {
 /// Arguments of `vq build`.
 #[derive(Args, Debug)]
 pub(crate) struct BuildArgs {
-    /// A folder with `*base.fvecs` (and optional `*learn.fvecs`), an ann-benchmarks
-    /// `.hdf5` file, or `synthetic:N,D,NQ[,SEED]` (formats as for `vq bench`).
-    #[arg(long)]
-    data: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Factory string.
     #[arg(long)]
     index: String,
-    /// Metric: `l2` or `ip` (default: the data's own, else `l2`).
-    #[arg(long)]
-    metric: Option<String>,
-    /// Train on the vectors of this file instead of the data's learn set or the base.
-    #[arg(long)]
-    learn: Option<PathBuf>,
-    /// Add only the first N base vectors.
-    #[arg(long)]
-    max_base: Option<usize>,
     /// Build-time parameters (`efConstruction=200`).
     #[arg(long, default_value = "")]
     build_params: String,
@@ -102,12 +91,7 @@ pub(crate) fn run_build(a: &BuildArgs) -> Result<()> {
     let spec = FactorySpec::parse(&a.index).map_err(|e| anyhow::anyhow!("--index: {e}"))?;
     let build_params = parse_build_params(&a.build_params)?;
     pool(a.threads)?.install(|| -> Result<()> {
-        let opts = DataOptions {
-            learn: a.learn.clone(),
-            max_base: a.max_base,
-        };
-        let ds = Dataset::load_with(&a.data, &opts)?;
-        let metric = ds.metric(a.metric.as_deref())?;
+        let (ds, metric) = a.data.load()?;
         let (n, d) = (ds.base.len(), ds.base.dim());
         let mut index = build_with_params(&spec, d, metric, &build_params)?;
         let (train_s, add_s) = train_and_add(&mut index, &ds)?;

@@ -37,6 +37,41 @@ pub(crate) struct Dataset {
     gt_metric: Option<Metric>,
 }
 
+/// The data options shared by `vq bench`, `vq tune` and `vq build`.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct DataArgs {
+    /// A folder with `*base` and `*query` vectors and optional `*learn` vectors and
+    /// `*groundtruth` ids (`.fvecs/.bvecs/.fbin/.u8bin/.npy`; `.ivecs/.ibin/.npy`), an
+    /// ann-benchmarks `.hdf5` file, or `synthetic:N,D,NQ[,SEED]`.
+    #[arg(long)]
+    pub(crate) data: String,
+    /// Metric: `l2` or `ip` (default: the data's own, else `l2`).
+    #[arg(long)]
+    pub(crate) metric: Option<String>,
+    /// Train on the vectors of this file instead of the data's learn set or the base.
+    #[arg(long)]
+    pub(crate) learn: Option<PathBuf>,
+    /// Use only the first N base vectors (ground truth is recomputed for the prefix).
+    #[arg(long)]
+    pub(crate) max_base: Option<usize>,
+}
+
+impl DataArgs {
+    /// Loads the data with `--learn` and `--max-base`, and picks the metric.
+    ///
+    /// # Errors
+    /// As [`Dataset::load_with`]; an unknown metric.
+    pub(crate) fn load(&self) -> Result<(Dataset, Metric)> {
+        let opts = DataOptions {
+            learn: self.learn.clone(),
+            max_base: self.max_base,
+        };
+        let ds = Dataset::load_with(&self.data, &opts)?;
+        let metric = ds.metric(self.metric.as_deref())?;
+        Ok((ds, metric))
+    }
+}
+
 /// How to load a dataset beyond its spec.
 #[derive(Default, Debug, Clone)]
 pub(crate) struct DataOptions {

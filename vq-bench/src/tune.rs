@@ -1,6 +1,5 @@
 //! `vq tune`: explore the search parameters of a pipeline and print its Pareto frontier.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -14,15 +13,14 @@ use vq_factory::autotune::{Criterion, ExploreOptions, OperatingPoint, ParameterS
 use crate::bench::{
     build_with_params, parse_build_params, peak_rss_mb, pool, recall_10, train_and_add,
 };
-use crate::dataset::{DataOptions, Dataset};
+use crate::dataset::DataArgs;
 use crate::progress::{self, Report};
 
 /// Arguments of `vq tune`.
 #[derive(Args, Debug)]
 pub(crate) struct TuneArgs {
-    /// The data: a folder, an ann-benchmarks `.hdf5` file, or `synthetic:N,D,NQ[,SEED]`.
-    #[arg(long)]
-    data: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Factory string of the pipeline to tune.
     #[arg(long)]
     index: String,
@@ -39,9 +37,6 @@ pub(crate) struct TuneArgs {
     /// Repeat each search for at least this many seconds (the fastest run counts).
     #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     min_test_s: f64,
-    /// Metric: `l2` or `ip` (default: the data's own, else `l2`).
-    #[arg(long)]
-    metric: Option<String>,
     /// Build-time parameters (`efConstruction=200,seed=7`).
     #[arg(long, default_value = "")]
     build_params: String,
@@ -51,12 +46,6 @@ pub(crate) struct TuneArgs {
     /// Use only the first NQ queries.
     #[arg(long)]
     nq: Option<usize>,
-    /// Train on the vectors of this file instead of the data's learn set or base.
-    #[arg(long)]
-    learn: Option<PathBuf>,
-    /// Use only the first N base vectors.
-    #[arg(long)]
-    max_base: Option<usize>,
     /// Print every measured combination, not only the frontier.
     #[arg(long)]
     all: bool,
@@ -85,15 +74,10 @@ pub(crate) fn run(a: &TuneArgs) -> Result<()> {
     let pool = pool(a.threads)?;
     let threads = pool.current_num_threads();
     pool.install(|| {
-        let opts = DataOptions {
-            learn: a.learn.clone(),
-            max_base: a.max_base,
-        };
-        let mut ds = Dataset::load_with(&a.data, &opts)?;
+        let (mut ds, metric) = a.data.load()?;
         if let Some(m) = a.nq {
             ds.keep_queries(m)?;
         }
-        let metric = ds.metric(a.metric.as_deref())?;
         let (n, d, nq) = (ds.base.len(), ds.base.dim(), ds.queries.len());
         let k = criterion.k();
         if k > n {
