@@ -637,13 +637,26 @@ fn h5_shape(ds: &hdf5_pure::Dataset, path: &Path, name: &str) -> Result<(usize, 
             path.display()
         );
     }
-    rows.checked_mul(cols).with_context(|| {
+    let count = rows.checked_mul(cols).with_context(|| {
         format!(
             "{}: dataset `{name}`: shape {shape:?} is too large",
             path.display()
         )
     })?;
+    let file_len = std::fs::metadata(path).map_or(u64::MAX, |m| m.len());
+    check_extent(count, file_len)
+        .with_context(|| format!("{}: dataset `{name}` (shape {shape:?})", path.display()))?;
     Ok((rows, cols))
+}
+
+/// Refuses, before anything is allocated, a dataset of `count` values that a file of
+/// `file_len` bytes cannot hold: every element takes at least one byte, and deflate stores
+/// at most ~1,032 bytes per byte of file.
+fn check_extent(count: usize, file_len: u64) -> Result<()> {
+    if count as u64 > file_len.saturating_mul(1100) {
+        bail!("{count} values cannot be stored in a file of {file_len} bytes");
+    }
+    Ok(())
 }
 
 /// Checks that a read returned exactly `rows × cols` values.
@@ -1395,6 +1408,26 @@ mod tests {
         std::fs::write(&p, &junk).unwrap();
         assert!(err_of(read_ann_hdf5(&p)).contains("not an HDF5 file"));
         assert!(err_of(read_ann_hdf5(d.join("absent.hdf5"))).contains("no such file"));
+    }
+
+    #[test]
+    fn extents_a_file_cannot_hold_are_refused() {
+        assert!(check_extent(1100, 1).is_ok());
+        assert!(check_extent(1101, 1).is_err());
+        assert!(check_extent(1 << 40, 1 << 20).is_err());
+        assert!(check_extent(1_000_000 * 128, 512_000_000).is_ok());
+        // A real file's datasets pass.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ok.hdf5");
+        let mut b = hdf5_pure::FileBuilder::new();
+        b.create_dataset("train")
+            .with_f32_data(&[1.0; 4])
+            .with_shape(&[2, 2]);
+        b.create_dataset("test")
+            .with_f32_data(&[1.0; 2])
+            .with_shape(&[1, 2]);
+        std::fs::write(&p, b.finish().unwrap()).unwrap();
+        assert_eq!(read_ann_hdf5(&p).unwrap().train.len(), 2);
     }
 
     #[test]
