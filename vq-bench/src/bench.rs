@@ -36,7 +36,8 @@ pub(crate) struct BenchArgs {
     /// after one build with `--threads`; one JSON line per count and `--params`.
     #[arg(long, value_delimiter = ',')]
     search_threads: Vec<usize>,
-    /// Build-time parameters applied before training and adding (`efConstruction=200`).
+    /// Build-time parameters applied before training and adding (`efConstruction=200`);
+    /// with several `--index`, each index takes those it has.
     #[arg(long, default_value = "")]
     build_params: String,
     /// Search parameters, Faiss syntax (`nprobe=16,efSearch=64`); one pass (and one
@@ -246,11 +247,27 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
     })?;
     let d = ds.base.dim();
 
-    // Which `--params` sets each index takes: those whose every name it has.
-    let mut plans: Vec<(FactorySpec, Vec<SearchParams<'static>>)> = Vec::new();
+    // Which `--build-params` and `--params` each index takes. One index: all of them (a
+    // wrong one is its error). Several: the build parameters it accepts, and the search
+    // settings whose every name it has; one that no index takes is an error.
+    let mut plans: Vec<Plan> = Vec::new();
     let mut used = vec![false; search_params.len()];
+    let mut build_used = vec![false; build_params.len()];
     for spec in &specs {
-        let probe = build_with_params(spec, d, metric, &build_params)?;
+        let mine_build: Vec<(String, String)> = if specs.len() == 1 {
+            build_params.clone()
+        } else {
+            let mut ok = Vec::new();
+            for (i, (name, value)) in build_params.iter().enumerate() {
+                let mut probe = spec.build(d, metric)?;
+                if probe.set_build_param(name, value).is_ok() {
+                    build_used[i] = true;
+                    ok.push((name.clone(), value.clone()));
+                }
+            }
+            ok
+        };
+        let probe = build_with_params(spec, d, metric, &mine_build)?;
         let known = probe.search_param_names();
         let mut mine = Vec::new();
         for (i, p) in search_params.iter().enumerate() {
@@ -262,7 +279,17 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         if mine.is_empty() {
             mine.push(SearchParams::default());
         }
-        plans.push((spec.clone(), mine));
+        plans.push(Plan {
+            spec: spec.clone(),
+            build: mine_build,
+            search: mine,
+        });
+    }
+    if specs.len() > 1
+        && let Some(i) = build_used.iter().position(|u| !u)
+    {
+        let (name, value) = &build_params[i];
+        bail!("--build-params `{name}={value}`: no --index accepts it");
     }
     if let Some(i) = used.iter().position(|u| !u) {
         bail!(
@@ -293,9 +320,14 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         ("search_s", "search_s"),
         ("bytes/vec", "bytes_per_vector"),
     ]);
-    for (spec, params) in &plans {
+    for Plan {
+        spec,
+        build,
+        search: params,
+    } in &plans
+    {
         let built = pool.install(|| -> Result<Built<'_>> {
-            let mut index = build_with_params(spec, d, metric, &build_params)?;
+            let mut index = build_with_params(spec, d, metric, build)?;
             let (train_s, add_s) = train_and_add(&mut index, &ds)?;
             Ok(Built {
                 ds: &ds,
@@ -334,6 +366,13 @@ pub(crate) fn has_param(known: &[String], name: &str) -> bool {
         || name
             .strip_suffix("k_factor")
             .is_some_and(|pre| known.iter().any(|k| *k == format!("{pre}k_factor_rf")))
+}
+
+/// One `--index` of a run: its string, the build parameters it takes, its search settings.
+struct Plan {
+    spec: FactorySpec,
+    build: Vec<(String, String)>,
+    search: Vec<SearchParams<'static>>,
 }
 
 /// What one build leaves for the search passes.

@@ -350,3 +350,49 @@ fn generate_writes_every_format_and_bench_reads_it_back() {
     assert_eq!(code, 1);
     assert!(err.contains("--format"), "{err}");
 }
+
+#[test]
+fn bench_gives_each_index_the_build_parameters_it_has() {
+    let (code, rows, err) = vq(&[
+        "bench",
+        "--data",
+        DATA,
+        "--index",
+        "IVF32,Flat",
+        "--index",
+        "HNSW8",
+        "--build-params",
+        "efConstruction=20",
+        "--repeat",
+        "1",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rows.len(), 2);
+    let (code, _, err) = vq(&[
+        "bench",
+        "--data",
+        DATA,
+        "--index",
+        "IVF32,Flat",
+        "--index",
+        "HNSW8",
+        "--build-params",
+        "bogus=1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no --index accepts"), "{err}");
+    // One index: a parameter it lacks is its own error, as before.
+    let (code, _, err) = vq(&[
+        "bench",
+        "--data",
+        DATA,
+        "--index",
+        "IVF32,Flat",
+        "--build-params",
+        "efConstruction=20",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("efConstruction"), "{err}");
+}
