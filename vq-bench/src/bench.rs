@@ -517,7 +517,7 @@ pub(crate) fn run_generate(a: &GenerateArgs) -> Result<()> {
     };
     if format == "hdf5" {
         let (ids, dist) = gt.context("--format hdf5 needs base and query vectors")?;
-        let name = format!("syn-{}-d{}-q{}-s{}", spec.n, spec.d, spec.nq, spec.seed);
+        let name = crate::dataset::synthetic_name(&spec);
         let path = a.out.join(format!("{name}.hdf5"));
         let distance = match metric {
             Metric::L2 => "euclidean",

@@ -37,6 +37,18 @@ pub(crate) struct Dataset {
     gt_metric: Option<Metric>,
 }
 
+/// A synthetic set's name, as the peers' harness writes it (`syn-100k-d128-q1k-s12345`,
+/// `syn-1M-…`), so both sides' lines name the same dataset.
+pub(crate) fn synthetic_name(s: &SyntheticSpec) -> String {
+    let count = |n: usize| match n {
+        0 => "0".to_string(),
+        n if n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    };
+    format!("syn-{}-d{}-q{}-s{}", count(s.n), s.d, count(s.nq), s.seed)
+}
+
 /// The data options shared by `vq bench`, `vq tune` and `vq build`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct DataArgs {
@@ -179,7 +191,7 @@ impl Dataset {
         let s: SyntheticSpec = parse_spec(spec)?;
         let data = s.generate()?;
         Ok(Dataset {
-            name: format!("syn-{}-d{}-q{}-s{}", s.n, s.d, s.nq, s.seed),
+            name: synthetic_name(&s),
             base: data.base,
             queries: data.queries,
             learn: None,
@@ -474,6 +486,14 @@ mod tests {
             distance,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn synthetic_names_match_the_peers_harness() {
+        let name = |n, nq| synthetic_name(&SyntheticSpec::new(n, 128, nq));
+        assert_eq!(name(100_000, 1_000), "syn-100k-d128-q1k-s12345");
+        assert_eq!(name(1_000_000, 10_000), "syn-1M-d128-q10k-s12345");
+        assert_eq!(name(1_500, 30), "syn-1500-d128-q30-s12345");
     }
 
     #[test]

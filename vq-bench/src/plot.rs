@@ -543,7 +543,10 @@ pub(crate) fn render_svg(series: &[Series], opts: &PlotOptions) -> String {
     }
     let pad = 0.05 * (yhi - ylo);
     (ylo, yhi) = (ylo - pad, yhi + pad);
-    let few_decades = yhi - ylo < 2.0;
+    // 2× and 5× are labelled too under two decades, or where fewer than three powers of
+    // ten fall inside the range (250 to 70k: 1k and 10k alone say little).
+    let powers = ((yhi + 1e-9).floor() - (ylo - 1e-9).ceil() + 1.0).max(0.0);
+    let few_decades = yhi - ylo < 2.0 || powers < 3.0;
     let mut yticks = Vec::new(); // (log10 value, labelled)
     for e in (ylo.floor() as i64)..=(yhi.ceil() as i64) {
         for m in 1..10 {
