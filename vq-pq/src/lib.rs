@@ -3,6 +3,8 @@
 #![deny(unsafe_code)]
 
 pub mod bits;
+pub mod fastscan;
+mod fastscan_index;
 mod flat_codes;
 mod linear;
 mod opq;
@@ -12,6 +14,7 @@ mod simd;
 mod sq;
 mod state;
 
+pub use fastscan_index::IndexPQFastScan;
 pub use flat_codes::{IndexFlatCodes, IndexPQ, IndexScalarQuantizer};
 pub use linear::{LinearTransform, RandomRotation};
 pub use opq::Opq;

@@ -355,7 +355,7 @@ impl ProductQuantizer {
 
     /// Packs `M` centroid indices into one code.
     #[inline]
-    fn pack_code(&self, ids: &[u32], code: &mut [u8]) {
+    pub(crate) fn pack_code(&self, ids: &[u32], code: &mut [u8]) {
         match self.nbits {
             8 => {
                 for (c, &i) in code.iter_mut().zip(ids) {
