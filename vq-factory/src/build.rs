@@ -10,11 +10,12 @@ use vq_core::{
 };
 use vq_hnsw::{IndexHnswFlat, IndexHnswPq, IndexHnswSq};
 use vq_ivf::{
-    AnyQuantizer, CoarseQuantizer, IndexIvf, IvfCodec, IvfFlat, IvfPq, MultiIndexQuantizer,
+    AnyQuantizer, CoarseQuantizer, IndexIvf, IndexIvfPqFastScan, IvfCodec, IvfFlat, IvfPq,
+    MultiIndexQuantizer,
 };
 use vq_pq::{
-    IndexFlatCodes, IndexPQ, IndexScalarQuantizer, Opq, Pca, ProductQuantizer, RandomRotation,
-    ScalarQuantizer,
+    IndexFlatCodes, IndexPQ, IndexPQFastScan, IndexScalarQuantizer, Opq, Pca, ProductQuantizer,
+    RandomRotation, ScalarQuantizer,
 };
 
 use crate::parse::{ParseError, Parser};
@@ -349,6 +350,21 @@ impl Factory {
                 EncodingSpec::Pq { m, nbits } => {
                     Box::new(IndexPQ::new(ProductQuantizer::new(d, *m, *nbits)?, metric))
                 }
+                EncodingSpec::PqFastScan {
+                    m,
+                    by_residual: false,
+                    bbs,
+                } => Box::new(IndexPQFastScan::from_pq(
+                    ProductQuantizer::new(d, *m, 4)?,
+                    metric,
+                    *bbs,
+                )?),
+                EncodingSpec::PqFastScan { .. } => {
+                    return Err(Error::invalid_param(
+                        spec.to_string(),
+                        "fast-scan codes by residual (`fsr`) need an inverted file",
+                    ));
+                }
                 EncodingSpec::Sq(t) => Box::new(IndexScalarQuantizer::new(
                     ScalarQuantizer::new(d, *t)?,
                     metric,
@@ -362,6 +378,14 @@ impl Factory {
                 EncodingSpec::Sq(t) => Box::new(IndexHnswSq::new_sq(d, *m, *t, metric)?),
                 EncodingSpec::Pq { m: pm, nbits } => {
                     Box::new(IndexHnswPq::new_pq(d, *m, *pm, *nbits, metric)?)
+                }
+                EncodingSpec::PqFastScan { .. } => {
+                    return Err(Error::not_supported(
+                        "HNSW storage",
+                        format!(
+                            "{storage} (fast-scan codes are scanned in blocks, not by a graph)"
+                        ),
+                    ));
                 }
                 EncodingSpec::Custom { name, args } => {
                     return Err(Error::not_supported(
@@ -420,6 +444,18 @@ impl Factory {
                 nlist,
                 IvfPq::new(ProductQuantizer::new(d, *m, *nbits)?, true),
                 metric,
+            )?),
+            EncodingSpec::PqFastScan {
+                m,
+                by_residual,
+                bbs,
+            } => Box::new(IndexIvfPqFastScan::new(
+                q,
+                nlist,
+                ProductQuantizer::new(d, *m, 4)?,
+                *by_residual,
+                metric,
+                *bbs,
             )?),
             EncodingSpec::Sq(t) => Box::new(IndexIvf::new(
                 q,

@@ -133,8 +133,16 @@ mod tests {
             let e = FactorySpec::parse(bad).unwrap_err();
             assert_eq!(e.kind, ParseErrorKind::UnknownToken(bad.into()), "{bad}");
         }
-        let e = FactorySpec::parse("PQ16x4fs").unwrap_err();
-        assert_eq!(e.kind, ParseErrorKind::NotAvailableYet("PQ16x4fs".into()));
+        assert_eq!(
+            FactorySpec::parse("PQ16x4fs").unwrap(),
+            FactorySpec::Codes(EncodingSpec::PqFastScan {
+                m: 16,
+                by_residual: false,
+                bbs: 32
+            })
+        );
+        let e = FactorySpec::parse("PQ16x4fs+8").unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::NotAvailableYet("PQ16x4fs+8".into()));
         let e = FactorySpec::parse("IVF1024_NSG32,Flat").unwrap_err();
         assert_eq!(
             e.kind,

@@ -189,6 +189,9 @@ fn builtin_encoding(t: &str) -> Option<EncodingSpec> {
     if t == "Flat" {
         return Some(EncodingSpec::Flat);
     }
+    if let Some(fs) = fast_scan(t) {
+        return Some(fs);
+    }
     if let Some(rest) = t.strip_prefix("PQ") {
         let rest = rest.strip_suffix("np").unwrap_or(rest);
         let (m, nbits) = match rest.split_once('x') {
@@ -221,9 +224,29 @@ fn coarse_shape(t: &str) -> bool {
     }
 }
 
-/// `PQ16x4fs` and friends: fast-scan PQ, not provided yet.
-fn is_fast_scan(t: &str) -> bool {
-    t.starts_with("PQ") && (t.contains("fs") || t.contains('+'))
+/// `PQ{M}x4fs`, `PQ{M}x4fsr`, with an optional `_{bbs}` (a multiple of 32).
+fn fast_scan(t: &str) -> Option<EncodingSpec> {
+    let (m, rest) = t.strip_prefix("PQ")?.split_once("x4fs")?;
+    let m = num(m)?;
+    let (by_residual, rest) = match rest.strip_prefix('r') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let bbs = match rest {
+        "" => 32,
+        _ => num(rest.strip_prefix('_')?).filter(|b| b % 32 == 0)?,
+    };
+    Some(EncodingSpec::PqFastScan {
+        m,
+        by_residual,
+        bbs,
+    })
+}
+
+/// Faiss's additive-quantizer fast-scan spellings (`PQ16x4fs+…`, `RQ…fs`...): known,
+/// not provided.
+fn is_later_pq(t: &str) -> bool {
+    t.starts_with("PQ") && (t.contains('+') || (t.contains("fs") && fast_scan(t).is_none()))
 }
 
 /// Parses what follows `HNSW`: `[{M}][_{encoding}]`, the encoding `None` when absent.
@@ -325,7 +348,7 @@ impl<'a> Parser<'a> {
             || t.starts_with("Refine(")
             || builtin_transform(t).is_some()
             || builtin_encoding(t).is_some()
-            || is_fast_scan(t)
+            || is_later_pq(t)
             || hnsw_token(t.strip_prefix("HNSW").unwrap_or("-"), builtin_encoding).is_some()
             || coarse_shape(t)
     }
@@ -341,7 +364,7 @@ impl<'a> Parser<'a> {
     }
 
     fn encoding(&self, t: &str) -> Option<EncodingSpec> {
-        if is_fast_scan(t) {
+        if is_later_pq(t) {
             return None;
         }
         builtin_encoding(t).or_else(|| {
@@ -433,7 +456,7 @@ impl<'a> Parser<'a> {
         }
         let kind = if self.known(tok) {
             ParseErrorKind::Misplaced(t)
-        } else if is_fast_scan(&t)
+        } else if is_later_pq(&t)
             || t.starts_with("Refine")
             || LATER.iter().any(|p| t.starts_with(p))
         {
@@ -519,7 +542,19 @@ impl<'a> Parser<'a> {
                 self.bad(tok)
             }
         };
+        let misplaced =
+            |tok: &Tok<'a>| self.err(ParseErrorKind::Misplaced(tok.text.to_string()), tok.span());
         if let Some(enc) = self.encoding(t0.text) {
+            // Residuals need an inverted file.
+            if matches!(
+                enc,
+                EncodingSpec::PqFastScan {
+                    by_residual: true,
+                    ..
+                }
+            ) {
+                return Err(misplaced(t0));
+            }
             return match toks.get(1) {
                 None => Ok(FactorySpec::Codes(enc)),
                 Some(t) => Err(trailing(t)),
@@ -536,6 +571,11 @@ impl<'a> Parser<'a> {
                     },
                 },
             };
+            // Graphs visit vectors one at a time: fast-scan blocks do not apply (as
+            // Faiss).
+            if matches!(storage, EncodingSpec::PqFastScan { .. }) {
+                return Err(misplaced(&toks[used - 1]));
+            }
             return match toks.get(used) {
                 None => Ok(FactorySpec::Hnsw { m, storage }),
                 Some(t) => Err(trailing(t)),

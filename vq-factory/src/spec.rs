@@ -64,6 +64,17 @@ pub enum EncodingSpec {
         /// Bits per sub-quantizer code.
         nbits: usize,
     },
+    /// `PQ{M}x4fs` (stand-alone or in an IVF), `PQ{M}x4fsr` (IVF, by residual), with an
+    /// optional block size `_{bbs}` (a multiple of 32, default 32): 4-bit PQ codes in
+    /// the fast-scan layout, scanned with SIMD byte shuffles.
+    PqFastScan {
+        /// Sub-quantizers.
+        m: usize,
+        /// Codes of residuals (`r`; inverted files only).
+        by_residual: bool,
+        /// Vectors per block.
+        bbs: usize,
+    },
     /// `SQ8`, `SQ6`, `SQ4`, `SQfp16`, `SQbf16`, `SQ8_direct`, `SQ8_direct_signed`,
     /// and the vq spellings `SQ8_uniform`, `SQ4_uniform`.
     Sq(SqType),
@@ -193,6 +204,17 @@ impl fmt::Display for EncodingSpec {
             EncodingSpec::Flat => f.write_str("Flat"),
             EncodingSpec::Pq { m, nbits: 8 } => write!(f, "PQ{m}"),
             EncodingSpec::Pq { m, nbits } => write!(f, "PQ{m}x{nbits}"),
+            EncodingSpec::PqFastScan {
+                m,
+                by_residual,
+                bbs,
+            } => {
+                write!(f, "PQ{m}x4fs{}", if *by_residual { "r" } else { "" })?;
+                if *bbs != 32 {
+                    write!(f, "_{bbs}")?;
+                }
+                Ok(())
+            }
             EncodingSpec::Sq(t) => write!(f, "{t}"),
             EncodingSpec::Custom { name, args } => write!(f, "{name}{args}"),
         }
@@ -368,6 +390,15 @@ fn describe_encoding(e: &EncodingSpec) -> String {
     match e {
         EncodingSpec::Flat => "raw vectors".into(),
         EncodingSpec::Pq { m, nbits } => format!("PQ codes ({m} × {nbits} bits)"),
+        EncodingSpec::PqFastScan {
+            m,
+            by_residual,
+            bbs,
+            ..
+        } => format!(
+            "4-bit fast-scan PQ codes ({m} × 4 bits{}, blocks of {bbs})",
+            if *by_residual { ", of residuals" } else { "" }
+        ),
         EncodingSpec::Sq(t) => format!("scalar-quantized codes ({t})"),
         EncodingSpec::Custom { name, args } => format!("registered codec {name}{args}"),
     }
@@ -376,6 +407,10 @@ fn describe_encoding(e: &EncodingSpec) -> String {
 fn describe_codes(e: &EncodingSpec) -> String {
     match e {
         EncodingSpec::Flat => "IndexFlat (exact search)".into(),
+        EncodingSpec::PqFastScan { .. } => format!(
+            "IndexPQFastScan, exhaustive SIMD scan of {}",
+            describe_encoding(e)
+        ),
         other => format!(
             "IndexFlatCodes, exhaustive scan of {}",
             describe_encoding(other)

@@ -70,6 +70,28 @@ fn golden_table_of_strings() {
             "bpv=553",
         ),
         ("PQ16x4", "PQ16x4", "bpv=8"),
+        ("PQ32x4fs", "PQ32x4fs", "bpv=16"),
+        ("PQ64x4fs_64", "PQ64x4fs_64", "bpv=32"),
+        (
+            "IVF1024,PQ32x4fs,RFlat",
+            "IVF1024,PQ32x4fs,RFlat",
+            "bpv=540",
+        ),
+        (
+            "OPQ32_128,IVF1024,PQ32x4fsr",
+            "OPQ32_128,IVF1024,PQ32x4fsr",
+            "bpv=24",
+        ),
+        (
+            "IVF1024,PQ32x4fs,Refine(SQ8)",
+            "IVF1024,PQ32x4fs,Refine(SQ8)",
+            "bpv=152",
+        ),
+        (
+            "IVF64_HNSW8,PQ16x4fsr_64",
+            "IVF64_HNSW8,PQ16x4fsr_64",
+            "params=nprobe,max_codes,quantizer_efSearch",
+        ),
         (" IDMap , Flat ", "IDMap,Flat", "bpv=524"),
     ];
     for &(input, canon, fact) in golden {
@@ -114,7 +136,7 @@ fn golden_table_of_strings() {
     // Faiss strings vq does not provide yet: a clear error naming the token.
     for (s, tok) in [
         ("NSG64,Flat", "NSG64"),
-        ("IVF1024,PQ32x4fs,RFlat", "PQ32x4fs"),
+        ("IVF1024,PQ32x5fs,RFlat", "PQ32x5fs"),
         ("IVF256(RCQ2x4),RQ3x4", "RCQ2x4"),
         ("RQ2x16_3x8_6x4", "RQ2x16_3x8_6x4"),
         ("IVF256,ITQ64,SH1.2", "ITQ64"),
@@ -142,6 +164,19 @@ fn errors_carry_a_marker_under_the_token() {
         msg.ends_with(&format!("\n  {}^^^^^", " ".repeat(20))),
         "{msg}"
     );
+    // Fast scan by residual needs an inverted file; graphs do not scan blocks.
+    for (bad, tok) in [
+        ("PQ16x4fsr", "PQ16x4fsr"),
+        ("HNSW32_PQ16x4fs", "HNSW32_PQ16x4fs"),
+        ("HNSW32,PQ16x4fs", "PQ16x4fs"),
+    ] {
+        let e = FactorySpec::parse(bad).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::Misplaced(tok.into()), "{bad}: {e}");
+        assert_eq!(&bad[e.span.clone()], tok);
+    }
+    for bad in ["PQ16x4fs_48", "PQ16x4fs_", "PQ16x4fsq", "PQx4fs"] {
+        assert!(FactorySpec::parse(bad).is_err(), "{bad}");
+    }
     let e = FactorySpec::parse("IVF16(Flat,Flat").unwrap_err();
     assert_eq!(e.kind, ParseErrorKind::Unbalanced);
     assert_eq!(e.span, 5..6);
@@ -205,6 +240,10 @@ const SAVED: &[(&str, &str)] = &[
     ("IVF16,PQ8,RFlat", "nprobe=4,k_factor_rf=4"),
     ("IVF16(HNSW8),Flat", "nprobe=4,quantizer_efSearch=8"),
     ("IVF16(SQ8),PQ8", "nprobe=4"),
+    ("PQ8x4fs", ""),
+    ("IVF16,PQ8x4fs", "nprobe=4"),
+    ("IVF16,PQ8x4fsr_64,RFlat", "nprobe=4,k_factor_rf=4"),
+    ("IMI2x3,PQ8x4fsr", "nprobe=8"),
     (
         "IDMap,OPQ8,IVF16,SQ8,Refine(SQfp16)",
         "nprobe=4,k_factor_rf=2",
@@ -391,6 +430,33 @@ fn registered_codec_example_runs() {
     );
 }
 
+/// Encodings of inverted files: any of [`arb_encoding`], and fast-scan PQ by residual.
+fn arb_ivf_encoding() -> impl Strategy<Value = EncodingSpec> {
+    prop_oneof![
+        arb_encoding(),
+        (1usize..64, any::<bool>(), 1usize..4).prop_map(|(m, by_residual, b)| {
+            EncodingSpec::PqFastScan {
+                m,
+                by_residual,
+                bbs: 32 * b,
+            }
+        }),
+    ]
+}
+
+/// Stand-alone encodings.
+fn arb_codes() -> impl Strategy<Value = EncodingSpec> {
+    prop_oneof![
+        arb_encoding(),
+        (1usize..64, 1usize..4).prop_map(|(m, b)| EncodingSpec::PqFastScan {
+            m,
+            by_residual: false,
+            bbs: 32 * b,
+        }),
+    ]
+}
+
+/// Graph storages (and the common base of the others).
 fn arb_encoding() -> impl Strategy<Value = EncodingSpec> {
     prop_oneof![
         Just(EncodingSpec::Flat),
@@ -424,17 +490,17 @@ fn arb_transform() -> impl Strategy<Value = TransformSpec> {
 /// Specs in the shapes the parser produces (transforms never wrap refinement or id maps).
 fn arb_spec() -> impl Strategy<Value = FactorySpec> {
     let core = prop_oneof![
-        arb_encoding().prop_map(FactorySpec::Codes),
+        arb_codes().prop_map(FactorySpec::Codes),
         (1usize..64, arb_encoding()).prop_map(|(m, storage)| FactorySpec::Hnsw { m, storage }),
-        (1usize..1 << 20, arb_encoding()).prop_map(|(nlist, encoding)| FactorySpec::Ivf {
+        (1usize..1 << 20, arb_ivf_encoding()).prop_map(|(nlist, encoding)| FactorySpec::Ivf {
             coarse: CoarseSpec::Ivf { nlist },
             encoding
         }),
-        (1usize..20, arb_encoding()).prop_map(|(bits, encoding)| FactorySpec::Ivf {
+        (1usize..20, arb_ivf_encoding()).prop_map(|(bits, encoding)| FactorySpec::Ivf {
             coarse: CoarseSpec::Imi { bits },
             encoding
         }),
-        (1usize..5000, 1usize..64, arb_encoding()).prop_map(|(nlist, m, encoding)| {
+        (1usize..5000, 1usize..64, arb_ivf_encoding()).prop_map(|(nlist, m, encoding)| {
             FactorySpec::Ivf {
                 coarse: CoarseSpec::IvfHnsw { nlist, m },
                 encoding,
@@ -458,7 +524,7 @@ fn arb_spec() -> impl Strategy<Value = FactorySpec> {
                 base: Box::new(b),
                 refine: Box::new(r)
             }),
-            (1usize..5000, inner.clone(), arb_encoding()).prop_map(|(nlist, q, encoding)| {
+            (1usize..5000, inner.clone(), arb_ivf_encoding()).prop_map(|(nlist, q, encoding)| {
                 FactorySpec::Ivf {
                     coarse: CoarseSpec::IvfIndex {
                         nlist,

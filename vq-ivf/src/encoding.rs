@@ -853,3 +853,108 @@ impl IvfEncoding for IvfPq {
         )
     }
 }
+
+/// Per-query key tables of an [`IvfPq`] for the fast-scan IVF index: for each probed
+/// list, an `M × ksub` table and an offset such that a code's key (squared L2
+/// distance, or negated inner product) is `offset + Σ_m table[m][code_m]`.
+#[derive(Debug)]
+pub(crate) struct ListTables<'a> {
+    enc: &'a IvfPq,
+    quantizer: &'a dyn CoarseQuantizer,
+    query: &'a [f32],
+    metric: Metric,
+    /// The query's own table: the whole table when shared by every list, `−2⟨x, y_R⟩`
+    /// with a precomputed table.
+    base: Vec<f32>,
+    resid: Vec<f32>,
+}
+
+impl<'a> ListTables<'a> {
+    pub(crate) fn new(
+        enc: &'a IvfPq,
+        quantizer: &'a dyn CoarseQuantizer,
+        query: &'a [f32],
+        metric: Metric,
+    ) -> Result<ListTables<'a>> {
+        check_query(enc.pq.dim(), query)?;
+        let tsize = enc.pq.m() * enc.pq.ksub();
+        let mut base = vec![0f32; tsize];
+        let l2_residual = enc.by_residual && metric == Metric::L2;
+        if !l2_residual {
+            enc.pq.compute_distance_table(query, metric, &mut base)?;
+            if metric == Metric::InnerProduct {
+                base.iter_mut().for_each(|v| *v = -*v);
+            }
+        } else if !matches!(enc.table_for(quantizer), Precomputed::None) {
+            enc.pq
+                .compute_distance_table(query, Metric::InnerProduct, &mut base)?;
+            base.iter_mut().for_each(|v| *v *= -2.0);
+        }
+        Ok(ListTables {
+            enc,
+            quantizer,
+            query,
+            metric,
+            base,
+            resid: vec![0.0; query.len()],
+        })
+    }
+
+    /// `true` when every list uses the same table ([`ListTables::shared_table`]); only
+    /// the offset then depends on the list.
+    pub(crate) fn is_shared(&self) -> bool {
+        !(self.enc.by_residual && self.metric == Metric::L2)
+    }
+
+    /// The table of every list when [`ListTables::is_shared`].
+    pub(crate) fn shared_table(&self) -> &[f32] {
+        &self.base
+    }
+
+    /// The offset of `list`, whose centroid the coarse search scored `coarse_dis`.
+    pub(crate) fn offset(&self, coarse_dis: f32) -> f32 {
+        match (self.enc.by_residual, self.metric) {
+            (false, _) => 0.0,
+            (true, Metric::InnerProduct) => -coarse_dis,
+            (true, _) => match self.enc.table() {
+                Precomputed::None => 0.0,
+                _ => coarse_dis,
+            },
+        }
+    }
+
+    /// Writes the table of `list` into `out` (`M × ksub`) and returns its offset.
+    pub(crate) fn table(&mut self, list: usize, coarse_dis: f32, out: &mut [f32]) -> Result<f32> {
+        if self.is_shared() {
+            out.copy_from_slice(&self.base);
+            return Ok(self.offset(coarse_dis));
+        }
+        match self.enc.table() {
+            Precomputed::Full(pre) => {
+                let t = self.base.len();
+                let p = &pre[list * t..(list + 1) * t];
+                for ((o, &a), &b) in out.iter_mut().zip(p).zip(&self.base) {
+                    *o = a + b;
+                }
+            }
+            Precomputed::Multi { bits, halves } => {
+                let half = self.base.len() / 2;
+                let idx = [list & ((1 << bits) - 1), list >> bits];
+                for h in 0..2 {
+                    let p = &halves[h][idx[h] * half..(idx[h] + 1) * half];
+                    let b = &self.base[h * half..(h + 1) * half];
+                    for ((o, &a), &b) in out[h * half..(h + 1) * half].iter_mut().zip(p).zip(b) {
+                        *o = a + b;
+                    }
+                }
+            }
+            Precomputed::None => {
+                residual_into(self.quantizer, list, self.query, &mut self.resid)?;
+                self.enc
+                    .pq
+                    .compute_distance_table(&self.resid, Metric::L2, out)?;
+            }
+        }
+        Ok(self.offset(coarse_dis))
+    }
+}

@@ -63,7 +63,7 @@ pub struct IndexIvf<Q, E> {
     nlist: usize,
     metric: Metric,
     nprobe: usize,
-    max_codes: usize,
+    pub(crate) max_codes: usize,
     kmeans: KMeansParams,
     direct_map: Option<HashMap<Label, (u32, u32)>>,
     prepared: bool,
@@ -306,7 +306,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
         self.direct_map.is_some()
     }
 
-    fn check_trained(&self) -> Result<()> {
+    pub(crate) fn check_trained(&self) -> Result<()> {
         if self.is_trained() {
             Ok(())
         } else {
@@ -316,7 +316,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
         }
     }
 
-    fn ensure_prepared(&mut self) -> Result<()> {
+    pub(crate) fn ensure_prepared(&mut self) -> Result<()> {
         if !self.prepared && self.is_trained() {
             self.encoding.prepare(&self.quantizer, self.metric)?;
             self.prepared = true;
@@ -342,7 +342,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
     }
 
     /// The nearest list of each vector.
-    fn assign_lists(&self, x: VectorsRef<'_>) -> Result<Vec<Label>> {
+    pub(crate) fn assign_lists(&self, x: VectorsRef<'_>) -> Result<Vec<Label>> {
         let res = self.quantizer.search(x, 1, &SearchParams::default())?;
         let labels = res.labels().to_vec();
         if let Some(&bad) = labels.iter().find(|&&l| l < 0 || l as usize >= self.nlist) {
@@ -359,7 +359,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
     }
 
     /// Encodes `x` for the given lists: residuals when the encoding wants them.
-    fn encode(&self, x: VectorsRef<'_>, lists: &[Label]) -> Result<Vec<u8>> {
+    pub(crate) fn encode(&self, x: VectorsRef<'_>, lists: &[Label]) -> Result<Vec<u8>> {
         let mut codes = vec![0u8; x.len() * self.encoding.code_size()];
         if self.encoding.by_residual() {
             let r = self.residuals(x, lists)?;
@@ -688,7 +688,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
     }
 
     /// The coarse assignment of the queries: `nprobe` lists and distances each.
-    fn coarse(
+    pub(crate) fn coarse(
         &self,
         queries: VectorsRef<'_>,
         params: &SearchParams<'_>,

@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 mod encoding;
+mod fastscan;
 mod invlists;
 mod ivf;
 mod ondisk;
@@ -13,6 +14,7 @@ pub use encoding::{
     CodecScanner, FlatScanner, IvfCodec, IvfEncoding, IvfFlat, IvfPq, ListScanner,
     PRECOMPUTED_TABLE_MAX_BYTES, PqScanner,
 };
+pub use fastscan::IndexIvfPqFastScan;
 pub use invlists::{ArrayInvertedLists, InvertedLists, SharedInvertedLists, merge_into};
 pub use ivf::{IndexIvf, IndexIvfFlat, IndexIvfPq, IndexIvfSq};
 pub use ondisk::OnDiskInvertedLists;

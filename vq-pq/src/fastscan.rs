@@ -190,6 +190,26 @@ impl FastScanLayout {
     }
 }
 
+/// Default bits of the quantised tables in the indexes (entries up to 127: the kernels
+/// add two sub-quantizer groups' bytes before widening; see [`QuantizedLut::with_max`]).
+pub const DEFAULT_LUT_BITS: u32 = 7;
+
+/// The largest table entry for `bits` bits (6, 7 or 8), checked.
+///
+/// # Errors
+/// Other values, naming the parameter `lut_bits`.
+pub fn lut_max_for_bits(bits: &str) -> Result<u8> {
+    match bits.trim() {
+        "6" => Ok(63),
+        "7" => Ok(127),
+        "8" => Ok(255),
+        other => Err(Error::invalid_param(
+            "lut_bits",
+            format!("`{other}` is not 6, 7 or 8"),
+        )),
+    }
+}
+
 /// A query's table quantised to `u8` (see the module documentation).
 #[derive(Clone, Debug, Default)]
 pub struct QuantizedLut {
@@ -197,6 +217,7 @@ pub struct QuantizedLut {
     scale: f32,
     bias: f32,
     m: usize,
+    max: u8,
 }
 
 impl QuantizedLut {
@@ -207,8 +228,18 @@ impl QuantizedLut {
     /// A table whose length is not a multiple of 16, more rows than `m2`, or
     /// non-finite entries.
     pub fn new(table: &[f32], m2: usize) -> Result<QuantizedLut> {
+        QuantizedLut::with_max(table, m2, 255)
+    }
+
+    /// Quantises with entries at most `max` (255, 127 or 63 in practice): fewer levels,
+    /// a larger [`QuantizedLut::error_bound`], but the kernels then add two (127) or
+    /// four (63) sub-quantizers' bytes before widening to 16 bits, which saves work.
+    ///
+    /// # Errors
+    /// As [`QuantizedLut::new`]; `max == 0`.
+    pub fn with_max(table: &[f32], m2: usize, max: u8) -> Result<QuantizedLut> {
         let mut q = QuantizedLut::default();
-        q.set(table, m2)?;
+        q.set_with_max(table, m2, max)?;
         Ok(q)
     }
 
@@ -217,6 +248,18 @@ impl QuantizedLut {
     /// # Errors
     /// As [`QuantizedLut::new`].
     pub fn set(&mut self, table: &[f32], m2: usize) -> Result<()> {
+        self.set_with_max(table, m2, 255)
+    }
+
+    /// Re-quantises in place with entries at most `max` (see [`QuantizedLut::with_max`]).
+    ///
+    /// # Errors
+    /// As [`QuantizedLut::with_max`].
+    pub fn set_with_max(&mut self, table: &[f32], m2: usize, max: u8) -> Result<()> {
+        if max == 0 {
+            return Err(Error::invalid_param("max", "must be at least 1"));
+        }
+        let qmax = f32::from(max);
         if !table.len().is_multiple_of(16) || table.len() / 16 > m2 {
             return Err(Error::invalid_param(
                 "table",
@@ -242,11 +285,7 @@ impl QuantizedLut {
         }
         // The widest row spans 255; every sum (at most Σ round(a·span) ≤ a·Σspan + M/2)
         // must stay within 16 bits.
-        let mut a = if max_span > 0.0 {
-            255.0 / max_span
-        } else {
-            1.0
-        };
+        let mut a = if max_span > 0.0 { qmax / max_span } else { 1.0 };
         let room = 65_535.0 - m as f64;
         if f64::from(a) * sum_span > room {
             a = (room / sum_span) as f32;
@@ -256,18 +295,24 @@ impl QuantizedLut {
         for (row, out) in table.chunks_exact(16).zip(self.lut.chunks_exact_mut(16)) {
             let lo = row.iter().copied().fold(f32::INFINITY, f32::min);
             for (o, &v) in out.iter_mut().zip(row) {
-                *o = ((v - lo) * a).round().clamp(0.0, 255.0) as u8;
+                *o = ((v - lo) * a).round().clamp(0.0, qmax) as u8;
             }
         }
         self.scale = a;
         self.bias = bias as f32;
         self.m = m;
+        self.max = max;
         Ok(())
     }
 
     /// The `M2 × 16` quantised entries.
     pub fn bytes(&self) -> &[u8] {
         &self.lut
+    }
+
+    /// The largest entry the quantisation allows.
+    pub fn max_entry(&self) -> u8 {
+        self.max
     }
 
     /// The scale `a`: one unit of a sum is `1 / a` in key units.
@@ -369,30 +414,49 @@ pub fn scan(
     }
     let t: Vec<&[u8]> = luts.iter().map(|l| l.lut.as_slice()).collect();
     let level = level.min(kernel_level());
+    // Bytes of `fold` sub-quantizer groups are added before widening when every
+    // table's entries allow it (their sum must fit a byte).
+    let max = luts.iter().map(|l| u32::from(l.max)).max().unwrap_or(255);
+    let fold = if max * 4 <= 255 {
+        4
+    } else if max * 2 <= 255 {
+        2
+    } else {
+        1
+    };
     macro_rules! go {
-        ($nq:literal) => {{
+        ($nq:literal, $f:literal) => {{
             let t: [&[u8]; $nq] = std::array::from_fn(|i| t[i]);
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the level is at most what the CPU supports (kernel_level checks
-                // AVX-512BW); lengths were checked above.
+                // AVX-512BW); lengths were checked above; `fold` keeps byte sums exact.
                 SimdLevel::Avx512 => unsafe {
-                    x86::scan_avx512::<$nq, _>(&t, codes, nsub, layout.m2, collector)
+                    x86::scan_avx512::<$nq, $f, _>(&t, codes, nsub, layout.m2, collector)
                 },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above (AVX2 is present at this level).
                 SimdLevel::Avx2 => unsafe {
-                    x86::scan_avx2::<$nq, _>(&t, codes, nsub, layout.m2, collector)
+                    x86::scan_avx2::<$nq, $f, _>(&t, codes, nsub, layout.m2, collector)
                 },
                 _ => scan_portable::<$nq, _>(&t, codes, nsub, layout.m2, collector),
             }
         }};
     }
+    macro_rules! by_fold {
+        ($nq:literal) => {
+            match fold {
+                4 => go!($nq, 4),
+                2 => go!($nq, 2),
+                _ => go!($nq, 1),
+            }
+        };
+    }
     match t.len() {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        _ => go!(4),
+        1 => by_fold!(1),
+        2 => by_fold!(2),
+        3 => by_fold!(3),
+        _ => by_fold!(4),
     }
     Ok(())
 }
@@ -494,7 +558,7 @@ mod x86 {
     /// # Safety
     /// AVX2 present; every table holds `m2 × 16` bytes, `codes` `nsub × m2 × 16`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn scan_avx2<const NQ: usize, C: FsCollector>(
+    pub(super) unsafe fn scan_avx2<const NQ: usize, const F: usize, C: FsCollector>(
         luts: &[&[u8]; NQ],
         codes: &[u8],
         nsub: usize,
@@ -503,11 +567,40 @@ mod x86 {
     ) {
         let low4 = _mm256_set1_epi8(0x0f);
         let sbb = m2 * 16;
+        let pairs = m2 / 2;
+        let groups = pairs / F;
         for sb in 0..nsub {
             // SAFETY: `codes` holds `nsub` sub-blocks (checked by the caller).
             let base = unsafe { codes.as_ptr().add(sb * sbb) };
             let mut acc = [[_mm256_setzero_si256(); 4]; NQ];
-            for p in 0..m2 / 2 {
+            // Groups of F pairs: byte sums of F shuffles, then one widening.
+            for g in 0..groups {
+                let mut clo = [_mm256_setzero_si256(); F];
+                let mut chi = [_mm256_setzero_si256(); F];
+                for j in 0..F {
+                    // SAFETY: pair g·F + j < m2 / 2 is in bounds.
+                    let c = unsafe { _mm256_loadu_si256(base.add(32 * (g * F + j)).cast()) };
+                    clo[j] = _mm256_and_si256(c, low4);
+                    chi[j] = _mm256_and_si256(_mm256_srli_epi16::<4>(c), low4);
+                }
+                for q in 0..NQ {
+                    let mut rlo = _mm256_setzero_si256();
+                    let mut rhi = _mm256_setzero_si256();
+                    for j in 0..F {
+                        // SAFETY: each table holds `m2 × 16` bytes.
+                        let t = unsafe {
+                            _mm256_loadu_si256(luts[q].as_ptr().add(32 * (g * F + j)).cast())
+                        };
+                        rlo = _mm256_add_epi8(rlo, _mm256_shuffle_epi8(t, clo[j]));
+                        rhi = _mm256_add_epi8(rhi, _mm256_shuffle_epi8(t, chi[j]));
+                    }
+                    acc[q][0] = _mm256_add_epi16(acc[q][0], rlo);
+                    acc[q][1] = _mm256_add_epi16(acc[q][1], _mm256_srli_epi16::<8>(rlo));
+                    acc[q][2] = _mm256_add_epi16(acc[q][2], rhi);
+                    acc[q][3] = _mm256_add_epi16(acc[q][3], _mm256_srli_epi16::<8>(rhi));
+                }
+            }
+            for p in groups * F..pairs {
                 // SAFETY: pair `p` of this sub-block is in bounds (p < m2 / 2).
                 let c = unsafe { _mm256_loadu_si256(base.add(32 * p).cast()) };
                 let clo = _mm256_and_si256(c, low4);
@@ -523,6 +616,10 @@ mod x86 {
                     acc[q][3] = _mm256_add_epi16(acc[q][3], _mm256_srli_epi16::<8>(rhi));
                 }
             }
+            // All sums first, then the collector calls: the accumulators are dead by
+            // the time a call may clobber registers.
+            let mut sums = [[0u16; SUB_BLOCK]; NQ];
+            let mut masks = [0u32; NQ];
             for (q, a) in acc.iter().enumerate() {
                 // Word w of a[0] summed bytes 2w + 256·(2w+1); a[1] the odd bytes alone.
                 let lo_even = _mm256_sub_epi16(a[0], _mm256_slli_epi16::<8>(a[1]));
@@ -533,15 +630,16 @@ mod x86 {
                 let le0 = _mm256_cmpeq_epi16(_mm256_min_epu16(v0, t), v0);
                 let le1 = _mm256_cmpeq_epi16(_mm256_min_epu16(v1, t), v1);
                 let packed = _mm256_permute4x64_epi64::<0xD8>(_mm256_packs_epi16(le0, le1));
-                let mask = _mm256_movemask_epi8(packed) as u32;
-                if mask != 0 {
-                    let mut sums = [0u16; SUB_BLOCK];
-                    // SAFETY: 64 bytes written into a 64-byte array.
-                    unsafe {
-                        _mm256_storeu_si256(sums.as_mut_ptr().cast(), v0);
-                        _mm256_storeu_si256(sums.as_mut_ptr().add(16).cast(), v1);
-                    }
-                    collector.collect(q, sb, mask, &sums);
+                masks[q] = _mm256_movemask_epi8(packed) as u32;
+                // SAFETY: 64 bytes written into a 64-byte array.
+                unsafe {
+                    _mm256_storeu_si256(sums[q].as_mut_ptr().cast(), v0);
+                    _mm256_storeu_si256(sums[q].as_mut_ptr().add(16).cast(), v1);
+                }
+            }
+            for q in 0..NQ {
+                if masks[q] != 0 {
+                    collector.collect(q, sb, masks[q], &sums[q]);
                 }
             }
         }
@@ -553,7 +651,7 @@ mod x86 {
     /// # Safety
     /// AVX-512F/BW and AVX2 present; lengths as [`scan_avx2`].
     #[target_feature(enable = "avx2,avx512f,avx512bw")]
-    pub(super) unsafe fn scan_avx512<const NQ: usize, C: FsCollector>(
+    pub(super) unsafe fn scan_avx512<const NQ: usize, const F: usize, C: FsCollector>(
         luts: &[&[u8]; NQ],
         codes: &[u8],
         nsub: usize,
@@ -564,11 +662,39 @@ mod x86 {
         let low4y = _mm256_set1_epi8(0x0f);
         let sbb = m2 * 16;
         let quads = m2 / 4;
+        let groups = quads / F;
         for sb in 0..nsub {
             // SAFETY: `codes` holds `nsub` sub-blocks.
             let base = unsafe { codes.as_ptr().add(sb * sbb) };
             let mut acc = [[_mm512_setzero_si512(); 4]; NQ];
-            for p in 0..quads {
+            // Groups of F quads: byte sums of F shuffles, then one widening.
+            for g in 0..groups {
+                let mut clo = [_mm512_setzero_si512(); F];
+                let mut chi = [_mm512_setzero_si512(); F];
+                for j in 0..F {
+                    // SAFETY: quad g·F + j is in bounds (4 (g·F + j) + 4 <= m2).
+                    let c = unsafe { _mm512_loadu_si512(base.add(64 * (g * F + j)).cast()) };
+                    clo[j] = _mm512_and_si512(c, low4);
+                    chi[j] = _mm512_and_si512(_mm512_srli_epi16::<4>(c), low4);
+                }
+                for q in 0..NQ {
+                    let mut rlo = _mm512_setzero_si512();
+                    let mut rhi = _mm512_setzero_si512();
+                    for j in 0..F {
+                        // SAFETY: each table holds `m2 × 16` bytes.
+                        let t = unsafe {
+                            _mm512_loadu_si512(luts[q].as_ptr().add(64 * (g * F + j)).cast())
+                        };
+                        rlo = _mm512_add_epi8(rlo, _mm512_shuffle_epi8(t, clo[j]));
+                        rhi = _mm512_add_epi8(rhi, _mm512_shuffle_epi8(t, chi[j]));
+                    }
+                    acc[q][0] = _mm512_add_epi16(acc[q][0], rlo);
+                    acc[q][1] = _mm512_add_epi16(acc[q][1], _mm512_srli_epi16::<8>(rlo));
+                    acc[q][2] = _mm512_add_epi16(acc[q][2], rhi);
+                    acc[q][3] = _mm512_add_epi16(acc[q][3], _mm512_srli_epi16::<8>(rhi));
+                }
+            }
+            for p in groups * F..quads {
                 // SAFETY: quad `p` is in bounds (4p + 4 <= m2).
                 let c = unsafe { _mm512_loadu_si512(base.add(64 * p).cast()) };
                 let clo = _mm512_and_si512(c, low4);
@@ -606,6 +732,8 @@ mod x86 {
                     }
                 }
             }
+            let mut sums = [[0u16; SUB_BLOCK]; NQ];
+            let mut masks = [0u32; NQ];
             for (q, a) in acc.iter().enumerate() {
                 let lo_even = _mm512_sub_epi16(a[0], _mm512_slli_epi16::<8>(a[1]));
                 let hi_even = _mm512_sub_epi16(a[2], _mm512_slli_epi16::<8>(a[3]));
@@ -626,12 +754,13 @@ mod x86 {
                     _mm512_shuffle_i64x2::<0b11_01_11_01>(s, u),
                 );
                 let t = _mm512_set1_epi16(collector.threshold(q) as i16);
-                let mask = _mm512_cmple_epu16_mask(r, t);
-                if mask != 0 {
-                    let mut sums = [0u16; SUB_BLOCK];
-                    // SAFETY: 64 bytes written into a 64-byte array.
-                    unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), r) };
-                    collector.collect(q, sb, mask, &sums);
+                masks[q] = _mm512_cmple_epu16_mask(r, t);
+                // SAFETY: 64 bytes written into a 64-byte array.
+                unsafe { _mm512_storeu_si512(sums[q].as_mut_ptr().cast(), r) };
+            }
+            for q in 0..NQ {
+                if masks[q] != 0 {
+                    collector.collect(q, sb, masks[q], &sums[q]);
                 }
             }
         }

@@ -63,6 +63,7 @@ pub struct IndexPQFastScan {
     codes: Vec<u8>,
     ntotal: usize,
     level: Option<SimdLevel>,
+    lut_max: u8,
 }
 
 impl IndexPQFastScan {
@@ -93,6 +94,7 @@ impl IndexPQFastScan {
             codes: Vec::new(),
             ntotal: 0,
             level: None,
+            lut_max: (1u16 << fastscan::DEFAULT_LUT_BITS).wrapping_sub(1) as u8,
         })
     }
 
@@ -346,7 +348,7 @@ impl Index for IndexPQFastScan {
         let m2 = self.layout.m2();
         let luts = tables
             .par_chunks(tsize)
-            .map(|t| QuantizedLut::new(t, m2))
+            .map(|t| QuantizedLut::with_max(t, m2, self.lut_max))
             .collect::<Result<Vec<_>>>()?;
         let filter = params.selector;
         let level = self.kernel_level();
@@ -434,7 +436,7 @@ impl Index for IndexPQFastScan {
         let lists = tables
             .par_chunks(tsize)
             .map(|t| -> Result<Vec<(f32, Label)>> {
-                let lut = QuantizedLut::new(t, m2)?;
+                let lut = QuantizedLut::with_max(t, m2, self.lut_max)?;
                 let Some(threshold) = lut.threshold_for(bound) else {
                     return Ok(Vec::new());
                 };
@@ -558,6 +560,25 @@ impl Index for IndexPQFastScan {
 
     fn bytes_per_vector(&self) -> f64 {
         self.layout.m2() as f64 / 2.0
+    }
+
+    /// `lut_bits` (6, 7 or 8; default 7): the precision of the quantised tables. Fewer
+    /// bits scan faster (byte sums of more sub-quantizers before widening) but report
+    /// more candidates to score exactly; results are the same.
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        match name {
+            "lut_bits" => {
+                self.lut_max = fastscan::lut_max_for_bits(value)?;
+                Ok(())
+            }
+            _ => Err(Error::invalid_param(
+                name,
+                format!(
+                    "not a build parameter of {} (it has: lut_bits)",
+                    self.describe()
+                ),
+            )),
+        }
     }
 
     fn as_codec(&self) -> Option<&dyn Codec> {

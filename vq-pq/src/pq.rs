@@ -353,9 +353,11 @@ impl ProductQuantizer {
         }
     }
 
-    /// Packs `M` centroid indices into one code.
+    /// Packs `M` centroid indices (each below `ksub`) into one code of
+    /// [`ProductQuantizer::code_size`] bytes (the inverse of
+    /// [`ProductQuantizer::unpack_code`]).
     #[inline]
-    pub(crate) fn pack_code(&self, ids: &[u32], code: &mut [u8]) {
+    pub fn pack_code(&self, ids: &[u32], code: &mut [u8]) {
         match self.nbits {
             8 => {
                 for (c, &i) in code.iter_mut().zip(ids) {

@@ -1,0 +1,608 @@
+//! IVF with 4-bit fast-scan PQ lists (Faiss's `IndexIVFPQFastScan`, factory
+//! `IVF{n},PQ{M}x4fs` and, by residual, `IVF{n},PQ{M}x4fsr`).
+
+use rayon::prelude::*;
+use vq_core::distance::SimdLevel;
+use vq_core::persist::{StateReader, StateWriter};
+use vq_core::topk::TopK;
+use vq_core::{
+    Error, IdFilter, Index, IndexFlat, Label, Metric, Result, SearchParams, SearchResults,
+    VectorsRef, check_search,
+};
+use vq_pq::ProductQuantizer;
+use vq_pq::fastscan::{self, FastScanLayout, FsCollector, QuantizedLut, SUB_BLOCK};
+
+use crate::encoding::{IvfEncoding, IvfPq, ListTables};
+use crate::ivf::IndexIvf;
+use crate::quantizer::CoarseQuantizer;
+
+/// One inverted list: ids, and codes in the fast-scan block layout.
+#[derive(Clone, Debug, Default)]
+struct FsList {
+    ids: Vec<Label>,
+    codes: Vec<u8>,
+}
+
+/// An inverted file whose lists hold 4-bit PQ codes in the fast-scan block layout
+/// ([`vq_pq::fastscan`]).
+///
+/// Training, the coarse quantizer (any [`CoarseQuantizer`]: flat, IMI, HNSW...), the
+/// product quantizer and the search parameters are those of an [`IndexIvf`] with an
+/// [`IvfPq`] encoding of 4 bits, by residual or not. Search quantises the tables of
+/// each query (once per query when every list shares them, as without residuals; per
+/// probed list otherwise), scans each probed list 32 codes per SIMD shuffle, and scores
+/// exactly (float tables) every vector whose quantised sum could beat the current k-th
+/// best: the results are those of the same `IndexIvf` with 4-bit PQ — the exact ADC
+/// top-k of the probed lists — at integer-scan speed.
+///
+/// ```
+/// use vq_core::{Index, Metric, SearchParams, synthetic::SyntheticSpec};
+/// use vq_ivf::IndexIvfPqFastScan;
+/// let data = SyntheticSpec::new(5_000, 32, 10).generate()?;
+/// let mut index = IndexIvfPqFastScan::new_flat(32, 32, 16, false, Metric::L2)?;
+/// index.train(data.base.as_ref())?;
+/// index.add(data.base.as_ref())?;
+/// let res = index.search(data.queries.as_ref(), 5, &SearchParams::new().with_nprobe(8))?;
+/// assert_eq!(res.row(0).1.len(), 5);
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct IndexIvfPqFastScan<Q> {
+    ivf: IndexIvf<Q, IvfPq>,
+    layout: FastScanLayout,
+    lists: Vec<FsList>,
+    ntotal: usize,
+    level: Option<SimdLevel>,
+    lut_max: u8,
+}
+
+impl IndexIvfPqFastScan<IndexFlat> {
+    /// `IVF{nlist},PQ{m}x4fs` (or `…fsr` when `by_residual`) with a flat coarse
+    /// quantizer, blocks of 32.
+    ///
+    /// # Errors
+    /// As [`IndexIvfPqFastScan::new`].
+    pub fn new_flat(
+        d: usize,
+        nlist: usize,
+        m: usize,
+        by_residual: bool,
+        metric: Metric,
+    ) -> Result<Self> {
+        IndexIvfPqFastScan::new(
+            IndexFlat::new(d, metric)?,
+            nlist,
+            ProductQuantizer::new(d, m, 4)?,
+            by_residual,
+            metric,
+            SUB_BLOCK,
+        )
+    }
+}
+
+impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
+    /// An empty index over `quantizer` with `nlist` lists, codes from `pq` (4 bits),
+    /// blocks of `bbs` vectors.
+    ///
+    /// # Errors
+    /// As [`IndexIvf::new`]; a quantizer with other than 4 bits; `bbs` not a positive
+    /// multiple of 32.
+    pub fn new(
+        quantizer: Q,
+        nlist: usize,
+        pq: ProductQuantizer,
+        by_residual: bool,
+        metric: Metric,
+        bbs: usize,
+    ) -> Result<Self> {
+        if pq.nbits() != 4 {
+            return Err(Error::invalid_param(
+                "nbits",
+                format!("fast scan needs 4-bit codes, not {}", pq.nbits()),
+            ));
+        }
+        let layout = FastScanLayout::new(pq.m(), bbs)?;
+        let ivf = IndexIvf::new(quantizer, nlist, IvfPq::new(pq, by_residual), metric)?;
+        Ok(IndexIvfPqFastScan {
+            ivf,
+            layout,
+            lists: vec![FsList::default(); nlist],
+            ntotal: 0,
+            level: None,
+            lut_max: (1u16 << fastscan::DEFAULT_LUT_BITS).wrapping_sub(1) as u8,
+        })
+    }
+
+    /// The inverted-file part: coarse quantizer, product quantizer, parameters (its own
+    /// lists stay empty).
+    pub fn ivf(&self) -> &IndexIvf<Q, IvfPq> {
+        &self.ivf
+    }
+
+    /// Mutable inverted-file part, for the coarse k-means parameters before training.
+    pub fn ivf_mut(&mut self) -> &mut IndexIvf<Q, IvfPq> {
+        &mut self.ivf
+    }
+
+    /// The block layout.
+    pub fn layout(&self) -> &FastScanLayout {
+        &self.layout
+    }
+
+    /// Number of lists.
+    pub fn nlist(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// Vectors per list.
+    pub fn list_sizes(&self) -> Vec<usize> {
+        self.lists.iter().map(|l| l.ids.len()).collect()
+    }
+
+    /// Caps the kernel level (default: the best the CPU has, capped by `VQ_SIMD`).
+    pub fn set_kernel_level(&mut self, level: Option<SimdLevel>) {
+        self.level = level;
+    }
+
+    fn kernel_level(&self) -> SimdLevel {
+        self.level
+            .map_or_else(fastscan::kernel_level, |l| l.min(fastscan::kernel_level()))
+    }
+
+    /// Scans the given probes of one query into `top` (keys).
+    #[allow(clippy::too_many_arguments)]
+    fn scan_probes(
+        &self,
+        q: &[f32],
+        lists: &[Label],
+        coarse_dis: &[f32],
+        max_codes: usize,
+        filter: Option<&dyn IdFilter>,
+        level: SimdLevel,
+        top: &mut TopK,
+        scratch: &mut (Vec<f32>, QuantizedLut),
+    ) -> Result<()> {
+        let m2 = self.layout.m2();
+        let mut lt = ListTables::new(
+            self.ivf.encoding(),
+            self.ivf.quantizer(),
+            q,
+            self.ivf.metric(),
+        )?;
+        let shared = lt.is_shared();
+        let (table, lut) = scratch;
+        if shared {
+            lut.set_with_max(lt.shared_table(), m2, self.lut_max)?;
+        }
+        let mut scanned = 0usize;
+        for (&l, &cd) in lists.iter().zip(coarse_dis) {
+            if l < 0 {
+                continue;
+            }
+            let list = &self.lists[l as usize];
+            if list.ids.is_empty() {
+                continue;
+            }
+            let (offset, t): (f32, &[f32]) = if shared {
+                (lt.offset(cd), lt.shared_table())
+            } else {
+                table.resize(self.layout.m() * 16, 0.0);
+                let off = lt.table(l as usize, cd, table)?;
+                lut.set_with_max(table, m2, self.lut_max)?;
+                (off, table.as_slice())
+            };
+            let Some(threshold) = lut.threshold_for(top.threshold() - offset) else {
+                continue;
+            };
+            let mut c = ListCollector {
+                layout: &self.layout,
+                list,
+                lut,
+                table: t,
+                offset,
+                filter,
+                threshold,
+                top,
+            };
+            let nsub = list.ids.len().div_ceil(SUB_BLOCK);
+            fastscan::scan(level, &self.layout, &[lut], &list.codes, nsub, &mut c)?;
+            scanned += list.ids.len();
+            if max_codes > 0 && scanned >= max_codes {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Scores the reported vectors of one list exactly into the query's top.
+struct ListCollector<'a> {
+    layout: &'a FastScanLayout,
+    list: &'a FsList,
+    lut: &'a QuantizedLut,
+    table: &'a [f32],
+    offset: f32,
+    filter: Option<&'a dyn IdFilter>,
+    threshold: u16,
+    top: &'a mut TopK,
+}
+
+impl FsCollector for ListCollector<'_> {
+    #[inline]
+    fn threshold(&self, _q: usize) -> u16 {
+        self.threshold
+    }
+
+    #[inline]
+    fn collect(&mut self, _q: usize, sb: usize, mut mask: u32, _sums: &[u16; SUB_BLOCK]) {
+        let n = self.list.ids.len();
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let pos = sb * SUB_BLOCK + i;
+            if pos >= n {
+                break;
+            }
+            let id = self.list.ids[pos];
+            if self.filter.is_some_and(|f| !f.is_member(id)) {
+                continue;
+            }
+            let key = self.offset + self.layout.table_key(&self.list.codes, pos, self.table);
+            if key <= self.top.threshold() {
+                self.top.push(key, id);
+                self.threshold = self
+                    .lut
+                    .threshold_for(self.top.threshold() - self.offset)
+                    .unwrap_or(0);
+            }
+        }
+    }
+}
+
+impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
+    fn dim(&self) -> usize {
+        self.ivf.dim()
+    }
+
+    fn metric(&self) -> Metric {
+        self.ivf.metric()
+    }
+
+    fn len(&self) -> usize {
+        self.ntotal
+    }
+
+    fn describe(&self) -> String {
+        let pq = self.ivf.encoding().pq();
+        format!(
+            "IndexIvfPqFastScan(d={}, nlist={}, PQ{}x4fs{}, bbs={}, {})",
+            self.dim(),
+            self.nlist(),
+            pq.m(),
+            if self.ivf.encoding().by_residual() {
+                "r"
+            } else {
+                ""
+            },
+            self.layout.bbs(),
+            self.metric()
+        )
+    }
+
+    fn is_trained(&self) -> bool {
+        self.ivf.is_trained()
+    }
+
+    fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        if self.ntotal > 0 {
+            return Err(Error::not_supported(
+                "train on a non-empty index",
+                self.describe(),
+            ));
+        }
+        self.ivf.train(x)
+    }
+
+    fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        let n0 = self.ntotal as Label;
+        let ids: Vec<Label> = (n0..n0 + x.len() as Label).collect();
+        self.add_with_ids(x, &ids)
+    }
+
+    fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
+        self.ivf.check_trained()?;
+        x.check_dim(self.dim())?;
+        x.check_finite()?;
+        if ids.len() != x.len() {
+            return Err(Error::LengthMismatch {
+                what: "ids",
+                expected: x.len(),
+                got: ids.len(),
+            });
+        }
+        if x.is_empty() {
+            return Ok(());
+        }
+        self.ivf.ensure_prepared()?;
+        let assigned = self.ivf.assign_lists(x)?;
+        let codes = self.ivf.encode(x, &assigned)?;
+        // Nothing can fail from here: the lists change only now.
+        let pq = self.ivf.encoding().pq();
+        let cs = pq.code_size();
+        let m = pq.m();
+        let mut cids = vec![0u32; m];
+        let mut nib = vec![0u8; m];
+        for ((c, &l), &id) in codes.chunks_exact(cs).zip(&assigned).zip(ids) {
+            pq.unpack_code(c, &mut cids);
+            for (o, &v) in nib.iter_mut().zip(&cids) {
+                *o = v as u8;
+            }
+            let list = &mut self.lists[l as usize];
+            let pos = list.ids.len();
+            list.ids.push(id);
+            list.codes.resize(self.layout.bytes_for(pos + 1), 0);
+            self.layout.write_code(&mut list.codes, pos, &nib);
+        }
+        self.ntotal += x.len();
+        Ok(())
+    }
+
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        self.ivf.check_trained()?;
+        check_search(self, queries, k)?;
+        let (lists, coarse_dis) = self.ivf.coarse(queries, params)?;
+        let nq = queries.len();
+        let nprobe = lists.len() / nq.max(1);
+        let max_codes = params.max_codes.unwrap_or(self.ivf.max_codes);
+        let filter = params.selector;
+        let level = self.kernel_level();
+        let metric = self.metric();
+        let threads = rayon::current_num_threads().max(1);
+        out.reset(nq, k, metric);
+        let (dist, labels) = out.parts_mut();
+        if nq >= threads || nprobe == 1 || max_codes > 0 {
+            dist.par_chunks_mut(k)
+                .zip(labels.par_chunks_mut(k))
+                .enumerate()
+                .try_for_each_init(
+                    || (TopK::new(k), (Vec::new(), QuantizedLut::default())),
+                    |(top, scratch), (qi, (dc, lc))| -> Result<()> {
+                        top.clear();
+                        let p = qi * nprobe..(qi + 1) * nprobe;
+                        self.scan_probes(
+                            queries.row(qi),
+                            &lists[p.clone()],
+                            &coarse_dis[p],
+                            max_codes,
+                            filter,
+                            level,
+                            top,
+                            scratch,
+                        )?;
+                        top.write_sorted(metric, dc, lc);
+                        Ok(())
+                    },
+                )
+        } else {
+            // Few queries: split each query's probes over the threads and merge.
+            let parts = (2 * threads).min(nprobe);
+            let per = nprobe.div_ceil(parts);
+            for qi in 0..nq {
+                let pl = &lists[qi * nprobe..(qi + 1) * nprobe];
+                let pd = &coarse_dis[qi * nprobe..(qi + 1) * nprobe];
+                let tops = (0..parts)
+                    .into_par_iter()
+                    .map(|p| -> Result<TopK> {
+                        let r = (p * per).min(nprobe)..((p + 1) * per).min(nprobe);
+                        let mut top = TopK::new(k);
+                        let mut scratch = (Vec::new(), QuantizedLut::default());
+                        self.scan_probes(
+                            queries.row(qi),
+                            &pl[r.clone()],
+                            &pd[r],
+                            0,
+                            filter,
+                            level,
+                            &mut top,
+                            &mut scratch,
+                        )?;
+                        Ok(top)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let mut top = TopK::new(k);
+                for t in &tops {
+                    top.merge(t);
+                }
+                top.write_sorted(
+                    metric,
+                    &mut dist[qi * k..(qi + 1) * k],
+                    &mut labels[qi * k..(qi + 1) * k],
+                );
+            }
+            Ok(())
+        }
+    }
+
+    fn reset(&mut self) {
+        for l in &mut self.lists {
+            *l = FsList::default();
+        }
+        self.ntotal = 0;
+    }
+
+    /// Finds the id by scanning the lists' ids (no direct map is kept), then decodes
+    /// its code (plus the centroid, by residual).
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.dim() {
+            return Err(Error::DimensionMismatch {
+                expected: self.dim(),
+                got: out.len(),
+            });
+        }
+        let found = self
+            .lists
+            .iter()
+            .enumerate()
+            .find_map(|(l, list)| list.ids.iter().position(|&x| x == id).map(|p| (l, p)));
+        let Some((l, pos)) = found else {
+            return Err(Error::IdNotFound { id });
+        };
+        let enc = self.ivf.encoding();
+        let pq = enc.pq();
+        let mut nib = vec![0u8; pq.m()];
+        self.layout.read_code(&self.lists[l].codes, pos, &mut nib);
+        let cids: Vec<u32> = nib.iter().map(|&c| u32::from(c)).collect();
+        let mut code = vec![0u8; pq.code_size()];
+        pq.pack_code(&cids, &mut code);
+        enc.decode_into(&code, out)?;
+        if enc.by_residual() {
+            let mut c = vec![0f32; self.dim()];
+            self.ivf.quantizer().centroid_into(l, &mut c)?;
+            out.iter_mut().zip(&c).for_each(|(o, c)| *o += c);
+        }
+        Ok(())
+    }
+
+    fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        let mut removed = 0;
+        let zero = vec![0u8; self.layout.m()];
+        for list in &mut self.lists {
+            let n = list.ids.len();
+            let mut w = 0;
+            for r in 0..n {
+                if selector.is_member(list.ids[r]) {
+                    continue;
+                }
+                if w != r {
+                    self.layout.move_code(&mut list.codes, r, w);
+                    list.ids[w] = list.ids[r];
+                }
+                w += 1;
+            }
+            if w == n {
+                continue;
+            }
+            let cap = self.layout.bytes_for(w) / self.layout.sub_block_bytes() * SUB_BLOCK;
+            for i in w..n.min(cap) {
+                self.layout.write_code(&mut list.codes, i, &zero);
+            }
+            list.ids.truncate(w);
+            list.codes.truncate(self.layout.bytes_for(w));
+            removed += n - w;
+        }
+        self.ntotal -= removed;
+        Ok(removed)
+    }
+
+    fn search_param_names(&self) -> Vec<String> {
+        self.ivf.search_param_names()
+    }
+
+    fn set_search_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.ivf.set_search_param(name, value)
+    }
+
+    /// `lut_bits` (6, 7 or 8; default 7: see [`vq_pq::IndexPQFastScan`]), and those of
+    /// the inverted file (`seed`, `niter`, `nprobe`, `max_codes`).
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        if name == "lut_bits" {
+            self.lut_max = fastscan::lut_max_for_bits(value)?;
+            return Ok(());
+        }
+        self.ivf.set_build_param(name, value)
+    }
+
+    /// Sections: `bbs` (checked on load), the inverted-file part under `ivf/` (coarse
+    /// quantizer, product quantizer, parameters), then the lists: `lists/sizes`
+    /// (`nlist` `u64`), `lists/ids` (`i64`) and `lists/codes` (each list's whole blocks,
+    /// one after the other).
+    fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        w.put_usize("bbs", self.layout.bbs())?;
+        w.scope("ivf", |w| self.ivf.save_state(w))?;
+        let sizes: Vec<u64> = self.lists.iter().map(|l| l.ids.len() as u64).collect();
+        let ids: Vec<i64> = self
+            .lists
+            .iter()
+            .flat_map(|l| l.ids.iter().copied())
+            .collect();
+        let codes: Vec<u8> = self
+            .lists
+            .iter()
+            .flat_map(|l| l.codes.iter().copied())
+            .collect();
+        w.scope("lists", |w| {
+            w.put_u64s("sizes", &sizes)?;
+            w.put_i64s("ids", &ids)?;
+            w.put_bytes("codes", &codes)
+        })
+    }
+
+    /// Checks the block size and shape, loads the inverted-file part, then the lists;
+    /// on error the index is left empty.
+    fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
+        let bbs = r.get_usize("bbs", usize::MAX)?;
+        if bbs != self.layout.bbs() {
+            return Err(r.error("bbs", format!("{bbs}, the index has {}", self.layout.bbs())));
+        }
+        self.reset();
+        r.scope("ivf", |r| self.ivf.load_state(r))?;
+        let (sizes, ids, codes) = r.scope("lists", |r| {
+            Ok((
+                r.get_u64s("sizes")?,
+                r.get_i64s("ids")?,
+                r.get_bytes("codes")?,
+            ))
+        })?;
+        if sizes.len() != self.nlist() {
+            return Err(r.error(
+                "lists/sizes",
+                format!("{} lists, the index has {}", sizes.len(), self.nlist()),
+            ));
+        }
+        let total = sizes.iter().try_fold(0u64, |a, &s| a.checked_add(s));
+        if total != Some(ids.len() as u64) {
+            return Err(r.error(
+                "lists/ids",
+                format!("{} ids for list sizes summing to {total:?}", ids.len()),
+            ));
+        }
+        let want: usize = sizes
+            .iter()
+            .map(|&s| self.layout.bytes_for(s as usize))
+            .sum();
+        if want != codes.len() {
+            return Err(r.error(
+                "lists/codes",
+                format!("{} bytes, the list sizes need {want}", codes.len()),
+            ));
+        }
+        if !ids.is_empty() && !self.ivf.is_trained() {
+            return Err(r.error("lists", "entries stored in an untrained index"));
+        }
+        let (mut io, mut co) = (0, 0);
+        let mut lists = Vec::with_capacity(sizes.len());
+        for &s in &sizes {
+            let s = s as usize;
+            let b = self.layout.bytes_for(s);
+            lists.push(FsList {
+                ids: ids[io..io + s].to_vec(),
+                codes: codes[co..co + b].to_vec(),
+            });
+            io += s;
+            co += b;
+        }
+        self.lists = lists;
+        self.ntotal = ids.len();
+        Ok(())
+    }
+
+    fn bytes_per_vector(&self) -> f64 {
+        self.layout.m2() as f64 / 2.0 + std::mem::size_of::<Label>() as f64
+    }
+}

@@ -1,0 +1,286 @@
+//! `IndexIvfPqFastScan` against `IndexIvf` with the same 4-bit PQ encoding: trained the
+//! same way, they must return the same neighbours (the exact ADC top-k of the probed
+//! lists) with the same distances, by residual or not, L2 or inner product, with any
+//! coarse quantizer.
+#![allow(clippy::unwrap_used)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vq_core::distance::SimdLevel;
+use vq_core::testing::{load_state_bytes, state_bytes};
+use vq_core::{
+    Error, IdSelector, Index, IndexFlat, Metric, SearchParams, SearchResults, VectorsRef,
+};
+use vq_ivf::{CoarseQuantizer, IndexIvf, IndexIvfPqFastScan, IvfPq, MultiIndexQuantizer};
+use vq_pq::ProductQuantizer;
+
+fn clustered(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let centres: Vec<f32> = (0..20 * d)
+        .map(|_| rng.random_range(-3.0f32..3.0))
+        .collect();
+    (0..n)
+        .flat_map(|_| {
+            let c = rng.random_range(0..20);
+            (0..d)
+                .map(|j| centres[c * d + j] + rng.random_range(-1.0f32..1.0))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn same_results(got: &SearchResults, want: &SearchResults, what: &str) {
+    for q in 0..got.nq() {
+        let (gd, gl) = got.row(q);
+        let (wd, wl) = want.row(q);
+        for j in 0..gd.len() {
+            let tol = 1e-4 * (1.0 + wd[j].abs());
+            assert!(
+                gd[j] == wd[j] || (gd[j] - wd[j]).abs() <= tol,
+                "{what}: query {q} rank {j}: {} vs {} (ids {} vs {})",
+                gd[j],
+                wd[j],
+                gl[j],
+                wl[j]
+            );
+            if gl[j] != wl[j] {
+                let pos = wl.iter().position(|&l| l == gl[j]);
+                assert!(
+                    pos.is_some_and(|p| (wd[p] - gd[j]).abs() <= tol)
+                        || (gd[j] - wd[wd.len() - 1]).abs() <= tol,
+                    "{what}: query {q} rank {j}: id {} vs {}",
+                    gl[j],
+                    wl[j]
+                );
+            }
+        }
+    }
+}
+
+/// Builds both indexes over clones of `quantizer` and adds `base`.
+fn pair<Q: CoarseQuantizer + Clone>(
+    quantizer: Q,
+    nlist: usize,
+    base: VectorsRef<'_>,
+    m: usize,
+    by_residual: bool,
+    metric: Metric,
+) -> (IndexIvfPqFastScan<Q>, IndexIvf<Q, IvfPq>) {
+    let d = base.dim();
+    let mut fs = IndexIvfPqFastScan::new(
+        quantizer.clone(),
+        nlist,
+        ProductQuantizer::new(d, m, 4).unwrap(),
+        by_residual,
+        metric,
+        32,
+    )
+    .unwrap();
+    let mut ivf = IndexIvf::new(
+        quantizer,
+        nlist,
+        IvfPq::new(ProductQuantizer::new(d, m, 4).unwrap(), by_residual),
+        metric,
+    )
+    .unwrap();
+    fs.train(base).unwrap();
+    ivf.train(base).unwrap();
+    fs.add(base).unwrap();
+    ivf.add(base).unwrap();
+    (fs, ivf)
+}
+
+#[test]
+fn results_equal_ivf_pq_with_4_bit_codes() {
+    let (d, n) = (16, 4_000);
+    let base = clustered(n, d, 1);
+    let queries = clustered(30, d, 2);
+    let x = VectorsRef::new(&base, d).unwrap();
+    let q = VectorsRef::new(&queries, d).unwrap();
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        for by_residual in [false, true] {
+            let (mut fs, ivf) = pair(
+                IndexFlat::new(d, metric).unwrap(),
+                32,
+                x,
+                8,
+                by_residual,
+                metric,
+            );
+            assert_eq!(fs.len(), n);
+            for nprobe in [1, 4, 32] {
+                for k in [1, 10, 50] {
+                    let p = SearchParams::new().with_nprobe(nprobe);
+                    let want = ivf.search(q, k, &p).unwrap();
+                    for level in SimdLevel::ALL {
+                        fs.set_kernel_level(Some(level));
+                        let what = format!(
+                            "{metric} residual={by_residual} nprobe={nprobe} k={k} {level}"
+                        );
+                        same_results(&fs.search(q, k, &p).unwrap(), &want, &what);
+                    }
+                    // One query: the probes are split over threads.
+                    let one = fs.search(q.slice(0..1), k, &p).unwrap();
+                    same_results(
+                        &one,
+                        &ivf.search(q.slice(0..1), k, &p).unwrap(),
+                        "one query",
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_multi_index_quantizer_and_ids_filters_removal_reconstruction() {
+    let (d, n) = (16, 3_000);
+    let base = clustered(n, d, 3);
+    let queries = clustered(20, d, 4);
+    let x = VectorsRef::new(&base, d).unwrap();
+    let q = VectorsRef::new(&queries, d).unwrap();
+    let (mut fs, mut ivf) = pair(
+        MultiIndexQuantizer::new(d, 3).unwrap(),
+        64,
+        x,
+        8,
+        true,
+        Metric::L2,
+    );
+    let p = SearchParams::new().with_nprobe(16);
+    same_results(
+        &fs.search(q, 10, &p).unwrap(),
+        &ivf.search(q, 10, &p).unwrap(),
+        "IMI",
+    );
+    let sel = IdSelector::range(500, 2_500);
+    let pf = SearchParams::new().with_nprobe(16).with_selector(&sel);
+    same_results(
+        &fs.search(q, 10, &pf).unwrap(),
+        &ivf.search(q, 10, &pf).unwrap(),
+        "filter",
+    );
+    ivf.make_direct_map(true).unwrap();
+    for id in [0, 17, 2_999] {
+        let a = fs.reconstruct(id).unwrap();
+        let b = ivf.reconstruct(id).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "reconstruct {id}");
+        }
+    }
+    let drop = IdSelector::range(100, 700);
+    assert_eq!(fs.remove_ids(&drop).unwrap(), 600);
+    ivf.remove_ids(&drop).unwrap();
+    assert_eq!(fs.len(), n - 600);
+    same_results(
+        &fs.search(q, 10, &p).unwrap(),
+        &ivf.search(q, 10, &p).unwrap(),
+        "after removal",
+    );
+    assert!(matches!(fs.reconstruct(150), Err(Error::IdNotFound { .. })));
+    // Caller ids, appended to partly filled blocks.
+    let more = clustered(50, d, 5);
+    let ids: Vec<i64> = (0..50).map(|i| 10_000 + i).collect();
+    fs.add_with_ids(VectorsRef::new(&more, d).unwrap(), &ids)
+        .unwrap();
+    ivf.add_with_ids(VectorsRef::new(&more, d).unwrap(), &ids)
+        .unwrap();
+    same_results(
+        &fs.search(q, 20, &p).unwrap(),
+        &ivf.search(q, 20, &p).unwrap(),
+        "after adding ids",
+    );
+}
+
+#[test]
+fn save_load_round_trip_and_bad_states() {
+    let (d, n) = (16, 2_000);
+    let base = clustered(n, d, 6);
+    let queries = clustered(10, d, 7);
+    let x = VectorsRef::new(&base, d).unwrap();
+    let q = VectorsRef::new(&queries, d).unwrap();
+    let (fs, _) = pair(
+        IndexFlat::new(d, Metric::L2).unwrap(),
+        16,
+        x,
+        4,
+        true,
+        Metric::L2,
+    );
+    let bytes = state_bytes(&fs).unwrap();
+    let fresh = || IndexIvfPqFastScan::new_flat(d, 16, 4, true, Metric::L2).unwrap();
+    let back = load_state_bytes(fresh(), &bytes, None).unwrap();
+    let p = SearchParams::new().with_nprobe(4);
+    let (a, b) = (
+        fs.search(q, 10, &p).unwrap(),
+        back.search(q, 10, &p).unwrap(),
+    );
+    assert_eq!(a.labels(), b.labels());
+    assert_eq!(a.distances(), b.distances());
+    for (name, shrink) in [("lists/codes", 16), ("lists/ids", 8), ("lists/sizes", 8)] {
+        let mut bad = bytes.clone();
+        vq_core::testing::patch_section(&mut bad, name, shrink, |_| {});
+        assert!(load_state_bytes(fresh(), &bad, None).is_err(), "{name}");
+    }
+    let other = IndexIvfPqFastScan::new(
+        IndexFlat::new(d, Metric::L2).unwrap(),
+        16,
+        ProductQuantizer::new(d, 4, 4).unwrap(),
+        true,
+        Metric::L2,
+        64,
+    )
+    .unwrap();
+    assert!(
+        load_state_bytes(other, &bytes, None).is_err(),
+        "another block size"
+    );
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let d = 8;
+    let flat = || IndexFlat::new(d, Metric::L2).unwrap();
+    assert!(
+        IndexIvfPqFastScan::new(
+            flat(),
+            4,
+            ProductQuantizer::new(d, 4, 8).unwrap(),
+            false,
+            Metric::L2,
+            32
+        )
+        .is_err()
+    );
+    assert!(
+        IndexIvfPqFastScan::new(
+            flat(),
+            4,
+            ProductQuantizer::new(d, 4, 4).unwrap(),
+            false,
+            Metric::L2,
+            40
+        )
+        .is_err()
+    );
+    let mut fs = IndexIvfPqFastScan::new_flat(d, 4, 4, false, Metric::L2).unwrap();
+    let x = clustered(200, d, 8);
+    let xv = VectorsRef::new(&x, d).unwrap();
+    assert!(matches!(fs.add(xv), Err(Error::NotTrained { .. })));
+    fs.train(xv).unwrap();
+    fs.add(xv).unwrap();
+    assert!(fs.train(xv).is_err());
+    let p = SearchParams::default();
+    assert!(fs.search(xv.slice(0..1), 0, &p).is_err());
+    assert!(fs.search(xv.slice(0..1), 201, &p).is_err());
+    assert!(
+        fs.search(xv.slice(0..1), 1, &SearchParams::new().with_nprobe(0))
+            .is_err()
+    );
+    let nan = vec![f32::NAN; d];
+    assert!(fs.add(VectorsRef::new(&nan, d).unwrap()).is_err());
+    assert!(fs.add_with_ids(xv, &[1, 2]).is_err());
+    assert!(fs.set_build_param("lut_bits", "5").is_err());
+    fs.set_build_param("lut_bits", "6").unwrap();
+    assert_eq!(fs.len(), 200, "failed adds left nothing behind");
+}
