@@ -199,6 +199,15 @@ impl Index for IndexFlat {
         Ok(())
     }
 
+    fn prefetch(&self, ids: &[Label]) {
+        let d = self.dim;
+        for &id in ids {
+            if let Ok(p) = self.position(id) {
+                crate::distance::prefetch(&self.data[p * d..(p + 1) * d], 64);
+            }
+        }
+    }
+
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
         let n = self.len();
         let d = self.dim;

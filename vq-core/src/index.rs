@@ -233,6 +233,13 @@ pub trait Index: Send + Sync + Debug {
     fn as_codec(&self) -> Option<&dyn Codec> {
         None
     }
+
+    /// Hints that [`Index::reconstruct_into`] will soon be called for these ids, so
+    /// their data can be fetched into cache meanwhile (re-ranking scores scattered
+    /// candidates). The default does nothing.
+    fn prefetch(&self, ids: &[Label]) {
+        let _ = ids;
+    }
 }
 
 /// Checks shared by every k-NN search: dimension, finiteness, `1 <= k <= ntotal`.
@@ -358,5 +365,8 @@ impl<I: Index + ?Sized> Index for Box<I> {
     }
     fn as_codec(&self) -> Option<&dyn Codec> {
         (**self).as_codec()
+    }
+    fn prefetch(&self, ids: &[Label]) {
+        (**self).prefetch(ids)
     }
 }

@@ -159,6 +159,8 @@ impl Index for IndexRefine {
                 let q = queries.row(i);
                 let mut buf = vec![0.0f32; d];
                 let mut scored: Vec<(f32, Label)> = Vec::with_capacity(kb);
+                // Scattered rows: start fetching them all before scoring the first.
+                self.refine.prefetch(cand.row(i).1);
                 for &l in cand.row(i).1 {
                     if l == NO_LABEL {
                         continue;
@@ -166,7 +168,7 @@ impl Index for IndexRefine {
                     self.refine.reconstruct_into(l, &mut buf)?;
                     scored.push((kern.distance(metric, q, &buf), l));
                 }
-                scored.sort_by(|a, b| {
+                scored.sort_unstable_by(|a, b| {
                     let (x, y) = (metric.to_key(a.0), metric.to_key(b.0));
                     x.total_cmp(&y).then(a.1.cmp(&b.1))
                 });

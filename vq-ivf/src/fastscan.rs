@@ -150,6 +150,12 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
     }
 
     /// Scans the given probes of one query into `top` (keys).
+    ///
+    /// Reported vectors go to a [`Reservoir`] with bounds on their keys (the estimate
+    /// from the quantised sum, plus or minus the table's error bound); once it is
+    /// full, everything whose lower bound is above the k-th smallest upper bound is
+    /// dropped, which also tightens the scan's threshold. At the end the survivors —
+    /// a superset of the exact top-k — are scored with the float tables.
     #[allow(clippy::too_many_arguments)]
     fn scan_probes(
         &self,
@@ -160,9 +166,10 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         filter: Option<&dyn IdFilter>,
         level: SimdLevel,
         top: &mut TopK,
-        scratch: &mut (Vec<f32>, QuantizedLut),
+        scratch: &mut Scratch,
     ) -> Result<()> {
         let m2 = self.layout.m2();
+        let tsize = self.layout.m() * 16;
         let mut lt = ListTables::new(
             self.ivf.encoding(),
             self.ivf.quantizer(),
@@ -170,10 +177,17 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             self.ivf.metric(),
         )?;
         let shared = lt.is_shared();
-        let (table, lut) = scratch;
+        let Scratch {
+            tables,
+            lut,
+            probes,
+            res,
+        } = scratch;
         if shared {
             lut.set_with_max(lt.shared_table(), m2, self.lut_max)?;
         }
+        probes.clear();
+        res.reset(top.k());
         let mut scanned = 0usize;
         for (&l, &cd) in lists.iter().zip(coarse_dis) {
             if l < 0 {
@@ -183,26 +197,30 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             if list.ids.is_empty() {
                 continue;
             }
-            let (offset, t): (f32, &[f32]) = if shared {
-                (lt.offset(cd), lt.shared_table())
+            let pi = probes.len();
+            let offset = if shared {
+                lt.offset(cd)
             } else {
-                table.resize(self.layout.m() * 16, 0.0);
-                let off = lt.table(l as usize, cd, table)?;
-                lut.set_with_max(table, m2, self.lut_max)?;
-                (off, table.as_slice())
+                tables.resize((pi + 1) * tsize, 0.0);
+                let off = lt.table(l as usize, cd, &mut tables[pi * tsize..])?;
+                lut.set_with_max(&tables[pi * tsize..], m2, self.lut_max)?;
+                off
             };
-            let Some(threshold) = lut.threshold_for(top.threshold() - offset) else {
+            probes.push((l as usize, offset));
+            let Some(threshold) = lut.threshold_for(res.bound - offset) else {
                 continue;
             };
+            let e = lut.error_bound();
             let mut c = ListCollector {
-                layout: &self.layout,
                 list,
+                probe: pi as u32,
                 lut,
-                table: t,
                 offset,
+                // Float rounding of the estimate, on top of the quantisation bound.
+                slack: e * 1.001 + 1e-6 * (1.0 + offset.abs() + lut.bias().abs()),
                 filter,
                 threshold,
-                top,
+                res,
             };
             let nsub = list.ids.len().div_ceil(SUB_BLOCK);
             fastscan::scan(level, &self.layout, &[lut], &list.codes, nsub, &mut c)?;
@@ -211,20 +229,102 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 break;
             }
         }
+        res.prune();
+        for c in &res.items {
+            let (l, offset) = probes[c.probe as usize];
+            let t = if shared {
+                lt.shared_table()
+            } else {
+                let p = c.probe as usize;
+                &tables[p * tsize..(p + 1) * tsize]
+            };
+            let list = &self.lists[l];
+            let key = offset + self.layout.table_key(&list.codes, c.pos as usize, t);
+            top.push(key, list.ids[c.pos as usize]);
+        }
         Ok(())
     }
 }
 
-/// Scores the reported vectors of one list exactly into the query's top.
+/// Per-thread buffers of [`IndexIvfPqFastScan::scan_probes`].
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Float tables of the probed lists (when they differ per list).
+    tables: Vec<f32>,
+    lut: QuantizedLut,
+    /// `(list, offset)` of each probe scanned.
+    probes: Vec<(usize, f32)>,
+    res: Reservoir,
+}
+
+/// A reported vector: bounds on its key, where its code is.
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    lo: f32,
+    up: f32,
+    probe: u32,
+    pos: u32,
+}
+
+/// Candidates of one query whose key may still be among the k best (Faiss's reservoir
+/// collector, with bounds instead of quantised values so lists with different tables
+/// compare).
+#[derive(Debug, Default)]
+struct Reservoir {
+    items: Vec<Cand>,
+    k: usize,
+    cap: usize,
+    /// The k-th smallest upper bound seen at the last pruning (`+inf` before).
+    bound: f32,
+    ups: Vec<f32>,
+}
+
+impl Reservoir {
+    fn reset(&mut self, k: usize) {
+        self.items.clear();
+        self.k = k;
+        self.cap = (4 * k).max(64);
+        self.bound = f32::INFINITY;
+    }
+
+    #[inline]
+    fn push(&mut self, c: Cand) -> bool {
+        self.items.push(c);
+        if self.items.len() >= self.cap {
+            self.prune();
+            return true;
+        }
+        false
+    }
+
+    /// Drops what cannot be in the top k; grows the capacity when most items stay
+    /// (many keys within the error bounds of each other).
+    fn prune(&mut self) {
+        if self.items.len() < self.k || self.k == 0 {
+            return;
+        }
+        self.ups.clear();
+        self.ups.extend(self.items.iter().map(|c| c.up));
+        let (_, kth, _) = self.ups.select_nth_unstable_by(self.k - 1, f32::total_cmp);
+        self.bound = self.bound.min(*kth);
+        let b = self.bound;
+        self.items.retain(|c| c.lo <= b);
+        if self.items.len() * 2 > self.cap {
+            self.cap *= 2;
+        }
+    }
+}
+
+/// Puts the reported vectors of one list into the query's reservoir.
 struct ListCollector<'a> {
-    layout: &'a FastScanLayout,
     list: &'a FsList,
+    probe: u32,
     lut: &'a QuantizedLut,
-    table: &'a [f32],
     offset: f32,
+    slack: f32,
     filter: Option<&'a dyn IdFilter>,
     threshold: u16,
-    top: &'a mut TopK,
+    res: &'a mut Reservoir,
 }
 
 impl FsCollector for ListCollector<'_> {
@@ -234,7 +334,7 @@ impl FsCollector for ListCollector<'_> {
     }
 
     #[inline]
-    fn collect(&mut self, _q: usize, sb: usize, mut mask: u32, _sums: &[u16; SUB_BLOCK]) {
+    fn collect(&mut self, _q: usize, sb: usize, mut mask: u32, sums: &[u16; SUB_BLOCK]) {
         let n = self.list.ids.len();
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;
@@ -243,16 +343,22 @@ impl FsCollector for ListCollector<'_> {
             if pos >= n {
                 break;
             }
-            let id = self.list.ids[pos];
-            if self.filter.is_some_and(|f| !f.is_member(id)) {
+            if let Some(f) = self.filter
+                && !f.is_member(self.list.ids[pos])
+            {
                 continue;
             }
-            let key = self.offset + self.layout.table_key(&self.list.codes, pos, self.table);
-            if key <= self.top.threshold() {
-                self.top.push(key, id);
+            let est = self.offset + self.lut.key(sums[i]);
+            let c = Cand {
+                lo: est - self.slack,
+                up: est + self.slack,
+                probe: self.probe,
+                pos: pos as u32,
+            };
+            if self.res.push(c) {
                 self.threshold = self
                     .lut
-                    .threshold_for(self.top.threshold() - self.offset)
+                    .threshold_for(self.res.bound - self.offset)
                     .unwrap_or(0);
             }
         }
@@ -371,7 +477,7 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
                 .zip(labels.par_chunks_mut(k))
                 .enumerate()
                 .try_for_each_init(
-                    || (TopK::new(k), (Vec::new(), QuantizedLut::default())),
+                    || (TopK::new(k), Scratch::default()),
                     |(top, scratch), (qi, (dc, lc))| -> Result<()> {
                         top.clear();
                         let p = qi * nprobe..(qi + 1) * nprobe;
@@ -401,7 +507,7 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
                     .map(|p| -> Result<TopK> {
                         let r = (p * per).min(nprobe)..((p + 1) * per).min(nprobe);
                         let mut top = TopK::new(k);
-                        let mut scratch = (Vec::new(), QuantizedLut::default());
+                        let mut scratch = Scratch::default();
                         self.scan_probes(
                             queries.row(qi),
                             &pl[r.clone()],

@@ -295,7 +295,8 @@ impl QuantizedLut {
         for (row, out) in table.chunks_exact(16).zip(self.lut.chunks_exact_mut(16)) {
             let lo = row.iter().copied().fold(f32::INFINITY, f32::min);
             for (o, &v) in out.iter_mut().zip(row) {
-                *o = ((v - lo) * a).round().clamp(0.0, qmax) as u8;
+                // Round half up by truncation (v − lo ≥ 0): a conversion, no libm call.
+                *o = ((v - lo) * a + 0.5).min(qmax) as u8;
             }
         }
         self.scale = a;
@@ -343,8 +344,10 @@ impl QuantizedLut {
         if key == f32::INFINITY {
             return Some(u16::MAX);
         }
-        let v =
-            (f64::from(key) - f64::from(self.bias)) * f64::from(self.scale) + self.m as f64 * 0.5;
+        // A thousandth of a unit more, for the float rounding of the bound itself.
+        let v = (f64::from(key) - f64::from(self.bias)) * f64::from(self.scale)
+            + self.m as f64 * 0.5
+            + 1e-3;
         if v.is_nan() || v < 0.0 {
             return None;
         }
