@@ -624,12 +624,14 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
         self.ivf.set_build_param(name, value)
     }
 
-    /// Sections: `bbs` (checked on load), the inverted-file part under `ivf/` (coarse
+    /// Sections: `bbs` (checked on load), `lut_max` (the `lut_bits` setting), the
+    /// inverted-file part under `ivf/` (coarse
     /// quantizer, product quantizer, parameters), then the lists: `lists/sizes`
     /// (`nlist` `u64`), `lists/ids` (`i64`) and `lists/codes` (each list's whole blocks,
     /// one after the other).
     fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
         w.put_usize("bbs", self.layout.bbs())?;
+        w.put_usize("lut_max", usize::from(self.lut_max))?;
         w.scope("ivf", |w| self.ivf.save_state(w))?;
         let sizes: Vec<u64> = self.lists.iter().map(|l| l.ids.len() as u64).collect();
         let ids: Vec<i64> = self
@@ -656,6 +658,11 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
         if bbs != self.layout.bbs() {
             return Err(r.error("bbs", format!("{bbs}, the index has {}", self.layout.bbs())));
         }
+        let lut_max = r.get_usize("lut_max", 255)?;
+        if ![63, 127, 255].contains(&lut_max) {
+            return Err(r.error("lut_max", format!("{lut_max} is not 63, 127 or 255")));
+        }
+        self.lut_max = lut_max as u8;
         self.reset();
         r.scope("ivf", |r| self.ivf.load_state(r))?;
         let (sizes, ids, codes) = r.scope("lists", |r| {

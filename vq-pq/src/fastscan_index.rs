@@ -508,13 +508,15 @@ impl Index for IndexPQFastScan {
         Ok(n - w)
     }
 
-    /// Sections: `metric`, `dim`, `m`, `bbs` (all checked on load), the quantizer
+    /// Sections: `metric`, `dim`, `m`, `bbs` (all checked on load), `lut_max` (the
+    /// `lut_bits` setting), the quantizer
     /// under `pq/`, `ntotal` and `codes` (the block layout, whole blocks).
     fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
         w.put_str("metric", self.metric.name())?;
         w.put_usize("dim", self.pq.dim())?;
         w.put_usize("m", self.pq.m())?;
         w.put_usize("bbs", self.layout.bbs())?;
+        w.put_usize("lut_max", usize::from(self.lut_max))?;
         w.scope("pq", |w| Codec::save_state(&self.pq, w))?;
         w.put_usize("ntotal", self.ntotal)?;
         w.put_bytes("codes", &self.codes)
@@ -532,6 +534,11 @@ impl Index for IndexPQFastScan {
         expect_usize(r, "dim", self.pq.dim(), "the index")?;
         expect_usize(r, "m", self.pq.m(), "the index")?;
         expect_usize(r, "bbs", self.layout.bbs(), "the index")?;
+        let lut_max = r.get_usize("lut_max", 255)?;
+        if ![63, 127, 255].contains(&lut_max) {
+            return Err(r.error("lut_max", format!("{lut_max} is not 63, 127 or 255")));
+        }
+        self.lut_max = lut_max as u8;
         let mut pq = self.pq.clone();
         r.scope("pq", |r| Codec::load_state(&mut pq, r))?;
         if pq.nbits() != 4 || pq.m() != self.pq.m() || pq.dim() != self.pq.dim() {
