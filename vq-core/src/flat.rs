@@ -208,6 +208,32 @@ impl Index for IndexFlat {
         }
     }
 
+    fn distances_to(&self, query: &[f32], ids: &[Label], out: &mut [f32]) -> Result<()> {
+        crate::index::check_distances_to(self.dim, query, ids, out)?;
+        // Rows a few candidates ahead are requested while the current one is scored.
+        const AHEAD: usize = 12;
+        let d = self.dim;
+        let fetch = |id: Label| {
+            if let Ok(p) = self.position(id) {
+                crate::distance::prefetch(&self.data[p * d..(p + 1) * d], 64);
+            }
+        };
+        ids.iter().take(AHEAD).for_each(|&id| fetch(id));
+        let kern = Kernels::get();
+        for (i, (o, &id)) in out.iter_mut().zip(ids).enumerate() {
+            if let Some(&next) = ids.get(i + AHEAD) {
+                fetch(next);
+            }
+            *o = if id == crate::vectors::NO_LABEL {
+                self.metric.worst()
+            } else {
+                let p = self.position(id)?;
+                kern.distance(self.metric, query, &self.data[p * d..(p + 1) * d])
+            };
+        }
+        Ok(())
+    }
+
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
         let n = self.len();
         let d = self.dim;

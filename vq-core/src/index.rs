@@ -240,6 +240,60 @@ pub trait Index: Send + Sync + Debug {
     fn prefetch(&self, ids: &[Label]) {
         let _ = ids;
     }
+
+    /// Distances (of the index's metric) from `query` to the stored vectors `ids`, into
+    /// `out` (Faiss's `compute_distance_subset`, used for re-ranking); a `-1` id gives
+    /// [`Metric::worst`]. The default reconstructs each vector (exact for flat
+    /// storage, the decoded vector otherwise); [`crate::IndexFlat`] scores its rows in
+    /// place.
+    ///
+    /// # Errors
+    /// `query` of the wrong dimension, `out` not as long as `ids`, an unknown id, or an
+    /// index that cannot reconstruct.
+    fn distances_to(&self, query: &[f32], ids: &[Label], out: &mut [f32]) -> Result<()> {
+        check_distances_to(self.dim(), query, ids, out)?;
+        let kern = crate::distance::Kernels::get();
+        let metric = self.metric();
+        let mut buf = vec![0.0f32; self.dim()];
+        self.prefetch(ids);
+        for (o, &id) in out.iter_mut().zip(ids) {
+            if id == crate::vectors::NO_LABEL {
+                *o = metric.worst();
+                continue;
+            }
+            self.reconstruct_into(id, &mut buf)?;
+            *o = kern.distance(metric, query, &buf);
+        }
+        Ok(())
+    }
+}
+
+/// The argument checks of [`Index::distances_to`].
+///
+/// # Errors
+/// `query` not of dimension `dim`, `out` not as long as `ids`, a non-finite query.
+pub(crate) fn check_distances_to(
+    dim: usize,
+    query: &[f32],
+    ids: &[Label],
+    out: &[f32],
+) -> Result<()> {
+    if query.len() != dim {
+        return Err(Error::DimensionMismatch {
+            expected: dim,
+            got: query.len(),
+        });
+    }
+    if out.len() != ids.len() {
+        return Err(Error::invalid_param(
+            "out",
+            format!("{} slots for {} ids", out.len(), ids.len()),
+        ));
+    }
+    if query.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid_param("query", "contains NaN or infinity"));
+    }
+    Ok(())
 }
 
 /// Checks shared by every k-NN search: dimension, finiteness, `1 <= k <= ntotal`.
@@ -368,5 +422,8 @@ impl<I: Index + ?Sized> Index for Box<I> {
     }
     fn prefetch(&self, ids: &[Label]) {
         (**self).prefetch(ids)
+    }
+    fn distances_to(&self, query: &[f32], ids: &[Label], out: &mut [f32]) -> Result<()> {
+        (**self).distances_to(query, ids, out)
     }
 }

@@ -3,7 +3,6 @@
 
 use rayon::prelude::*;
 
-use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::index::{Index, check_search};
 use crate::metric::Metric;
@@ -148,36 +147,42 @@ impl Index for IndexRefine {
         let kb = ((k as f64 * kf as f64).ceil() as usize).clamp(k, self.base.len());
         let cand = self.base.search(queries, kb, params)?;
         let metric = self.metric();
-        let d = self.dim();
-        let kern = Kernels::get();
         out.reset(queries.len(), k, metric);
         let (od, ol) = out.parts_mut();
         od.par_chunks_mut(k)
             .zip(ol.par_chunks_mut(k))
             .enumerate()
-            .try_for_each(|(i, (dist, lab))| -> Result<()> {
-                let q = queries.row(i);
-                let mut buf = vec![0.0f32; d];
-                let mut scored: Vec<(f32, Label)> = Vec::with_capacity(kb);
-                // Scattered rows: start fetching them all before scoring the first.
-                self.refine.prefetch(cand.row(i).1);
-                for &l in cand.row(i).1 {
-                    if l == NO_LABEL {
-                        continue;
+            .try_for_each_init(
+                || (Vec::with_capacity(kb), Vec::with_capacity(kb)),
+                |(dis, scored): &mut (Vec<f32>, Vec<(f32, Label)>),
+                 (i, (dist, lab))|
+                 -> Result<()> {
+                    let ids = cand.row(i).1;
+                    dis.resize(ids.len(), 0.0);
+                    self.refine.distances_to(queries.row(i), ids, dis)?;
+                    scored.clear();
+                    scored.extend(
+                        dis.iter()
+                            .zip(ids)
+                            .filter(|&(_, &l)| l != NO_LABEL)
+                            .map(|(&s, &l)| (s, l)),
+                    );
+                    let order = |a: &(f32, Label), b: &(f32, Label)| {
+                        let (x, y) = (metric.to_key(a.0), metric.to_key(b.0));
+                        x.total_cmp(&y).then(a.1.cmp(&b.1))
+                    };
+                    if scored.len() > k {
+                        scored.select_nth_unstable_by(k - 1, order);
+                        scored.truncate(k);
                     }
-                    self.refine.reconstruct_into(l, &mut buf)?;
-                    scored.push((kern.distance(metric, q, &buf), l));
-                }
-                scored.sort_unstable_by(|a, b| {
-                    let (x, y) = (metric.to_key(a.0), metric.to_key(b.0));
-                    x.total_cmp(&y).then(a.1.cmp(&b.1))
-                });
-                for (j, (s, l)) in scored.into_iter().take(k).enumerate() {
-                    dist[j] = s;
-                    lab[j] = l;
-                }
-                Ok(())
-            })
+                    scored.sort_unstable_by(order);
+                    for (j, &(s, l)) in scored.iter().enumerate() {
+                        dist[j] = s;
+                        lab[j] = l;
+                    }
+                    Ok(())
+                },
+            )
     }
     fn reset(&mut self) {
         self.base.reset();

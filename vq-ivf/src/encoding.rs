@@ -906,6 +906,12 @@ impl<'a> ListTables<'a> {
         !(self.enc.by_residual && self.metric == Metric::L2)
     }
 
+    /// `true` when every list's offset is zero (no residuals): keys of different
+    /// lists then compare as their table sums.
+    pub(crate) fn offset_is_zero(&self) -> bool {
+        !self.enc.by_residual
+    }
+
     /// The table of every list when [`ListTables::is_shared`].
     pub(crate) fn shared_table(&self) -> &[f32] {
         &self.base

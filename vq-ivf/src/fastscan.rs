@@ -176,12 +176,16 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             q,
             self.ivf.metric(),
         )?;
+        if lt.is_shared() && lt.offset_is_zero() {
+            return self.scan_probes_sums(&lt, lists, max_codes, filter, level, top, scratch);
+        }
         let shared = lt.is_shared();
         let Scratch {
             tables,
             lut,
             probes,
             res,
+            ..
         } = scratch;
         if shared {
             lut.set_with_max(lt.shared_table(), m2, self.lut_max)?;
@@ -230,7 +234,20 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             }
         }
         res.prune();
-        for c in &res.items {
+        // The k lowest lower bounds first, scored exactly; then the rest, each only while
+        // its lower bound can still beat the k-th best key.
+        let k = top.k();
+        let first = if res.items.len() > k {
+            res.items
+                .select_nth_unstable_by(k - 1, |a, b| a.lo.total_cmp(&b.lo));
+            k
+        } else {
+            res.items.len()
+        };
+        for (i, c) in res.items.iter().enumerate() {
+            if i >= first && c.lo > top.threshold() {
+                continue;
+            }
             let (l, offset) = probes[c.probe as usize];
             let t = if shared {
                 lt.shared_table()
@@ -246,6 +263,152 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
     }
 }
 
+impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
+    /// [`IndexIvfPqFastScan::scan_probes`] when every list shares one table and no
+    /// offset (no residuals): keys compare as quantised sums, so candidates are kept as
+    /// `u16` sums and pruned with integer compares (Faiss's reservoir), and only those
+    /// whose sum is within the error band of the k-th smallest are scored exactly.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_probes_sums(
+        &self,
+        lt: &ListTables<'_>,
+        lists: &[Label],
+        max_codes: usize,
+        filter: Option<&dyn IdFilter>,
+        level: SimdLevel,
+        top: &mut TopK,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
+        let Scratch {
+            lut, sres, order, ..
+        } = scratch;
+        let table = lt.shared_table();
+        lut.set_with_max(table, self.layout.m2(), self.lut_max)?;
+        let (slack, band) = sum_bounds(lut);
+        let Some(thr) = lut.threshold_for(top.threshold()) else {
+            return Ok(());
+        };
+        sres.reset(top.k(), band, thr);
+        let mut scanned = 0usize;
+        for &l in lists {
+            if l < 0 {
+                continue;
+            }
+            let list = &self.lists[l as usize];
+            if list.ids.is_empty() {
+                continue;
+            }
+            let mut c = SumCollector {
+                ids: &list.ids,
+                list: l as u32,
+                filter,
+                res: sres,
+            };
+            let nsub = list.ids.len().div_ceil(SUB_BLOCK);
+            fastscan::scan(level, &self.layout, &[lut], &list.codes, nsub, &mut c)?;
+            scanned += list.ids.len();
+            if max_codes > 0 && scanned >= max_codes {
+                break;
+            }
+        }
+        self.finish_sums(sres, lut, slack, table, top, order);
+        Ok(())
+    }
+
+    /// Scores a [`SumReservoir`]'s candidates exactly into `top`: the k smallest sums
+    /// first, then the rest, each only while its lower bound can still beat the k-th
+    /// best key.
+    fn finish_sums(
+        &self,
+        sres: &SumReservoir,
+        lut: &QuantizedLut,
+        slack: f32,
+        table: &[f32],
+        top: &mut TopK,
+        order: &mut Vec<u64>,
+    ) {
+        order.clear();
+        order.extend(
+            sres.sums
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| (u64::from(s) << 32) | i as u64),
+        );
+        let k = top.k();
+        let first = if order.len() > k {
+            order.select_nth_unstable(k - 1);
+            k
+        } else {
+            order.len()
+        };
+        let at = |e: u64| {
+            let (l, pos) = sres.refs[(e & 0xffff_ffff) as usize];
+            (&self.lists[l as usize], pos as usize)
+        };
+        let score = |quad: &[u64], top: &mut TopK| {
+            if let [a, b, c, d] = *quad {
+                let v = [at(a), at(b), at(c), at(d)];
+                // Four independent sums at a time.
+                let keys = self
+                    .layout
+                    .table_keys(v.map(|(list, pos)| (&list.codes[..], pos)), table);
+                for ((list, pos), key) in v.into_iter().zip(keys) {
+                    top.push(key, list.ids[pos]);
+                }
+            } else {
+                for &e in quad {
+                    let (list, pos) = at(e);
+                    top.push(
+                        self.layout.table_key(&list.codes, pos, table),
+                        list.ids[pos],
+                    );
+                }
+            }
+        };
+        for quad in order[..first].chunks(4) {
+            score(quad, top);
+        }
+        // A sum `s` can still beat the k-th best key `t` when its lower bound
+        // `bias + s / scale - slack` is at most `t`: `s <= (t + slack - bias) · scale`.
+        let (bias, scale) = (f64::from(lut.bias()), f64::from(lut.scale()));
+        let cutoff = |t: f32| -> u64 {
+            if t == f32::INFINITY {
+                return u64::MAX;
+            }
+            let v = (f64::from(t) + f64::from(slack) - bias) * scale + 1e-3;
+            if v < 0.0 { 0 } else { v.floor() as u64 }
+        };
+        let mut cut = cutoff(top.threshold());
+        let rest = &order[first..];
+        let mut i = 0;
+        while i < rest.len() {
+            // The next four that pass the current cut-off, scored together.
+            let mut quad = [0u64; 4];
+            let mut n = 0;
+            while n < 4 && i < rest.len() {
+                if rest[i] >> 32 <= cut {
+                    quad[n] = rest[i];
+                    n += 1;
+                }
+                i += 1;
+            }
+            score(&quad[..n], top);
+            cut = cutoff(top.threshold());
+        }
+    }
+}
+
+/// How far an exact key may lie from its estimate under `lut` (quantisation, plus the
+/// float rounding of the keys themselves), and the band of sums that follows: a sum
+/// more than `band` above the k-th smallest cannot beat the k-th best key.
+fn sum_bounds(lut: &QuantizedLut) -> (f32, u16) {
+    let slack = lut.error_bound() * 1.001 + 1e-6 * (1.0 + lut.bias().abs());
+    let band = (2.0 * f64::from(slack) * f64::from(lut.scale()))
+        .floor()
+        .min(f64::from(u16::MAX)) as u16;
+    (slack, band)
+}
+
 /// Per-thread buffers of [`IndexIvfPqFastScan::scan_probes`].
 #[derive(Debug, Default)]
 struct Scratch {
@@ -255,6 +418,109 @@ struct Scratch {
     /// `(list, offset)` of each probe scanned.
     probes: Vec<(usize, f32)>,
     res: Reservoir,
+    sres: SumReservoir,
+    order: Vec<u64>,
+}
+
+/// Candidates of one query as quantised sums under one table (Faiss's reservoir
+/// collector): a vector whose sum is more than `band` above the k-th smallest cannot be
+/// among the k best.
+#[derive(Debug, Default)]
+struct SumReservoir {
+    sums: Vec<u16>,
+    /// `(list, position)` of each candidate.
+    refs: Vec<(u32, u32)>,
+    k: usize,
+    cap: usize,
+    band: u16,
+    /// Sums above it cannot be among the k best.
+    thr: u16,
+    tmp: Vec<u16>,
+}
+
+impl SumReservoir {
+    fn reset(&mut self, k: usize, band: u16, thr: u16) {
+        self.sums.clear();
+        self.refs.clear();
+        self.k = k;
+        self.cap = (4 * k).max(64);
+        self.band = band;
+        self.thr = thr;
+    }
+
+    #[inline]
+    fn push(&mut self, sum: u16, list: u32, pos: u32) {
+        if sum > self.thr {
+            return;
+        }
+        self.sums.push(sum);
+        self.refs.push((list, pos));
+        if self.sums.len() >= self.cap {
+            self.prune();
+        }
+    }
+
+    /// Lowers the threshold to the k-th smallest sum plus the band and drops what is
+    /// above it; grows the capacity when most candidates stay.
+    fn prune(&mut self) {
+        if self.sums.len() < self.k || self.k == 0 {
+            return;
+        }
+        self.tmp.clear();
+        self.tmp.extend_from_slice(&self.sums);
+        let (_, kth, _) = self.tmp.select_nth_unstable(self.k - 1);
+        self.thr = self.thr.min(kth.saturating_add(self.band));
+        let thr = self.thr;
+        let mut w = 0;
+        for r in 0..self.sums.len() {
+            if self.sums[r] <= thr {
+                self.sums[w] = self.sums[r];
+                self.refs[w] = self.refs[r];
+                w += 1;
+            }
+        }
+        self.sums.truncate(w);
+        self.refs.truncate(w);
+        if w * 2 > self.cap {
+            self.cap *= 2;
+        }
+    }
+}
+
+/// Puts the reported vectors of one list into a [`SumReservoir`].
+struct SumCollector<'a> {
+    ids: &'a [Label],
+    list: u32,
+    filter: Option<&'a dyn IdFilter>,
+    res: &'a mut SumReservoir,
+}
+
+impl FsCollector for SumCollector<'_> {
+    #[inline]
+    fn threshold(&self, _q: usize) -> u16 {
+        self.res.thr
+    }
+
+    #[inline]
+    fn collect(&mut self, _q: usize, sb: usize, mut mask: u32, sums: &[u16; SUB_BLOCK]) {
+        let base = sb * SUB_BLOCK;
+        let left = self.ids.len().saturating_sub(base);
+        if left < SUB_BLOCK {
+            mask &= (1u32 << left) - 1;
+        }
+        let res = &mut *self.res;
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let pos = base + i;
+            if let Some(f) = self.filter
+                && !f.is_member(self.ids[pos])
+            {
+                continue;
+            }
+            res.push(sums[i], self.list, pos as u32);
+        }
+    }
 }
 
 /// A reported vector: bounds on its key, where its code is.

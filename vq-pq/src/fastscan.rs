@@ -175,6 +175,29 @@ impl FastScanLayout {
         s
     }
 
+    /// [`FastScanLayout::table_key`] of `N` vectors at once, `(blocks, i)` each: the
+    /// sums are independent, so they proceed in parallel in the CPU (each is still
+    /// summed in sub-quantizer order, so the keys are bit-identical to `table_key`'s).
+    ///
+    /// # Panics
+    /// When a vector is not in its blocks or `table` is shorter than `M × 16` (as
+    /// `table_key`).
+    #[inline]
+    pub fn table_keys<const N: usize>(&self, vecs: [(&[u8], usize); N], table: &[f32]) -> [f32; N] {
+        let slots: [(usize, bool); N] = std::array::from_fn(|j| self.slot(vecs[j].1));
+        let last = 16 * self.m.saturating_sub(1);
+        let codes: [&[u8]; N] = std::array::from_fn(|j| &vecs[j].0[slots[j].0..=slots[j].0 + last]);
+        let mut s = [0f32; N];
+        for (m, t) in table[..self.m * 16].chunks_exact(16).enumerate() {
+            for j in 0..N {
+                let b = codes[j][16 * m];
+                let c = if slots[j].1 { b >> 4 } else { b & 0x0f };
+                s[j] += t[usize::from(c)];
+            }
+        }
+        s
+    }
+
     /// Moves vector `from`'s codes to slot `to` (for compaction).
     pub fn move_code(&self, blocks: &mut [u8], from: usize, to: usize) {
         let mut code = [0u8; 512];
@@ -271,14 +294,10 @@ impl QuantizedLut {
         let mut max_span = 0f32;
         let mut sum_span = 0f64;
         for row in table.chunks_exact(16) {
-            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-            for &v in row {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
-            if !(lo.is_finite() && hi.is_finite()) {
+            if row.iter().any(|v| !v.is_finite()) {
                 return Err(Error::invalid_param("table", "non-finite entries"));
             }
+            let (lo, hi) = row_range(row);
             bias += f64::from(lo);
             max_span = max_span.max(hi - lo);
             sum_span += f64::from(hi - lo);
@@ -293,7 +312,7 @@ impl QuantizedLut {
         self.lut.clear();
         self.lut.resize(m2 * 16, 0);
         for (row, out) in table.chunks_exact(16).zip(self.lut.chunks_exact_mut(16)) {
-            let lo = row.iter().copied().fold(f32::INFINITY, f32::min);
+            let lo = row_range(row).0;
             for (o, &v) in out.iter_mut().zip(row) {
                 // Round half up by truncation (v − lo ≥ 0): a conversion, no libm call.
                 *o = ((v - lo) * a + 0.5).min(qmax) as u8;
@@ -353,6 +372,25 @@ impl QuantizedLut {
         }
         Some(v.floor().min(f64::from(u16::MAX)) as u16)
     }
+}
+
+/// Smallest and largest of a table row of 16 (finite entries), by halving: independent
+/// compares the compiler vectorises, rather than one chain.
+#[inline]
+fn row_range(row: &[f32]) -> (f32, f32) {
+    let mut lo = [0f32; 16];
+    let mut hi = [0f32; 16];
+    lo.copy_from_slice(&row[..16]);
+    hi.copy_from_slice(&row[..16]);
+    let mut w = 8;
+    while w > 0 {
+        for i in 0..w {
+            lo[i] = if lo[i + w] < lo[i] { lo[i + w] } else { lo[i] };
+            hi[i] = if hi[i + w] > hi[i] { hi[i + w] } else { hi[i] };
+        }
+        w /= 2;
+    }
+    (lo[0], hi[0])
 }
 
 /// Receives the vectors a scan reports.
@@ -415,7 +453,10 @@ pub fn scan(
             ),
         ));
     }
-    let t: Vec<&[u8]> = luts.iter().map(|l| l.lut.as_slice()).collect();
+    let mut t: [&[u8]; MAX_QUERY_BLOCK] = [&[]; MAX_QUERY_BLOCK];
+    for (slot, l) in t.iter_mut().zip(luts) {
+        *slot = &l.lut;
+    }
     let level = level.min(kernel_level());
     // Bytes of `fold` sub-quantizer groups are added before widening when every
     // table's entries allow it (their sum must fit a byte).
@@ -455,7 +496,7 @@ pub fn scan(
             }
         };
     }
-    match t.len() {
+    match luts.len() {
         1 => by_fold!(1),
         2 => by_fold!(2),
         3 => by_fold!(3),
@@ -790,6 +831,37 @@ mod tests {
             layout.write_code(&mut blocks, i, &code);
         }
         blocks
+    }
+
+    #[test]
+    fn table_keys_equal_table_key_bit_for_bit() {
+        for m in [1, 3, 8, 30] {
+            let layout = FastScanLayout::new(m, 32).unwrap();
+            let n = 100;
+            let codes = random_codes(&layout, n, 7 + m as u64);
+            let other = random_codes(&layout, n, 99);
+            let table: Vec<f32> = (0..m * 16)
+                .map(|i| ((i * 53) % 97) as f32 * 0.37 - 9.0)
+                .collect();
+            for i in 0..n - 3 {
+                let got = layout.table_keys(
+                    [
+                        (&codes[..], i),
+                        (&other[..], i + 1),
+                        (&codes[..], n - 1 - i),
+                        (&other[..], i + 3),
+                    ],
+                    &table,
+                );
+                let want = [
+                    layout.table_key(&codes, i, &table),
+                    layout.table_key(&other, i + 1, &table),
+                    layout.table_key(&codes, n - 1 - i, &table),
+                    layout.table_key(&other, i + 3, &table),
+                ];
+                assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits), "m={m} i={i}");
+            }
+        }
     }
 
     #[test]

@@ -214,6 +214,10 @@ impl FsCollector for KnnCollector<'_> {
 
     #[inline]
     fn collect(&mut self, q: usize, sb: usize, mut mask: u32, _sums: &[u16; SUB_BLOCK]) {
+        // The reported vectors of the sub-block, then their keys four at a time (four
+        // independent sums proceed in parallel in the CPU).
+        let mut locals = [0usize; SUB_BLOCK];
+        let mut n = 0;
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -225,11 +229,32 @@ impl FsCollector for KnnCollector<'_> {
             if self.filter.is_some_and(|f| !f.is_member(id as Label)) {
                 continue;
             }
-            let key = self.layout.table_key(self.codes, local, self.tables[q]);
-            if key <= self.tops[q].threshold() {
-                self.tops[q].push(key, id as Label);
-                self.refresh(q);
+            locals[n] = local;
+            n += 1;
+        }
+        let table = self.tables[q];
+        let mut pushed = false;
+        for quad in locals[..n].chunks(4) {
+            let mut keys = [0f32; 4];
+            if let [a, b, c, d] = *quad {
+                let codes = self.codes;
+                keys = self
+                    .layout
+                    .table_keys([(codes, a), (codes, b), (codes, c), (codes, d)], table);
+            } else {
+                for (key, &local) in keys.iter_mut().zip(quad) {
+                    *key = self.layout.table_key(self.codes, local, table);
+                }
             }
+            for (&key, &local) in keys.iter().zip(quad) {
+                if key <= self.tops[q].threshold() {
+                    self.tops[q].push(key, (self.first + local) as Label);
+                    pushed = true;
+                }
+            }
+        }
+        if pushed {
+            self.refresh(q);
         }
     }
 }

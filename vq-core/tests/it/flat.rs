@@ -317,3 +317,94 @@ fn remove_ids_reset_assign() {
         .unwrap();
     assert_eq!(rr.row(0).1, &[100, 102]);
 }
+
+/// A codec-backed index: only `reconstruct_into`, so `distances_to` takes the default
+/// (reconstructing) path.
+#[derive(Debug)]
+struct Rows(IndexFlat);
+
+impl Index for Rows {
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn metric(&self) -> Metric {
+        self.0.metric()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn describe(&self) -> String {
+        "rows".into()
+    }
+    fn is_trained(&self) -> bool {
+        true
+    }
+    fn train(&mut self, _x: VectorsRef<'_>) -> vq_core::Result<()> {
+        Ok(())
+    }
+    fn add(&mut self, x: VectorsRef<'_>) -> vq_core::Result<()> {
+        self.0.add(x)
+    }
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &SearchParams<'_>,
+        out: &mut vq_core::SearchResults,
+    ) -> vq_core::Result<()> {
+        self.0.search_into(queries, k, params, out)
+    }
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+    fn reconstruct_into(&self, id: i64, out: &mut [f32]) -> vq_core::Result<()> {
+        self.0.reconstruct_into(id, out)
+    }
+}
+
+#[test]
+fn distances_to_ids_equal_brute_force_in_place_and_reconstructed() {
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let data = SyntheticSpec::new(300, 20, 4).generate().unwrap();
+        let mut flat = IndexFlat::new(20, metric).unwrap();
+        flat.add(data.base.as_ref()).unwrap();
+        let rows = Rows(flat.clone());
+        // More ids than the prefetch window, repeats, and a padding id.
+        let ids: Vec<i64> = (0..40).map(|i| (i * 37) % 300).chain([-1, 5, 5]).collect();
+        let q = data.queries.row(1);
+        let want: Vec<f32> = ids
+            .iter()
+            .map(|&id| {
+                if id < 0 {
+                    return metric.worst();
+                }
+                let x = data.base.row(id as usize);
+                match metric {
+                    Metric::L2 => q.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum(),
+                    Metric::InnerProduct => q.iter().zip(x).map(|(a, b)| a * b).sum(),
+                }
+            })
+            .collect();
+        for index in [&flat as &dyn Index, &rows] {
+            let mut got = vec![0.0; ids.len()];
+            index.distances_to(q, &ids, &mut got).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    g == w || (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{metric}: {g} vs {w}"
+                );
+            }
+            // Bad input: query dimension, output length, unknown id, non-finite query.
+            let mut out = vec![0.0; ids.len()];
+            assert!(matches!(
+                index.distances_to(&q[..19], &ids, &mut out),
+                Err(Error::DimensionMismatch { .. })
+            ));
+            assert!(index.distances_to(q, &ids, &mut out[..3]).is_err());
+            assert!(index.distances_to(q, &[300], &mut out[..1]).is_err());
+            let mut nan = q.to_vec();
+            nan[3] = f32::NAN;
+            assert!(index.distances_to(&nan, &ids, &mut out).is_err());
+        }
+    }
+}
