@@ -41,6 +41,13 @@ pub struct SearchParams<'a> {
     pub selector: Option<&'a dyn IdFilter>,
     /// Parameters for the coarse quantizer (`quantizer_` prefix).
     pub quantizer: Option<Box<SearchParams<'a>>>,
+    /// The caller re-ranks the results itself (as [`crate::IndexRefine`] does with its
+    /// base): an index may then return its candidates ranked by approximate distances
+    /// instead of exact ones. The fast-scan IVF without residuals (`IVFn,PQMx4fs`)
+    /// then returns the k smallest quantised sums with their estimated distances and
+    /// skips its exact ADC scoring, as Faiss's fast-scan indexes always do; every other
+    /// index ignores it. Default `false`.
+    pub approximate: bool,
 }
 
 impl fmt::Debug for SearchParams<'_> {
@@ -52,6 +59,7 @@ impl fmt::Debug for SearchParams<'_> {
             .field("k_factor", &self.k_factor)
             .field("selector", &self.selector.map(|_| "IdFilter"))
             .field("quantizer", &self.quantizer)
+            .field("approximate", &self.approximate)
             .finish()
     }
 }
@@ -81,6 +89,12 @@ impl<'a> SearchParams<'a> {
     /// Sets the id filter.
     pub fn with_selector(mut self, selector: &'a dyn IdFilter) -> Self {
         self.selector = Some(selector);
+        self
+    }
+
+    /// Sets [`SearchParams::approximate`].
+    pub fn with_approximate(mut self, approximate: bool) -> Self {
+        self.approximate = approximate;
         self
     }
 

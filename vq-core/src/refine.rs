@@ -145,7 +145,9 @@ impl Index for IndexRefine {
         check_search(self, queries, k)?;
         let kf = params.k_factor.unwrap_or(self.k_factor).max(1.0);
         let kb = ((k as f64 * kf as f64).ceil() as usize).clamp(k, self.base.len());
-        let cand = self.base.search(queries, kb, params)?;
+        // The candidates are re-ranked below: the base may rank them approximately.
+        let base_params = params.clone().with_approximate(true);
+        let cand = self.base.search(queries, kb, &base_params)?;
         let metric = self.metric();
         out.reset(queries.len(), k, metric);
         let (od, ol) = out.parts_mut();

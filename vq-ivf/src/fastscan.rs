@@ -33,7 +33,11 @@ struct FsList {
 /// probed list otherwise), scans each probed list 32 codes per SIMD shuffle, and scores
 /// exactly (float tables) every vector whose quantised sum could beat the current k-th
 /// best: the results are those of the same `IndexIvf` with 4-bit PQ — the exact ADC
-/// top-k of the probed lists — at integer-scan speed.
+/// top-k of the probed lists — at integer-scan speed. Without residuals, candidates
+/// are kept as quantised sums and only those within the error band of the k-th are
+/// scored exactly; under [`SearchParams::approximate`] (set by `IndexRefine` for its
+/// base, as in `IVF1024,PQ32x4fs,RFlat`) the k smallest sums are returned with their
+/// estimated distances, Faiss's behaviour, and the re-ranking restores precision.
 ///
 /// ```
 /// use vq_core::{Index, Metric, SearchParams, synthetic::SyntheticSpec};
@@ -165,6 +169,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         max_codes: usize,
         filter: Option<&dyn IdFilter>,
         level: SimdLevel,
+        approximate: bool,
         top: &mut TopK,
         scratch: &mut Scratch,
     ) -> Result<()> {
@@ -177,7 +182,16 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             self.ivf.metric(),
         )?;
         if lt.is_shared() && lt.offset_is_zero() {
-            return self.scan_probes_sums(&lt, lists, max_codes, filter, level, top, scratch);
+            return self.scan_probes_sums(
+                &lt,
+                lists,
+                max_codes,
+                filter,
+                level,
+                approximate,
+                top,
+                scratch,
+            );
         }
         let shared = lt.is_shared();
         let Scratch {
@@ -276,6 +290,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         max_codes: usize,
         filter: Option<&dyn IdFilter>,
         level: SimdLevel,
+        approximate: bool,
         top: &mut TopK,
         scratch: &mut Scratch,
     ) -> Result<()> {
@@ -288,7 +303,8 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         let Some(thr) = lut.threshold_for(top.threshold()) else {
             return Ok(());
         };
-        sres.reset(top.k(), band, thr);
+        // Approximate: the k smallest sums, ranked by their estimates (no band).
+        sres.reset(top.k(), if approximate { 0 } else { band }, thr);
         let mut scanned = 0usize;
         for &l in lists {
             if l < 0 {
@@ -311,7 +327,13 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 break;
             }
         }
-        self.finish_sums(sres, lut, slack, table, top, order);
+        if approximate {
+            for (&sum, &(l, pos)) in sres.sums.iter().zip(&sres.refs) {
+                top.push(lut.key(sum), self.lists[l as usize].ids[pos as usize]);
+            }
+        } else {
+            self.finish_sums(sres, lut, slack, table, top, order);
+        }
         Ok(())
     }
 
@@ -733,6 +755,7 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
         let nprobe = lists.len() / nq.max(1);
         let max_codes = params.max_codes.unwrap_or(self.ivf.max_codes);
         let filter = params.selector;
+        let approximate = params.approximate;
         let level = self.kernel_level();
         let metric = self.metric();
         let threads = rayon::current_num_threads().max(1);
@@ -754,6 +777,7 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
                             max_codes,
                             filter,
                             level,
+                            approximate,
                             top,
                             scratch,
                         )?;
@@ -781,6 +805,7 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
                             0,
                             filter,
                             level,
+                            approximate,
                             &mut top,
                             &mut scratch,
                         )?;

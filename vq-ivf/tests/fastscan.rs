@@ -192,6 +192,65 @@ fn a_multi_index_quantizer_and_ids_filters_removal_reconstruction() {
     );
 }
 
+/// With `approximate` (what `IndexRefine` asks of its base), the k smallest quantised
+/// sums come back with their estimated distances: nearly the exact top-k, each distance
+/// close to its exact one, and a re-ranking on top still finds the exact neighbours.
+#[test]
+fn approximate_candidates_are_nearly_the_exact_ones() {
+    let (d, n) = (16, 4_000);
+    let base = clustered(n, d, 8);
+    let queries = clustered(40, d, 9);
+    let x = VectorsRef::new(&base, d).unwrap();
+    let q = VectorsRef::new(&queries, d).unwrap();
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let (fs, ivf) = pair(IndexFlat::new(d, metric).unwrap(), 32, x, 8, false, metric);
+        let k = 20;
+        for nprobe in [1, 8] {
+            let p = SearchParams::new().with_nprobe(nprobe);
+            let exact = ivf.search(q, k, &p).unwrap();
+            let all = ivf.search(q, 400, &p).unwrap();
+            let sel = IdSelector::range(0, 3_000);
+            for filter in [None, Some(&sel)] {
+                let mut pa = p.clone().with_approximate(true);
+                if let Some(f) = filter {
+                    pa = pa.with_selector(f);
+                }
+                let got = fs.search(q, k, &pa).unwrap();
+                let mut hits = 0;
+                for qi in 0..q.len() {
+                    let (gd, gl) = got.row(qi);
+                    let (ad, al) = all.row(qi);
+                    let spread = (ad[k] - ad[0]).abs().max(1e-3);
+                    let mut seen = std::collections::HashSet::new();
+                    for (&dist, &id) in gd.iter().zip(gl) {
+                        assert!(
+                            id >= 0 && seen.insert(id),
+                            "{metric}: id {id} twice or padding"
+                        );
+                        if filter.is_some() {
+                            assert!(id < 3_000, "{metric}: filtered id {id}");
+                        }
+                        // Its exact ADC distance, from the exact ranking of the probed lists.
+                        let pos = al.iter().position(|&l| l == id).unwrap();
+                        assert!(
+                            (ad[pos] - dist).abs() <= 0.5 * spread,
+                            "{metric} nprobe={nprobe}: id {id} estimate {dist} vs exact {}",
+                            ad[pos]
+                        );
+                    }
+                    if filter.is_none() {
+                        hits += exact.row(qi).1.iter().filter(|l| gl.contains(l)).count();
+                    }
+                }
+                if filter.is_none() {
+                    let recall = hits as f64 / (k * q.len()) as f64;
+                    assert!(recall >= 0.9, "{metric} nprobe={nprobe}: overlap {recall}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn save_load_round_trip_and_bad_states() {
     let (d, n) = (16, 2_000);
