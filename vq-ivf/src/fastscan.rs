@@ -328,8 +328,27 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             }
         }
         if approximate {
-            for (&sum, &(l, pos)) in sres.sums.iter().zip(&sres.refs) {
-                top.push(lut.key(sum), self.lists[l as usize].ids[pos as usize]);
+            order.clear();
+            order.extend(
+                sres.sums
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| (u64::from(s) << 32) | i as u64),
+            );
+            let k = top.k();
+            if order.len() > k {
+                order.select_nth_unstable(k - 1);
+                order.truncate(k);
+            }
+            order.sort_unstable();
+            // Largest first: each entry is then at most every one held, and the heap
+            // takes it without sifting.
+            for &e in order.iter().rev() {
+                let (l, pos) = sres.refs[(e & 0xffff_ffff) as usize];
+                top.push(
+                    lut.key((e >> 32) as u16),
+                    self.lists[l as usize].ids[pos as usize],
+                );
             }
         } else {
             self.finish_sums(sres, lut, slack, table, top, order);
@@ -363,6 +382,8 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         } else {
             order.len()
         };
+        // The first k largest sum first: the heap then rarely has to sift.
+        order[..first].sort_unstable_by(|a, b| b.cmp(a));
         let at = |e: u64| {
             let (l, pos) = sres.refs[(e & 0xffff_ffff) as usize];
             (&self.lists[l as usize], pos as usize)
