@@ -300,6 +300,23 @@ impl<'a> StateWriter<'a> {
         self.put(name, DType::U8, b)
     }
 
+    /// A section of any type from its little-endian payload (what
+    /// [`StateReader::get_raw`] returns): for tools that rewrite containers section by
+    /// section, e.g. converters from other formats.
+    ///
+    /// # Errors
+    /// A payload whose length is not a multiple of the type's size; as
+    /// [`StateWriter::put_streamed`].
+    pub fn put_raw(&mut self, name: &str, dtype: DType, payload: &[u8]) -> Result<()> {
+        if !payload.len().is_multiple_of(dtype.size()) {
+            return Err(Error::Serialization(format!(
+                "section `{name}`: {} bytes are not whole {dtype:?} values",
+                payload.len()
+            )));
+        }
+        self.put(name, dtype, payload)
+    }
+
     /// An `f32` array.
     ///
     /// # Errors
@@ -756,6 +773,21 @@ impl StateReader {
     fn bytes_of(&mut self, name: &str, dtype: DType) -> Result<&[u8]> {
         let (s, l) = self.payload(name, dtype, true)?;
         Ok(&self.src.bytes()[s..s + l])
+    }
+
+    /// The type and little-endian payload of the section `name` (in the current scope),
+    /// whatever its type; the checksum is verified. See [`StateWriter::put_raw`].
+    ///
+    /// # Errors
+    /// A missing or corrupt section.
+    pub fn get_raw(&mut self, name: &str) -> Result<(DType, Vec<u8>)> {
+        let full = format!("{}{name}", self.prefix);
+        let dtype = self
+            .entries
+            .get(&full)
+            .map(|e| e.dtype)
+            .ok_or_else(|| Error::format(&self.path, format!("missing section `{full}`")))?;
+        Ok((dtype, self.bytes_of(name, dtype)?.to_vec()))
     }
 
     /// A `u64` scalar.
