@@ -4,6 +4,7 @@
 
 pub mod autotune;
 mod build;
+pub mod faiss_io;
 mod parse;
 mod saved;
 mod spec;
