@@ -11,7 +11,7 @@ use serde_json::json;
 use vq_core::eval::recall_at_1;
 use vq_core::io::write_ivecs;
 use vq_core::{Index, Metric, SearchParams};
-use vq_factory::{Factory, FactorySpec};
+use vq_factory::{Factory, FactorySpec, faiss_io};
 
 use crate::bench::{
     build_with_params, has_param, median, parse_build_params, peak_rss_mb, pool, recall_10,
@@ -130,10 +130,15 @@ pub(crate) fn run_build(a: &BuildArgs) -> Result<()> {
 
 /// Arguments of `vq search`.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("file").required(true).args(["index_file", "faiss_index"])))]
 pub(crate) struct SearchArgs {
     /// An index file written by `vq build` (or `FactoryIndex::save`).
     #[arg(long)]
-    index_file: PathBuf,
+    index_file: Option<PathBuf>,
+    /// An index file written by Faiss (`faiss.write_index`), searched as vq reads it
+    /// (see `vq_factory::faiss_io`).
+    #[arg(long)]
+    faiss_index: Option<PathBuf>,
     /// The queries (and ground truth): a folder or `synthetic:N,D,NQ[,SEED]`, as for
     /// `vq build`.
     #[arg(long)]
@@ -175,12 +180,28 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
         let rss0 = peak_rss_mb();
         let t0 = Instant::now();
         let factory = Factory::new();
-        let index = if a.mmap {
-            factory.mmap(&a.index_file)
-        } else {
-            factory.load(&a.index_file)
-        }
-        .with_context(|| format!("loading {}", a.index_file.display()))?;
+        let (file, index) = match (&a.index_file, &a.faiss_index) {
+            (Some(f), _) => (
+                f,
+                if a.mmap {
+                    factory.mmap(f)
+                } else {
+                    factory.load(f)
+                }
+                .with_context(|| format!("loading {}", f.display()))?,
+            ),
+            (None, Some(f)) => {
+                if a.mmap {
+                    bail!("--mmap maps vq containers; convert the Faiss file first (`vq convert`)");
+                }
+                (
+                    f,
+                    faiss_io::read_index(f)
+                        .with_context(|| format!("reading the Faiss index {}", f.display()))?,
+                )
+            }
+            (None, None) => bail!("--index-file or --faiss-index is required"),
+        };
         let load_s = t0.elapsed().as_secs_f64();
         let rss_after_load = current_rss_mb();
         let known = index.search_param_names();
@@ -252,7 +273,8 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
                 "mmap": a.mmap,
                 "rss_before_load_mb": rss0,
                 "rss_after_load_mb": rss_after_load,
-                "file_bytes": std::fs::metadata(&a.index_file).map(|m| m.len()).ok(),
+                "file_bytes": std::fs::metadata(file).map(|m| m.len()).ok(),
+                "file_format": if a.faiss_index.is_some() { "faiss" } else { "vq" },
                 "search_s": med,
                 "search_s_min": best,
                 "search_s_all": times,
@@ -273,6 +295,83 @@ fn current_rss_mb() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: f64 = s.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+/// Arguments of `vq convert`.
+#[derive(Args, Debug)]
+pub(crate) struct ConvertArgs {
+    /// The index to convert: a vq container or a Faiss index file (told apart by
+    /// their first bytes).
+    input: PathBuf,
+    /// Where to write the converted index (atomically).
+    output: PathBuf,
+    /// Output format: `faiss` or `vq`; default: the other one.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+/// `vq convert`: a Faiss index file to a vq container or back (one JSON line).
+pub(crate) fn run_convert(a: &ConvertArgs) -> Result<()> {
+    let head = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&a.input)
+            .with_context(|| format!("opening {}", a.input.display()))?;
+        let mut b = [0u8; 8];
+        let n = f.read(&mut b)?;
+        b[..n].to_vec()
+    };
+    let from = if faiss_io::looks_like_faiss(&head) {
+        "faiss"
+    } else {
+        "vq"
+    };
+    let to = match a.to.as_deref() {
+        None => {
+            if from == "faiss" {
+                "vq"
+            } else {
+                "faiss"
+            }
+        }
+        Some(t @ ("faiss" | "vq")) => t,
+        Some(t) => bail!("--to `{t}`: expected `faiss` or `vq`"),
+    };
+    let t0 = Instant::now();
+    let index = if from == "faiss" {
+        faiss_io::read_index(&a.input)
+            .with_context(|| format!("reading the Faiss index {}", a.input.display()))?
+    } else {
+        Factory::new()
+            .load(&a.input)
+            .with_context(|| format!("loading {}", a.input.display()))?
+    };
+    if to == "faiss" {
+        faiss_io::write_index(&index, &a.output)
+    } else {
+        index.save(&a.output)
+    }
+    .with_context(|| format!("writing {}", a.output.display()))?;
+    Report::new(vec![
+        ("index", "index"),
+        ("from", "from"),
+        ("to", "to"),
+        ("n", "n"),
+    ])
+    .row(&json!({
+        "input": a.input.display().to_string(),
+        "output": a.output.display().to_string(),
+        "from": from,
+        "to": to,
+        "index": index.describe(),
+        "factory": index.spec().to_string(),
+        "n": index.len(),
+        "d": index.dim(),
+        "metric": index.metric().name(),
+        "bytes_in": std::fs::metadata(&a.input).map(|m| m.len()).ok(),
+        "bytes_out": std::fs::metadata(&a.output).map(|m| m.len()).ok(),
+        "seconds": t0.elapsed().as_secs_f64(),
+    }));
+    Ok(())
 }
 
 /// Arguments of `vq info`.

@@ -55,6 +55,9 @@ enum Command {
     Search(cli::SearchArgs),
     /// What a saved index holds (string, sizes, training state), as one JSON line.
     Info(cli::InfoArgs),
+    /// Convert an index between Faiss's file format and the vq container (either way;
+    /// the input's format is detected).
+    Convert(cli::ConvertArgs),
     /// Explore a pipeline's search parameters (nprobe, efSearch, k_factor_rf, …) and
     /// print the Pareto-optimal settings for a recall criterion; optionally the fastest
     /// one that reaches a target.
@@ -75,6 +78,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build(a) => cli::run_build(&a),
         Command::Search(a) => cli::run_search(&a),
         Command::Info(a) => cli::run_info(&a),
+        Command::Convert(a) => cli::run_convert(&a),
         Command::Plot(a) => plot::run(&a),
         Command::Tune(a) => tune::run(&a),
         Command::Gt(a) => gt::run(&a),

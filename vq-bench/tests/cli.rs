@@ -530,3 +530,80 @@ fn build_then_search_a_saved_index_read_or_mapped() {
     let (code, _, _) = vq(&["search", "--index-file", "/nonexistent.vqi", "--data", data]);
     assert_eq!(code, 1);
 }
+
+/// A Faiss file (written by Faiss: `vq-factory/tests/faiss/make_fixtures.py`).
+fn faiss_fixture(name: &str) -> String {
+    format!(
+        "{}/../vq-factory/tests/faiss/fixtures/{name}.faiss",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn faiss_files_search_and_convert_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let faiss = faiss_fixture("ivf_pq_fs");
+    let (code, out, err) = vq(&[
+        "search",
+        "--faiss-index",
+        &faiss,
+        "--data",
+        "synthetic:600,16,8",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["file_format"], "faiss");
+    assert_eq!(line["index"], "IVF16,PQ8x4fs");
+    assert_eq!(line["n"], 600);
+    // Faiss → vq container → Faiss gives Faiss's bytes back.
+    let vqi = dir.path().join("a.vqi");
+    let back = dir.path().join("b.faiss");
+    let (code, out, err) = vq(&["convert", &faiss, vqi.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"from\":\"faiss\"") && out.contains("\"to\":\"vq\""),
+        "{out}"
+    );
+    let (code, _, err) = vq(&["convert", vqi.to_str().unwrap(), back.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&faiss).unwrap()
+    );
+    // The container is a normal vq index.
+    let (code, _, err) = vq(&[
+        "search",
+        "--index-file",
+        vqi.to_str().unwrap(),
+        "--data",
+        "synthetic:600,16,8",
+        "--mmap",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Bad requests are clear errors.
+    let (code, _, err) = vq(&[
+        "search",
+        "--faiss-index",
+        &faiss,
+        "--data",
+        "synthetic:600,16,8",
+        "--mmap",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--mmap"), "{err}");
+    let (code, _, err) = vq(&["search", "--data", "synthetic:600,16,8"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--index-file") || err.contains("faiss-index"),
+        "{err}"
+    );
+    let (code, _, err) = vq(&["convert", &faiss, back.to_str().unwrap(), "--to", "onnx"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("onnx"), "{err}");
+    let bogus = dir.path().join("bogus.faiss");
+    std::fs::write(&bogus, b"IxHe\x01\x02").unwrap();
+    let (code, _, err) = vq(&["convert", bogus.to_str().unwrap(), vqi.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("IndexLSH"), "{err}");
+}
