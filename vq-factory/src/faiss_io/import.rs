@@ -35,6 +35,22 @@ pub(crate) fn read(
     dir: Option<&std::path::Path>,
 ) -> Result<FactoryIndex> {
     let node = format::parse(bytes, label, dir)?;
+    read_node(node, bytes.len(), label)
+}
+
+/// A file read into memory: parsed, then dropped before the index is built.
+pub(crate) fn read_owned(
+    bytes: Vec<u8>,
+    label: &str,
+    dir: Option<&std::path::Path>,
+) -> Result<FactoryIndex> {
+    let node = format::parse(&bytes, label, dir)?;
+    let len = bytes.len();
+    drop(bytes);
+    read_node(node, len, label)
+}
+
+fn read_node(node: Node, file_len: usize, label: &str) -> Result<FactoryIndex> {
     let cx = Ctx { label };
     let h = node.header();
     let metric = metric_of(h.metric)?;
@@ -42,7 +58,7 @@ pub(crate) fn read(
     let spec = spec_of(&node, &cx)?;
     // vq keeps a record per inverted list: a file must justify its list count (as
     // vq's own loader demands of its containers) before building allocates them.
-    if spec.total_lists() > (bytes.len() / 8) as u128 {
+    if spec.total_lists() > (file_len / 8) as u128 {
         return Err(cx.bad(format!("`{spec}` has more lists than the file could hold")));
     }
     let factory = Factory::new();

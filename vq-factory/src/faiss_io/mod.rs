@@ -82,7 +82,7 @@ use crate::FactoryIndex;
 pub fn read_index(path: impl AsRef<Path>) -> Result<FactoryIndex> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    import::read(&bytes, &path.display().to_string(), path.parent())
+    import::read_owned(bytes, &path.display().to_string(), path.parent())
 }
 
 /// Reads a Faiss index from its bytes (what Faiss's `serialize_index` returns).
