@@ -2,6 +2,7 @@
 //! rewritten as the Faiss objects of the same structure.
 
 use vq_core::{Codec, Error, Metric, Result};
+use vq_hnsw::io::Reader;
 use vq_pq::fastscan::FastScanLayout;
 use vq_pq::{ScalarQuantizer, SqType};
 
@@ -181,47 +182,6 @@ fn direct_map(lists: &[(Vec<i64>, Vec<u8>)]) -> DirectMap {
     }
 }
 
-/// A little-endian cursor over vq's HNSW stream.
-struct Stream<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Stream<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if n > self.b.len() - self.pos {
-            return Err(bad("short HNSW section"));
-        }
-        let s = &self.b[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().unwrap_or([0; 4]),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().unwrap_or([0; 8]),
-        ))
-    }
-    fn usize(&mut self) -> Result<usize> {
-        usize::try_from(self.u64()?).map_err(|_| bad("HNSW count"))
-    }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
-        let b = self.take(n.checked_mul(4).ok_or_else(|| bad("HNSW size"))?)?;
-        Ok(format::le_vec(b, f32::from_le_bytes))
-    }
-    fn str(&mut self) -> Result<String> {
-        let n = self.usize()?;
-        Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
-    }
-}
-
 /// Faiss's `levelMult = 1 / ln(M)` level distribution (`HNSW::set_default_probas`,
 /// computed in `float` as Faiss does, so the file matches Faiss's bytes).
 fn default_probas(m: usize) -> (Vec<f64>, Vec<i32>) {
@@ -247,8 +207,9 @@ impl Cx {
     /// The Faiss HNSW index (and, when vq's graph carries its own ids, the id map around
     /// it) of vq's HNSW stream.
     fn hnsw(&self, stream: &[u8], metric: i32) -> Result<Node> {
-        let mut s = Stream { b: stream, pos: 0 };
-        s.take(12)?;
+        let mut src = stream;
+        let mut s = Reader::new(&mut src);
+        s.bytes(12)?; // magic and version
         let kind = s.str()?;
         let _metric = s.u8()?;
         let d = s.usize()?;
@@ -282,7 +243,7 @@ impl Cx {
                     (Vec::new(), Vec::new())
                 };
                 let cs = ScalarQuantizer::new(d, t)?.code_size();
-                let codes = s.take(n * cs)?.to_vec();
+                let codes = s.bytes(n * cs)?;
                 let needs = t.needs_training();
                 let tv = match (trained && needs, t) {
                     (false, _) => Vec::new(),
@@ -315,7 +276,7 @@ impl Cx {
                     Vec::new()
                 };
                 let cs = (pm * nbits).div_ceil(8);
-                let codes = s.take(n * cs)?.to_vec();
+                let codes = s.bytes(n * cs)?;
                 Node::Pq {
                     h: hdr(d, n, trained, metric),
                     pq: Pq {
@@ -332,7 +293,7 @@ impl Cx {
             }
             k => return Err(unsupported(format!("HNSW storage `{k}`"))),
         };
-        let levels = s.take(n)?.to_vec();
+        let levels = s.bytes(n)?;
         let (probas, mut cum) = default_probas(m);
         let top = levels.iter().copied().max().unwrap_or(0) as usize;
         while cum.len() < top + 2 {
@@ -346,11 +307,7 @@ impl Cx {
             offsets.push(last + cum[l as usize + 1] as u64);
         }
         let mut neighbors = vec![-1i32; offsets[n] as usize];
-        let mut put = |i: usize, l: usize, list: &[u8], cap: usize| -> Result<()> {
-            let words: Vec<u32> = list
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+        let mut put = |i: usize, l: usize, words: &[u32], cap: usize| -> Result<()> {
             let cnt = words[0] as usize;
             if cnt > cap {
                 return Err(bad("HNSW list longer than its capacity"));
@@ -362,13 +319,11 @@ impl Cx {
             Ok(())
         };
         for i in 0..n {
-            let list = s.take((2 * m + 1) * 4)?;
-            put(i, 0, list, 2 * m)?;
+            put(i, 0, &s.u32s(2 * m + 1)?, 2 * m)?;
         }
         for (i, &l) in levels.iter().enumerate() {
             for lv in 1..=l as usize {
-                let list = s.take((m + 1) * 4)?;
-                put(i, lv, list, m)?;
+                put(i, lv, &s.u32s(m + 1)?, m)?;
             }
         }
         let entry = s.u32()?;
@@ -380,12 +335,7 @@ impl Cx {
             )));
         }
         let labels = match s.u8()? {
-            1 => Some(
-                s.take(n * 8)?
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                    .collect::<Vec<i64>>(),
-            ),
+            1 => Some(s.i64s(n)?),
             _ => None,
         };
         let (entry_point, max_level) = if entry == u32::MAX {

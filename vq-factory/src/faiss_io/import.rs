@@ -3,6 +3,7 @@
 //! file holds; the result is loaded through vq's own (fully checked) loader.
 
 use vq_core::{Error, Metric, Result};
+use vq_hnsw::io::Reader;
 use vq_pq::SqType;
 use vq_pq::fastscan::FastScanLayout;
 
@@ -776,27 +777,6 @@ fn from_faiss_blocks(
     Ok(out)
 }
 
-/// A little-endian cursor over vq's HNSW stream (the default one of the empty index).
-struct Stream<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Stream<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.pos + n > self.b.len() {
-            return Err(Error::Serialization("short HNSW stream".into()));
-        }
-        let s = &self.b[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    fn u64(&mut self) -> Result<u64> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    }
-}
-
 /// vq's HNSW stream (see `IndexHnsw::write_to`) for the Faiss graph and storage, the
 /// constant parts (magic, version, storage kind, level seed) taken from `default`, the
 /// stream of the empty index of the same string.
@@ -809,18 +789,18 @@ fn hnsw_stream(
 ) -> Result<Vec<u8>> {
     // Header of the default stream: magic(8) version(4) kind(str) metric(1) d m efc efs
     // n (u64 each) seed draws (u64) deterministic(1).
-    let mut s = Stream { b: default, pos: 0 };
-    s.take(12)?;
-    let kl = s.u64()? as usize;
-    s.take(kl)?;
-    let metric = s.take(1)?[0];
+    let mut src = default;
+    let mut s = Reader::new(&mut src);
+    s.bytes(12)?;
+    let kind = s.str()?;
+    let metric = s.u8()?;
     let _d = s.u64()?;
-    let m = s.u64()? as usize;
+    let m = s.usize()?;
     let _ = (s.u64()?, s.u64()?, s.u64()?);
     let seed = s.u64()?;
     let _draws = s.u64()?;
-    let deterministic = s.take(1)?[0];
-    let prefix = &default[..12 + 8 + kl];
+    let deterministic = s.u8()?;
+    let prefix = &default[..12 + 8 + kind.len()];
 
     let n = usize::try_from(h.ntotal).map_err(|_| cx.bad("ntotal"))?;
     if g.levels.len() != n || g.offsets.len() != n + 1 {
