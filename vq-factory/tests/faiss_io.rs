@@ -376,7 +376,12 @@ fn unsupported_types_and_metrics_name_themselves() {
 fn truncated_faiss_files_are_errors() {
     for (name, _) in CANONICAL {
         let bytes = std::fs::read(dir().join(format!("{name}.faiss"))).unwrap();
-        let step = (bytes.len() / 150).max(1);
+        // Every cut point with `VQ_FUZZ_ALL_CUTS=1`; about 150 per file by default.
+        let step = if std::env::var_os("VQ_FUZZ_ALL_CUTS").is_some() {
+            1
+        } else {
+            (bytes.len() / 150).max(1)
+        };
         for cut in (0..bytes.len())
             .step_by(step)
             .chain(bytes.len() - 8..bytes.len())
@@ -397,7 +402,11 @@ fn truncated_faiss_files_are_errors() {
 fn corrupt_faiss_files_never_panic() {
     // Seeded byte corruption of every fixture: each is an error or a valid index,
     // never a panic nor an allocation beyond the file's size.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut state = std::env::var("VQ_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15u64)
+        | 1;
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;
@@ -405,11 +414,17 @@ fn corrupt_faiss_files_never_panic() {
         state
     };
     let xq = queries();
+    // More rounds, or another seeded sequence, on demand (`VQ_FUZZ_ROUNDS=5000`,
+    // `VQ_FUZZ_SEED=7`).
+    let rounds: usize = std::env::var("VQ_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
     for (name, _) in CANONICAL {
         let bytes = std::fs::read(dir().join(format!("{name}.faiss"))).unwrap();
         // Header and structure fields are in the first bytes and around the arrays;
         // corrupt those more often than the payload.
-        for round in 0..120 {
+        for round in 0..rounds {
             let mut b = bytes.clone();
             let flips = 1 + (next() % 3) as usize;
             for _ in 0..flips {

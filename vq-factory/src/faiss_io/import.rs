@@ -121,14 +121,18 @@ fn pq_spec(pq: &Pq, cx: &Ctx<'_>) -> Result<(usize, usize)> {
 /// `M` of a Faiss HNSW graph: level 0 has `2M` links, the others `M`.
 fn hnsw_m(g: &Graph, cx: &Ctx<'_>) -> Result<usize> {
     let c = &g.cum_nneighbor_per_level;
+    let head = &c[..c.len().min(8)];
     if c.len() < 2 || c[0] != 0 || c[1] <= 0 || c[1] % 2 != 0 {
-        return Err(cx.bad(format!("HNSW neighbour table {c:?}")));
+        return Err(cx.bad(format!("HNSW neighbour table starting {head:?}")));
     }
     let m = c[1] / 2;
-    if c.windows(2).skip(1).any(|w| w[1] - w[0] != m) {
+    if c.windows(2)
+        .skip(1)
+        .any(|w| i64::from(w[1]) - i64::from(w[0]) != i64::from(m))
+    {
         return Err(unsupported(format!(
-            "a Faiss HNSW graph with per-level link counts {c:?} (vq's graphs have 2·M links \
-             on level 0 and M above)"
+            "a Faiss HNSW graph with per-level link counts starting {head:?} (vq's graphs \
+             have 2·M links on level 0 and M above)"
         )));
     }
     Ok(m as usize)
@@ -549,6 +553,9 @@ fn fill(n: &Node, spec: &FactorySpec, secs: &mut Sections, p: &str, cx: &Ctx<'_>
                 return Err(cx.bad("a fast-scan IVF without block inverted lists"));
             };
             let m2 = *m2 as usize;
+            if m2 != m.next_multiple_of(2) {
+                return Err(cx.bad(format!("fast-scan M2 {m2} for M {m}")));
+            }
             if *n_per_block != *bbs as u64 || *block_size != (*bbs * m2 / 2) as u64 {
                 return Err(cx.bad(format!(
                     "blocks of {n_per_block} vectors × {block_size} bytes for bbs {bbs}, M2 {m2}"
