@@ -77,20 +77,28 @@ fn rangestat_code(kind: &str) -> i32 {
     }
 }
 
+/// Faiss's `trained` vector of a scalar quantizer with vq's ranges: one (min, width)
+/// pair for the uniform types, all minima then all widths otherwise.
+fn faiss_trained(t: SqType, vmin: &[f32], vdiff: &[f32]) -> Vec<f32> {
+    if matches!(t, SqType::Q8Uniform | SqType::Q4Uniform) {
+        vec![vmin[0], vdiff[0]]
+    } else {
+        vmin.iter().chain(vdiff).copied().collect()
+    }
+}
+
 /// The Faiss `ScalarQuantizer` of vq's codec sections at `p`.
 fn sq_of(t: SqType, secs: &Sections, p: &str, d: usize) -> Result<(Sq, bool)> {
     let trained = secs.bool(&format!("{p}trained"))?;
-    let mut tv = Vec::new();
-    if trained && secs.has(&format!("{p}vmin")) {
-        let vmin = secs.f32s(&format!("{p}vmin"))?;
-        let vdiff = secs.f32s(&format!("{p}vdiff"))?;
-        if matches!(t, SqType::Q8Uniform | SqType::Q4Uniform) {
-            tv = vec![vmin[0], vdiff[0]];
-        } else {
-            tv = vmin;
-            tv.extend(vdiff);
-        }
-    }
+    let tv = if trained && t.needs_training() {
+        faiss_trained(
+            t,
+            &secs.f32s(&format!("{p}vmin"))?,
+            &secs.f32s(&format!("{p}vdiff"))?,
+        )
+    } else {
+        Vec::new()
+    };
     let code_size = ScalarQuantizer::new(d, t)?.code_size();
     Ok((
         Sq {
@@ -244,11 +252,10 @@ impl Cx {
                 };
                 let cs = ScalarQuantizer::new(d, t)?.code_size();
                 let codes = s.bytes(n * cs)?;
-                let needs = t.needs_training();
-                let tv = match (trained && needs, t) {
-                    (false, _) => Vec::new(),
-                    (true, SqType::Q8Uniform | SqType::Q4Uniform) => vec![vmin[0], vdiff[0]],
-                    (true, _) => vmin.iter().chain(&vdiff).copied().collect(),
+                let tv = if trained && t.needs_training() {
+                    faiss_trained(t, &vmin, &vdiff)
+                } else {
+                    Vec::new()
                 };
                 Node::Sq {
                     h: hdr(d, n, trained, metric),

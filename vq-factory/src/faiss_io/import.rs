@@ -4,8 +4,8 @@
 
 use vq_core::{Error, Metric, Result};
 use vq_hnsw::io::Reader;
-use vq_pq::SqType;
 use vq_pq::fastscan::FastScanLayout;
+use vq_pq::{ScalarQuantizer, SqType};
 
 use super::Sections;
 use super::format::{self, Graph, HnswKind, IvfHeader, LinearKind, Lists, Node, Pq, Sq, Transform};
@@ -359,46 +359,57 @@ fn fill_pq(pq: &Pq, secs: &mut Sections, p: &str) {
     secs.set_f32s(format!("{p}centroids"), &pq.centroids);
 }
 
-fn fill_sq(sq: &Sq, t: SqType, d: usize, secs: &mut Sections, p: &str, cx: &Ctx<'_>) -> Result<()> {
+/// Faiss's range statistic as vq's: its tag in vq's HNSW stream, its name in vq's
+/// sections, its argument. RS_optim (a training choice vq does not have) becomes
+/// min-max: the ranges it found are kept.
+fn range_stat(sq: &Sq) -> (u8, &'static str, f32) {
+    match sq.rangestat {
+        1 => (1, "mean_std", sq.rangestat_arg),
+        2 => (2, "quantiles", sq.rangestat_arg),
+        _ => (0, "min_max", sq.rangestat_arg.max(0.0)),
+    }
+}
+
+/// vq's per-dimension ranges (`vmin`, `vdiff`) of a Faiss scalar quantizer: Faiss's
+/// trained values (one pair for the uniform types), or the fixed ranges vq gives the
+/// types that need no training.
+fn sq_ranges(sq: &Sq, t: SqType, d: usize, cx: &Ctx<'_>) -> Result<(Vec<f32>, Vec<f32>)> {
     if sq.d as usize != d {
         return Err(cx.bad(format!(
             "scalar quantizer of d = {} in an index of d = {d}",
             sq.d
         )));
     }
-    let (kind, arg) = match sq.rangestat {
-        1 => ("mean_std", sq.rangestat_arg),
-        2 => ("quantiles", sq.rangestat_arg),
-        // RS_minmax, and RS_optim (a training choice vq does not have; the ranges it
-        // found are kept).
-        _ => ("min_max", sq.rangestat_arg.max(0.0)),
-    };
+    let trained = &sq.trained;
+    if !t.needs_training() {
+        let fixed = ScalarQuantizer::new(d, t)?;
+        return Ok((fixed.vmin().to_vec(), fixed.vdiff().to_vec()));
+    }
+    if matches!(t, SqType::Q8Uniform | SqType::Q4Uniform) {
+        if trained.len() != 2 {
+            return Err(cx.bad(format!(
+                "{} trained values for a uniform quantizer",
+                trained.len()
+            )));
+        }
+        return Ok((vec![trained[0]; d], vec![trained[1]; d]));
+    }
+    if trained.len() != 2 * d {
+        return Err(cx.bad(format!(
+            "{} trained values for a scalar quantizer of d = {d}",
+            trained.len()
+        )));
+    }
+    Ok((trained[..d].to_vec(), trained[d..].to_vec()))
+}
+
+fn fill_sq(sq: &Sq, t: SqType, d: usize, secs: &mut Sections, p: &str, cx: &Ctx<'_>) -> Result<()> {
+    let (vmin, vdiff) = sq_ranges(sq, t, d, cx)?;
+    let (_, kind, arg) = range_stat(sq);
     secs.set_str(format!("{p}range_stat"), kind);
     secs.set_f64(format!("{p}range_stat_arg"), f64::from(arg));
     secs.set_bool(format!("{p}trained"), true);
-    let trained = &sq.trained;
-    let needs = !matches!(
-        t,
-        SqType::Fp16 | SqType::Bf16 | SqType::Q8Direct | SqType::Q8DirectSigned
-    );
-    if needs {
-        let (vmin, vdiff) = if matches!(t, SqType::Q8Uniform | SqType::Q4Uniform) {
-            if trained.len() != 2 {
-                return Err(cx.bad(format!(
-                    "{} trained values for a uniform quantizer",
-                    trained.len()
-                )));
-            }
-            (vec![trained[0]; d], vec![trained[1]; d])
-        } else {
-            if trained.len() != 2 * d {
-                return Err(cx.bad(format!(
-                    "{} trained values for a scalar quantizer of d = {d}",
-                    trained.len()
-                )));
-            }
-            (trained[..d].to_vec(), trained[d..].to_vec())
-        };
+    if t.needs_training() {
         secs.set_f32s(format!("{p}vmin"), &vmin);
         secs.set_f32s(format!("{p}vdiff"), &vdiff);
     }
@@ -932,32 +943,16 @@ fn write_storage(out: &mut Vec<u8>, s: &Node, n: usize, cx: &Ctx<'_>) -> Result<
             check_ntotal(h, n, "HNSW storage", cx)?;
             let t = sq_type(sq.qtype)?;
             let d = h.d as usize;
-            let mut tmp = Sections::default();
-            fill_sq(sq, t, d, &mut tmp, "", cx)?;
+            let (vmin, vdiff) = sq_ranges(sq, t, d, cx)?;
             let name = t.to_string();
             out.extend_from_slice(&(name.len() as u64).to_le_bytes());
             out.extend_from_slice(name.as_bytes());
-            let tag = match sq.rangestat {
-                1 => 1u8,
-                2 => 2,
-                _ => 0,
-            };
+            let (tag, _, arg) = range_stat(sq);
             out.push(tag);
-            f32s(out, &[sq.rangestat_arg.max(0.0)]);
+            f32s(out, &[arg]);
             out.push(1);
-            if tmp.has("vmin") {
-                f32s(out, &tmp.f32s("vmin")?);
-                f32s(out, &tmp.f32s("vdiff")?);
-            } else {
-                // Types without training store their fixed ranges (as vq's own).
-                let (lo, w) = match t {
-                    SqType::Q8Direct => (0.0, 255.0),
-                    SqType::Q8DirectSigned => (-128.0, 255.0),
-                    _ => (0.0, 0.0),
-                };
-                f32s(out, &vec![lo; d]);
-                f32s(out, &vec![w; d]);
-            }
+            f32s(out, &vmin);
+            f32s(out, &vdiff);
             out.extend_from_slice(codes);
         }
         Node::Pq { h, pq, codes, .. } => {

@@ -183,10 +183,6 @@ impl Sections {
         }
     }
 
-    pub(crate) fn has(&self, name: &str) -> bool {
-        self.map.contains_key(name)
-    }
-
     pub(crate) fn u64(&self, name: &str) -> Result<u64> {
         let b = self.get(name, DType::U64)?;
         let a: [u8; 8] = b
