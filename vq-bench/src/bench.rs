@@ -63,6 +63,11 @@ pub(crate) struct BenchArgs {
     /// The `case` field of the JSON lines (default: the factory string, lower case).
     #[arg(long)]
     case: Option<String>,
+    /// Build and search on GPU N (default 0): `Flat`, `IVF<n>,Flat` and
+    /// `IVF<n>,PQ<m>` run on the GPU (coarse centroids trained by GPU k-means); the
+    /// JSON lines gain `"gpu"` (the device's name).
+    #[arg(long, num_args = 0..=1, default_missing_value = "0", value_name = "N")]
+    gpu: Option<usize>,
 }
 
 /// Arguments of `vq generate`.
@@ -152,8 +157,13 @@ pub(crate) fn build_with_params(
     d: usize,
     metric: Metric,
     build_params: &[(String, String)],
+    gpu: Option<&vq_gpu::GpuDevice>,
 ) -> Result<FactoryIndex> {
-    let mut index = spec.build(d, metric)?;
+    let mut index = match gpu {
+        Some(dev) => vq_factory::build_gpu(spec, d, metric, dev)
+            .with_context(|| format!("--gpu: building {spec}"))?,
+        None => spec.build(d, metric)?,
+    };
     for (name, value) in build_params {
         index
             .set_build_param(name, value)
@@ -219,6 +229,10 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         bail!("--repeat must be at least 1");
     }
     let build_params = parse_build_params(&a.build_params)?;
+    let gpu = match a.gpu {
+        Some(n) => Some(vq_gpu::GpuDevice::new(n).context("--gpu")?),
+        None => None,
+    };
     let search_params: Vec<SearchParams<'static>> = a
         .params
         .iter()
@@ -267,7 +281,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
             }
             ok
         };
-        let probe = build_with_params(spec, d, metric, &mine_build)?;
+        let probe = build_with_params(spec, d, metric, &mine_build, gpu.as_ref())?;
         let known = probe.search_param_names();
         let mut mine = Vec::new();
         for (i, p) in search_params.iter().enumerate() {
@@ -296,7 +310,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
             "--params `{}`: no --index has all these parameters{}",
             a.params[i],
             if specs.len() == 1 {
-                let probe = build_with_params(&specs[0], d, metric, &build_params)?;
+                let probe = build_with_params(&specs[0], d, metric, &build_params, gpu.as_ref())?;
                 let known = probe.search_param_names();
                 if known.is_empty() {
                     format!(" ({} has none)", specs[0])
@@ -327,7 +341,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
     } in &plans
     {
         let built = pool.install(|| -> Result<Built<'_>> {
-            let mut index = build_with_params(spec, d, metric, build)?;
+            let mut index = build_with_params(spec, d, metric, build, gpu.as_ref())?;
             let (train_s, add_s) = train_and_add(&mut index, &ds)?;
             Ok(Built {
                 ds: &ds,
@@ -335,6 +349,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
                 gt: &gt,
                 train_s,
                 add_s,
+                gpu: gpu.as_ref().map(|g| g.info().name.clone()),
             })
         })?;
         if search_pools.is_empty() {
@@ -382,6 +397,8 @@ struct Built<'a> {
     gt: &'a GroundTruth,
     train_s: f64,
     add_s: f64,
+    /// The GPU's name when built with `--gpu`.
+    gpu: Option<String>,
 }
 
 /// 10-recall@10 when the results and the ground truth both have 10 columns.
@@ -421,6 +438,7 @@ fn search_all(
         gt,
         train_s,
         add_s,
+        ..
     } = built;
     let (n, d, nq) = (ds.base.len(), ds.base.dim(), ds.queries.len());
     let metric = index.metric();
@@ -469,6 +487,9 @@ fn search_all(
             "warmup": a.warmup,
             "simd": Kernels::get().level().to_string(),
         });
+        if let Some(g) = &built.gpu {
+            row["gpu"] = json!(g);
+        }
         if a.one_at_a_time {
             row["latency_ms"] = json!(med / nq as f64 * 1e3);
         }

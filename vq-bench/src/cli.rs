@@ -93,7 +93,7 @@ pub(crate) fn run_build(a: &BuildArgs) -> Result<()> {
     pool(a.threads)?.install(|| -> Result<()> {
         let (ds, metric) = a.data.load()?;
         let (n, d) = (ds.base.len(), ds.base.dim());
-        let mut index = build_with_params(&spec, d, metric, &build_params)?;
+        let mut index = build_with_params(&spec, d, metric, &build_params, None)?;
         let (train_s, add_s) = train_and_add(&mut index, &ds)?;
         let t0 = Instant::now();
         index

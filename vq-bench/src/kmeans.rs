@@ -44,6 +44,10 @@ pub(crate) struct KmeansArgs {
     /// Print per-iteration progress on stderr.
     #[arg(long)]
     verbose: bool,
+    /// Assign points on GPU N (default 0) at each iteration (vq-kmeans' assigner hook
+    /// with a GPU flat index); the JSON line gains `"gpu"`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "0", value_name = "N")]
+    gpu: Option<usize>,
 }
 
 pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
@@ -57,6 +61,13 @@ pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
         .with_init(Init::parse(&a.init)?)
         .with_spherical(a.spherical);
     params.verbose = a.verbose;
+    if a.gpu.is_some() && a.two_level {
+        bail!("--gpu and --two-level cannot be combined");
+    }
+    let gpu = match a.gpu {
+        Some(n) => Some(vq_gpu::GpuDevice::new(n).context("--gpu")?),
+        None => None,
+    };
     let pool = pool(a.threads)?;
     let threads = pool.current_num_threads();
     pool.install(|| -> Result<()> {
@@ -66,7 +77,9 @@ pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
         let mut km = KMeans::new(d, params)?;
         let t0 = Instant::now();
         let spin = crate::progress::spinner(&format!("k-means, {} centroids", a.k));
-        if a.two_level {
+        if let Some(dev) = &gpu {
+            vq_gpu::train_kmeans(&mut km, dev, x)
+        } else if a.two_level {
             km.train_two_level(x)
         } else {
             km.train(x)
@@ -96,6 +109,7 @@ pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
             "time_search_s": stats.last().map(|s| s.time_search_s),
             "peak_rss_mb": peak_rss_mb(),
             "warnings": km.warnings(),
+            "gpu": gpu.as_ref().map(|g| g.info().name.clone()),
         });
         crate::progress::Report::new(vec![
             ("n", "n"),

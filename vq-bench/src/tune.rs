@@ -87,7 +87,7 @@ pub(crate) fn run(a: &TuneArgs) -> Result<()> {
         let gt = ds
             .ground_truth(k.max(criterion.gt_k()), metric, false)?
             .clone();
-        let mut index = build_with_params(&spec, d, metric, &build_params)?;
+        let mut index = build_with_params(&spec, d, metric, &build_params, None)?;
         let (train_s, add_s) = train_and_add(&mut index, &ds)?;
         let space = ParameterSpace::for_index(&index, k)?;
         let n_comb = space.n_combinations();

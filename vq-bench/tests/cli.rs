@@ -607,3 +607,44 @@ fn faiss_files_search_and_convert_both_ways() {
     assert_ne!(code, 0);
     assert!(err.contains("IndexLSH"), "{err}");
 }
+
+/// `--gpu` on a machine without a usable GPU: a one-line error naming the cause, exit
+/// status 1, no panic. With an unsupported string on a GPU machine: an error naming
+/// what the GPU builds.
+#[test]
+fn gpu_flags_fail_cleanly() {
+    let has_gpu = vq_gpu::probe().is_ok();
+    let cases: [&[&str]; 3] = [
+        &[
+            "bench",
+            "--data",
+            "synthetic:500,8,5",
+            "--index",
+            "Flat",
+            "--gpu",
+        ],
+        &[
+            "bench",
+            "--data",
+            "synthetic:500,8,5",
+            "--index",
+            "HNSW16",
+            "--gpu",
+            "0",
+        ],
+        &["kmeans", "--data", "synthetic:500,8,5", "--k", "4", "--gpu"],
+    ];
+    for args in cases {
+        let (code, _out, err) = vq(args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if !has_gpu {
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains("GPU unavailable"), "{args:?}: {err}");
+        } else if args.contains(&"HNSW16") {
+            assert_eq!(code, 1, "{args:?}: {err}");
+            assert!(err.contains("IVF<n>,PQ<m>"), "{args:?}: {err}");
+        } else {
+            assert_eq!(code, 0, "{args:?}: {err}");
+        }
+    }
+}

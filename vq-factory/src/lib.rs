@@ -5,6 +5,7 @@
 pub mod autotune;
 mod build;
 pub mod faiss_io;
+mod gpu;
 mod parse;
 mod saved;
 mod spec;
@@ -14,6 +15,7 @@ use std::path::Path;
 use vq_core::Metric;
 
 pub use build::{CodecConstructor, Component, Factory, MAX_DIM, TransformConstructor};
+pub use gpu::build_gpu;
 pub use parse::{MAX_DEPTH, MAX_LEN, ParseError, ParseErrorKind};
 pub use saved::{FactoryIndex, set_params};
 pub use spec::{CoarseSpec, EncodingSpec, FactorySpec, IdMapKind, TransformSpec};

@@ -1,3 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+
+mod device;
+mod flat;
+mod ivf;
+mod kmeans;
+mod ops;
+
+pub use device::{DeviceInfo, GpuDevice, device_count, probe};
+pub use flat::{GpuFlatConfig, GpuIndexFlat, Storage};
+pub use ivf::{GpuEncoding, GpuIndexIvf, GpuIndexIvfFlat, GpuIndexIvfPq, GpuScan};
+pub use kmeans::train_kmeans;

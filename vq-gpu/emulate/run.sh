@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs vq-gpu's kernels (src/kernels.cu) on the CPU under emulate.h and checks them
+# against plain loops: radix selection (all modes, ties, carried rows, padding, k = 3000),
+# bitonic sort (shared and global paths), range filtering, the IVF-Flat and IVF-PQ scans.
+# Needs a C++20 compiler (g++ 11+ or clang 14+); no GPU, no CUDA. Not part of CI (the
+# device tests run the same kernels on a GPU): run it after changing kernels.cu.
+set -euo pipefail
+cd "$(dirname "$0")"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# Dynamic shared memory becomes one static buffer under each kernel's own name.
+sed -E 's/extern __shared__ ([a-z0-9_ ]+) ([a-z_]+)\[\];/\1* \2 = (\1*)vq_dyn_shared;/' \
+    ../src/kernels.cu > "$tmp/kernels_emu.cu"
+"${CXX:-g++}" -std=c++20 -O1 -pthread -Wall -Wno-unused-function -I. -I"$tmp" test.cpp -o "$tmp/test"
+"$tmp/test"
