@@ -19,6 +19,7 @@
 #define __device__
 #define __shared__ static
 #define __forceinline__ inline
+#define __launch_bounds__(...)
 
 struct vq_dim3 { unsigned x, y, z; };
 inline thread_local vq_dim3 threadIdx;

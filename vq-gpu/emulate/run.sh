@@ -12,4 +12,20 @@ trap 'rm -rf "$tmp"' EXIT
 sed -E 's/extern __shared__ ([a-z0-9_ ]+) ([a-z_]+)\[\];/\1* \2 = (\1*)vq_dyn_shared;/' \
     ../src/kernels.cu > "$tmp/kernels_emu.cu"
 "${CXX:-g++}" -std=c++20 -O1 -pthread -Wall -Wno-unused-function -I. -I"$tmp" test.cpp -o "$tmp/test"
+# With CUDA_CLANG set to a clang (e.g. `python -m ziglang clang`), the file is also
+# checked as CUDA C for sm_90 (syntax and types; clang_prelude.h stands in for NVRTC's
+# built-ins).
+if [ -n "${CUDA_CLANG:-}" ]; then
+    $CUDA_CLANG -x cuda --cuda-gpu-arch=sm_90 -nocudainc -nocudalib --cuda-device-only \
+        -fsyntax-only -Wall -Wextra -Wno-unused-parameter -include clang_prelude.h ../src/kernels.cu
+    echo "kernels.cu checked as CUDA C"
+fi
 "$tmp/test"
+# With CUDA_CLANG set to a clang (e.g. `python -m ziglang clang`), the file is also
+# checked as CUDA C for sm_90 (syntax and types; clang_prelude.h stands in for NVRTC's
+# built-ins).
+if [ -n "${CUDA_CLANG:-}" ]; then
+    $CUDA_CLANG -x cuda --cuda-gpu-arch=sm_90 -nocudainc -nocudalib --cuda-device-only \
+        -fsyntax-only -Wall -Wextra -Wno-unused-parameter -include clang_prelude.h ../src/kernels.cu
+    echo "kernels.cu checked as CUDA C"
+fi

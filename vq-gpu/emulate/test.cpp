@@ -215,7 +215,7 @@ static void test_ivf_scans(std::mt19937& rng) {
     for (int ip = 0; ip <= 1; ++ip) {
         std::vector<float> ck(acc, NAN);
         std::vector<i64> ci(acc, -7);
-        vq_launch({nq, nprobe, 1}, 64, [&] {
+        vq_launch({nq * nprobe, 1, 1}, 64, [&] {
             ivf_flat_scan(q.data(), d, nprobe, probes.data(), data.data(), start.data(),
                           len.data(), ids.data(), off.data(), ip, ck.data(), ci.data());
         });
@@ -238,7 +238,7 @@ static void test_ivf_scans(std::mt19937& rng) {
         for (int res = 0; res <= 1; ++res) {
             std::vector<float> pk(acc, NAN);
             std::vector<i64> pi(acc, -7);
-            vq_launch({nq, nprobe, 1}, 64, [&] {
+            vq_launch({nq * nprobe, 1, 1}, 64, [&] {
                 ivf_pq_scan(q.data(), d, m, nprobe, probes.data(), pkeys.data(), cents.data(),
                             cb.data(), codes.data(), start.data(), len.data(), ids.data(),
                             off.data(), ip, res, pk.data(), pi.data());

@@ -132,6 +132,17 @@ pub(crate) struct Exec {
     pub(crate) blas: CudaBlas,
 }
 
+/// Makes a device's context current on the thread that drops it: a field declared
+/// before an index's device buffers, so that they are freed in the right context even
+/// on a thread that never used the device (cudarc frees without binding).
+pub(crate) struct BindOnDrop(pub(crate) GpuDevice);
+
+impl Drop for BindOnDrop {
+    fn drop(&mut self) {
+        self.0.bind();
+    }
+}
+
 struct DeviceInner {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -218,6 +229,12 @@ impl GpuDevice {
             .map_err(gpu_err("memory info"))
     }
 
+    /// Makes the device's context current on this thread (where buffers are freed).
+    pub(crate) fn bind(&self) {
+        // A failure here leaves cudarc to report it at the next call.
+        let _ = self.inner.ctx.bind_to_thread();
+    }
+
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
         &self.inner.stream
     }
@@ -236,7 +253,22 @@ impl GpuDevice {
     }
 }
 
-fn compile_kernels(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels> {
+/// Compiles the kernels to a cubin for the device's exact architecture (`sm_XY`), which
+/// runs on any driver of the same CUDA major version; where NVRTC does not know the
+/// architecture, to PTX for `compute_XY`, which the driver compiles.
+fn compile_module(
+    ctx: &Arc<CudaContext>,
+    cc: (i32, i32),
+) -> Result<Arc<cudarc::driver::CudaModule>> {
+    match compile_cubin(cc) {
+        Ok(cubin) => {
+            if let Ok(m) = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)) {
+                return Ok(m);
+            }
+        }
+        Err(e) if matches!(e, Error::GpuUnavailable { .. }) => return Err(e),
+        Err(_) => {}
+    }
     let opts = CompileOptions {
         options: vec![
             format!("--gpu-architecture=compute_{}{}", cc.0, cc.1),
@@ -246,9 +278,55 @@ fn compile_kernels(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels> {
     };
     let ptx = guarded("NVRTC", || compile_ptx_with_opts(KERNELS, opts))?
         .map_err(gpu_err("compiling vq-gpu's kernels with NVRTC"))?;
-    let module = ctx
-        .load_module(ptx)
-        .map_err(gpu_err("loading the kernels"))?;
+    ctx.load_module(ptx).map_err(|e| {
+        Error::Gpu(
+            format!(
+                "loading the kernels' PTX: {e} (a CUDA_ERROR_UNSUPPORTED_PTX_VERSION means \
+                 libnvrtc is newer than the driver: use an NVRTC of the driver's CUDA version)"
+            )
+            .into(),
+        )
+    })
+}
+
+/// The kernels as a cubin for `sm_XY`, through NVRTC's C API (cudarc returns only PTX).
+fn compile_cubin(cc: (i32, i32)) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::{result, sys as nv};
+    let src = std::ffi::CString::new(KERNELS)
+        .map_err(|_| Error::Gpu("kernels.cu holds a NUL byte".into()))?;
+    let prog = guarded("NVRTC", || result::create_program(&src, None))?
+        .map_err(gpu_err("NVRTC program"))?;
+    let opts = [
+        format!("--gpu-architecture=sm_{}{}", cc.0, cc.1),
+        "--std=c++14".to_string(),
+    ];
+    // SAFETY: `prog` was just created and is destroyed once, below; the size query and
+    // the copy use a buffer of exactly the size NVRTC reports.
+    let out = unsafe {
+        let compiled = result::compile_program(prog, &opts).map_err(gpu_err("NVRTC (cubin)"));
+        let cubin = compiled.and_then(|()| {
+            let mut size = 0usize;
+            nv::nvrtcGetCUBINSize(prog, &mut size)
+                .result()
+                .map_err(gpu_err("NVRTC cubin size"))?;
+            let mut buf = vec![0u8; size];
+            nv::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast())
+                .result()
+                .map_err(gpu_err("NVRTC cubin"))?;
+            Ok(buf)
+        });
+        let _ = result::destroy_program(prog);
+        cubin
+    };
+    match out {
+        Ok(b) if !b.is_empty() => Ok(b),
+        Ok(_) => Err(Error::Gpu("NVRTC returned an empty cubin".into())),
+        Err(e) => Err(e),
+    }
+}
+
+fn compile_kernels(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels> {
+    let module = compile_module(ctx, cc)?;
     let f = |name: &str| {
         module
             .load_function(name)
@@ -266,14 +344,16 @@ fn compile_kernels(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels> {
         ivf_pq_scan: f("ivf_pq_scan")?,
         max_shared,
     };
-    // The PQ scan keeps m × 256 floats of table in shared memory: opt in to all of it.
-    let static_shared = k.ivf_pq_scan.shared_size_bytes().unwrap_or(0).max(0);
-    let dynamic = i32::try_from(max_shared).unwrap_or(i32::MAX) - static_shared;
-    k.ivf_pq_scan
-        .set_attribute(
+    // The list scans keep a look-up table (PQ: m × 256 floats) and the query in shared
+    // memory: opt in to all of it.
+    for f in [&k.ivf_pq_scan, &k.ivf_flat_scan] {
+        let static_shared = f.shared_size_bytes().unwrap_or(0).max(0);
+        let dynamic = i32::try_from(max_shared).unwrap_or(i32::MAX) - static_shared;
+        f.set_attribute(
             sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             dynamic,
         )
         .map_err(gpu_err("shared memory opt-in"))?;
+    }
     Ok(k)
 }

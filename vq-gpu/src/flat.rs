@@ -8,7 +8,7 @@ use vq_core::{
     SearchResults, VectorsRef, check_range_search, check_search,
 };
 
-use crate::device::{Exec, GpuDevice};
+use crate::device::{BindOnDrop, Exec, GpuDevice};
 use crate::ops::{
     self, DevRows, Elem, SelectInput, alloc, download, finish_rows, gemm_ip, round_f16, select_k,
     sort_k, sq_norms, to_f16_bits, upload,
@@ -163,6 +163,8 @@ pub struct GpuIndexFlat {
     cpu: IndexFlat,
     norms: Vec<f32>,
     config: GpuFlatConfig,
+    /// Dropped before `mirror` (fields drop in order): makes the context current.
+    _bind: BindOnDrop,
     mirror: Mutex<Mirror>,
 }
 
@@ -208,6 +210,7 @@ impl GpuIndexFlat {
             cpu: IndexFlat::new(d, metric)?,
             norms: Vec::new(),
             config,
+            _bind: BindOnDrop(dev.clone()),
             mirror: Mutex::new(Mirror::default()),
         })
     }

@@ -10,7 +10,7 @@ use vq_core::{
 use vq_ivf::{IndexIvf, IvfEncoding, IvfFlat, IvfPq};
 use vq_kmeans::{KMeans, TrainOptions};
 
-use crate::device::{GpuDevice, gpu_err};
+use crate::device::{BindOnDrop, GpuDevice, gpu_err};
 use crate::flat::{DataSrc, GpuFlatConfig, GpuIndexFlat, knn_tile, tiles};
 use crate::ops::{
     BLOCK, DevRows, SelectInput, alloc, download, finish_rows, select_k, sort_k, sq_norms, to_i32,
@@ -115,6 +115,8 @@ pub struct GpuIndexIvf<E: GpuEncoding> {
     dev: GpuDevice,
     cpu: IndexIvf<IndexFlat, E>,
     scan: GpuScan,
+    /// Dropped before `mirror` (fields drop in order): makes the context current.
+    _bind: BindOnDrop,
     mirror: Mutex<Option<IvfMirror>>,
 }
 
@@ -170,13 +172,19 @@ impl<E: GpuEncoding> GpuIndexIvf<E> {
             dev: dev.clone(),
             cpu,
             scan,
+            _bind: BindOnDrop(dev.clone()),
             mirror: Mutex::new(None),
         })
     }
 
     /// Back to the CPU (Faiss's `index_gpu_to_cpu`).
     pub fn into_cpu(self) -> IndexIvf<IndexFlat, E> {
-        self.cpu
+        let GpuIndexIvf {
+            cpu, _bind, mirror, ..
+        } = self;
+        drop(_bind);
+        drop(mirror);
+        cpu
     }
 
     /// The CPU copy.
@@ -268,11 +276,17 @@ impl<E: GpuEncoding> GpuIndexIvf<E> {
         let qv = queries.slice(q0 * d..(q0 + nq) * d);
         let pv = probes.slice(q0 * nprobe..(q0 + nq) * nprobe);
         let kv = probe_keys.slice(q0 * nprobe..(q0 + nq) * nprobe);
-        let grid = (to_u32(nq, "queries")?, to_u32(nprobe, "nprobe")?, 1);
+        let grid = (to_u32(nq * nprobe, "queries × nprobe")?, 1, 1);
         let stream = dev.stream();
         let kern = dev.kernels();
         match &self.scan.kind {
             ScanKind::Flat => {
+                if d * 4 > kern.max_shared {
+                    return Err(Error::not_supported(
+                        "GPU IVF-Flat with a query larger than shared memory",
+                        format!("d = {d} (the device holds {} bytes)", kern.max_shared),
+                    ));
+                }
                 let cfg = LaunchConfig {
                     grid_dim: grid,
                     block_dim: (BLOCK, 1, 1),
@@ -378,7 +392,10 @@ impl<E: GpuEncoding> Index for GpuIndexIvf<E> {
     }
 
     /// Trains the coarse centroids by k-means with the GPU assigning points (the IVF's
-    /// own k-means settings), then the encoding on the CPU as the CPU index does.
+    /// own k-means settings; centroids already trained are kept, as on the CPU), then
+    /// the encoding on the CPU as the CPU index does. The CPU index is rebuilt around
+    /// the new centroids with the same `nprobe` and k-means settings (other
+    /// settings — `max_codes`, a direct map — are to be set after training).
     fn train(&mut self, x: VectorsRef<'_>) -> Result<()> {
         x.check_dim(self.dim())?;
         x.check_finite()?;
@@ -389,6 +406,12 @@ impl<E: GpuEncoding> Index for GpuIndexIvf<E> {
             ));
         }
         let (d, nlist, metric) = (self.dim(), self.cpu.nlist(), self.metric());
+        if self.cpu.quantizer().len() == nlist {
+            // As the CPU index: trained coarse centroids are kept, the encoding is
+            // trained again.
+            self.invalidate();
+            return self.cpu.train(x);
+        }
         let params = self.cpu.kmeans_params_mut().clone();
         let assign_metric = if params.spherical {
             Metric::InnerProduct
@@ -449,6 +472,11 @@ impl<E: GpuEncoding> Index for GpuIndexIvf<E> {
         params: &SearchParams<'_>,
     ) -> Result<RangeSearchResults> {
         self.cpu.range_search(queries, radius, params)
+    }
+
+    fn set_build_param(&mut self, name: &str, value: &str) -> Result<()> {
+        self.invalidate();
+        self.cpu.set_build_param(name, value)
     }
 
     fn search_param_names(&self) -> Vec<String> {

@@ -182,8 +182,10 @@ extern "C" __global__ void select_k(
         u32 u = key_bits(key);
         if (u < prefix) {
             int p = atomicAdd(&s_nless, 1);
-            ok[p] = key;
-            oi[p] = id;
+            if (p < nless_total) {  // always true; a bound, not a branch that matters
+                ok[p] = key;
+                oi[p] = id;
+            }
         } else if (u == prefix) {
             int e = atomicAdd(&s_neq, 1);
             if (e < kleft) {
@@ -210,7 +212,7 @@ __device__ __forceinline__ bool pair_less(float ka, i64 ia, float kb, i64 ib) {
 // next power of two). In shared memory when `scratch_keys` is null (kpad * 12 bytes of
 // dynamic shared memory), else in the global scratch rows (kpad per row) — the path for
 // large k.
-extern "C" __global__ void sort_k(float* keys, i64* ids, int k, int kpad,
+extern "C" __global__ void __launch_bounds__(1024) sort_k(float* keys, i64* ids, int k, int kpad,
                                   float* scratch_keys, i64* scratch_ids) {
     extern __shared__ unsigned char smem[];
     const int q = blockIdx.x;
@@ -302,7 +304,8 @@ extern "C" __global__ void range_tile(const float* ip, i64 row_stride, int ncols
     }
 }
 
-// IVF-Flat list scan. grid = (queries, nprobe); each block scores one probed list
+// IVF-Flat list scan. grid.x = queries * nprobe (block b: query b / nprobe, probe
+// b % nprobe; grid.y would cap nprobe at 65535); each block scores one probed list
 // against its query, one warp per stored vector, and writes keys and ids at
 // cand_off[q * nprobe + p] of the candidate buffers.
 extern "C" __global__ void ivf_flat_scan(const float* queries, int d, int nprobe,
@@ -311,8 +314,8 @@ extern "C" __global__ void ivf_flat_scan(const float* queries, int d, int nprobe
                                          const i64* list_ids, const i64* cand_off,
                                          int metric_ip, float* cand_keys, i64* cand_ids) {
     extern __shared__ float sq[];  // the query, d floats
-    const int q = blockIdx.x;
-    const int p = blockIdx.y;
+    const int q = blockIdx.x / nprobe;
+    const int p = blockIdx.x % nprobe;
     const i64 list = probes[(i64)q * nprobe + p];
     if (list < 0) {
         return;
@@ -348,7 +351,7 @@ extern "C" __global__ void ivf_flat_scan(const float* queries, int d, int nprobe
     }
 }
 
-// IVF-PQ list scan (8-bit codes). grid = (queries, nprobe); each block builds the
+// IVF-PQ list scan (8-bit codes). grid.x = queries * nprobe as above; each block builds the
 // query's look-up table for the probed list in shared memory (m * 256 floats, then d
 // floats of query or residual) and scores the list's codes, one thread per code.
 //   L2, by residual:  key = sum_m |r_m - c_mj|^2 with r = q - centroid;
@@ -364,8 +367,8 @@ extern "C" __global__ void ivf_pq_scan(const float* queries, int d, int m, int n
     extern __shared__ float smem_f[];
     float* lut = smem_f;             // m * 256
     float* sq = smem_f + m * 256;    // d
-    const int q = blockIdx.x;
-    const int p = blockIdx.y;
+    const int q = blockIdx.x / nprobe;
+    const int p = blockIdx.x % nprobe;
     const i64 list = probes[(i64)q * nprobe + p];
     if (list < 0) {
         return;

@@ -110,8 +110,10 @@ fn flat_streams_data_and_queries_in_tiles() {
     .unwrap();
     let rw = cpu.range_search(ds.queries.as_ref(), 30.0, &p).unwrap();
     let rg = g.range_search(ds.queries.as_ref(), 30.0, &p).unwrap();
-    assert_eq!(rw.lims(), rg.lims());
-    assert_eq!(rw.labels().len(), rg.labels().len());
+    // Pairs within rounding of the radius may fall either way (the GPU computes
+    // ‖q‖² + ‖x‖² − 2⟨q, x⟩): counts agree closely.
+    let (wn, gn) = (rw.labels().len() as f64, rg.labels().len() as f64);
+    assert!((wn - gn).abs() <= 0.001 * wn + 2.0, "{wn} vs {gn}");
 }
 
 #[test]
