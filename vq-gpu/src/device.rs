@@ -68,16 +68,18 @@ fn check_libraries() -> Result<()> {
     let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
     if !nvrtc {
         return Err(unavailable(
-            "the NVRTC library (libnvrtc.so, CUDA 12) was not found: install the CUDA runtime \
-             libraries or add their folder to LD_LIBRARY_PATH",
+            "the NVRTC library (libnvrtc.so or libnvrtc.so.12) was not found: install the CUDA \
+             toolkit's libraries or add their folder to LD_LIBRARY_PATH (with CUDA 13's \
+             libnvrtc.so.13 only, link libnvrtc.so to it in a folder on that path)",
         ));
     }
     // SAFETY: as above.
     let cublas = unsafe { cudarc::cublas::sys::is_culib_present() };
     if !cublas {
         return Err(unavailable(
-            "the cuBLAS library (libcublas.so, CUDA 12) was not found: install it or add its \
-             folder to LD_LIBRARY_PATH",
+            "the cuBLAS library (libcublas.so or libcublas.so.12) was not found: install it or \
+             add its folder to LD_LIBRARY_PATH (with CUDA 13's libcublas.so.13 only, link \
+             libcublas.so to it in a folder on that path)",
         ));
     }
     Ok(())
