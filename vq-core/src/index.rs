@@ -24,6 +24,71 @@ use crate::vectors::{Label, VectorsRef};
 /// queries, finite values, `k >= 1`, `k <= len()` and a non-empty index for k-NN search,
 /// and `ids.len() == n` for `add_with_ids`.
 ///
+/// # Concurrency
+///
+/// Searching needs `&self` and every index is `Send + Sync`, so any number of threads
+/// may search one index at once with no lock. Adding, removing and training need
+/// `&mut self`: to search while another thread adds, put the index behind a
+/// [`std::sync::RwLock`] — searches take the read lock (they run concurrently), a batch
+/// add takes the write lock (searches wait for it, then see the whole batch, never half
+/// of it):
+///
+/// ```
+/// use std::sync::RwLock;
+/// use vq_core::{Index, IndexFlat, Metric, SearchParams, VectorsRef};
+/// let index = RwLock::new(IndexFlat::new(2, Metric::L2)?);
+/// index.write().unwrap().add(VectorsRef::new(&[0.0, 0.0, 1.0, 1.0], 2)?)?;
+/// std::thread::scope(|s| {
+///     for _ in 0..4 {
+///         s.spawn(|| {
+///             let q = VectorsRef::new(&[0.1, 0.1], 2).unwrap();
+///             let r = index.read().unwrap().search(q, 1, &SearchParams::default()).unwrap();
+///             assert_eq!(r.labels()[0], 0);
+///         });
+///     }
+///     s.spawn(|| {
+///         let x = VectorsRef::new(&[5.0, 5.0], 2).unwrap();
+///         index.write().unwrap().add(x).unwrap();
+///     });
+/// });
+/// assert_eq!(index.read().unwrap().len(), 3);
+/// # Ok::<(), vq_core::Error>(())
+/// ```
+///
+/// Without the lock, adding while other threads search does not compile (the borrow
+/// checker rules the data race out):
+///
+/// ```compile_fail
+/// use vq_core::{Index, IndexFlat, Metric, SearchParams, VectorsRef};
+/// let mut index = IndexFlat::new(2, Metric::L2).unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(|| index.search(VectorsRef::new(&[0.0, 0.0], 2).unwrap(), 1,
+///                             &SearchParams::default()));
+///     s.spawn(|| index.add(VectorsRef::new(&[1.0, 1.0], 2).unwrap()));
+/// });
+/// ```
+///
+/// The bound is part of the trait, so a type that is not `Sync` (interior mutability
+/// without a lock) cannot be an index at all:
+///
+/// ```compile_fail
+/// use vq_core::{Index, Metric, Result, SearchParams, SearchResults, VectorsRef};
+/// #[derive(Debug)]
+/// struct Counting(std::cell::Cell<u64>); // not Sync
+/// impl Index for Counting {
+///     fn dim(&self) -> usize { 1 }
+///     fn metric(&self) -> Metric { Metric::L2 }
+///     fn len(&self) -> usize { 0 }
+///     fn add(&mut self, _: VectorsRef<'_>) -> Result<()> { Ok(()) }
+///     fn search_into(&self, _: VectorsRef<'_>, _: usize, _: &SearchParams<'_>,
+///                    _: &mut SearchResults) -> Result<()> {
+///         self.0.set(self.0.get() + 1);
+///         Ok(())
+///     }
+///     fn reset(&mut self) {}
+/// }
+/// ```
+///
 /// ```
 /// use vq_core::{Index, IndexFlat, Metric, SearchParams, VectorsRef};
 /// let mut index = IndexFlat::new(2, Metric::L2)?;
