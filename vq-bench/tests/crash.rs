@@ -38,10 +38,8 @@ fn temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
-#[test]
-fn killing_a_save_leaves_the_old_file_intact() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("idx.vq");
+/// Saves a 1,000-vector flat index at `path`.
+fn build_small(path: &Path) {
     let st = vq()
         .args([
             "build",
@@ -52,11 +50,18 @@ fn killing_a_save_leaves_the_old_file_intact() {
             "--quiet",
             "--out",
         ])
-        .arg(&path)
+        .arg(path)
         .stdout(Stdio::null())
         .status()
         .expect("vq runs");
     assert!(st.success());
+}
+
+#[test]
+fn killing_a_save_leaves_the_old_file_intact() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("idx.vq");
+    build_small(&path);
     assert_eq!(stored_n(&path), Ok(1000));
 
     let mut interrupted = 0;
@@ -96,21 +101,7 @@ fn killing_a_save_leaves_the_old_file_intact() {
         assert!(n == 1000 || n == 300_000, "trial {trial}: n = {n}");
         if n == 300_000 {
             // A completed save: start again from a small file.
-            let st = vq()
-                .args([
-                    "build",
-                    "--data",
-                    "synthetic:1000,16,10",
-                    "--index",
-                    "Flat",
-                    "--quiet",
-                    "--out",
-                ])
-                .arg(&path)
-                .stdout(Stdio::null())
-                .status()
-                .expect("vq runs");
-            assert!(st.success());
+            build_small(&path);
         }
         // A killed save leaves its temporary file (nothing can remove it); the next
         // save does not reuse its name.
