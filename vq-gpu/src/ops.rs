@@ -393,10 +393,10 @@ pub(crate) fn range_tile(
 }
 
 /// Squared norms of row-major vectors, on the host (they are uploaded with the data).
+/// (vq-core's SIMD kernels; `x` is whole rows of `d`.)
 pub(crate) fn sq_norms(x: &[f32], d: usize) -> Vec<f32> {
-    x.chunks_exact(d)
-        .map(|r| r.iter().map(|v| v * v).sum())
-        .collect()
+    let k = vq_core::distance::Kernels::get();
+    x.chunks_exact(d).map(|r| k.norm_sqr(r)).collect()
 }
 
 /// f32 → f16 bits.
