@@ -149,7 +149,8 @@ pub(crate) struct SearchArgs {
     /// Search parameters, Faiss syntax (`nprobe=16,efSearch=64`).
     #[arg(long, default_value = "")]
     params: String,
-    /// Map the file instead of reading it (large arrays stay on disk).
+    /// Map the file instead of reading it (large arrays stay on disk; for a Faiss
+    /// file, the inverted lists, as Faiss's `IO_FLAG_MMAP`).
     #[arg(long)]
     mmap: bool,
     /// Threads; default: all cores.
@@ -190,16 +191,15 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
                 }
                 .with_context(|| format!("loading {}", f.display()))?,
             ),
-            (None, Some(f)) => {
+            (None, Some(f)) => (
+                f,
                 if a.mmap {
-                    bail!("--mmap maps vq containers; convert the Faiss file first (`vq convert`)");
-                }
-                (
-                    f,
+                    faiss_io::mmap_index(f)
+                } else {
                     faiss_io::read_index(f)
-                        .with_context(|| format!("reading the Faiss index {}", f.display()))?,
-                )
-            }
+                }
+                .with_context(|| format!("reading the Faiss index {}", f.display()))?,
+            ),
             (None, None) => bail!("--index-file or --faiss-index is required"),
         };
         let load_s = t0.elapsed().as_secs_f64();

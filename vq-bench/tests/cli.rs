@@ -581,17 +581,30 @@ fn faiss_files_search_and_convert_both_ways() {
         "--mmap",
     ]);
     assert_eq!(code, 0, "{err}");
+    // A Faiss file mapped (its lists stay in the file): the same ids as read.
+    let ivf = faiss_fixture("ivf_pq");
+    let ids = |mmap: bool| {
+        let out = dir.path().join(format!("faiss{mmap}.ivecs"));
+        let mut args = vec![
+            "search",
+            "--json",
+            "--faiss-index",
+            &ivf,
+            "--data",
+            "synthetic:600,16,8",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if mmap {
+            args.push("--mmap");
+        }
+        let (code, line, err) = vq(&args);
+        assert_eq!(code, 0, "{err}");
+        assert!(line.contains(&format!("\"mmap\":{mmap}")), "{line}");
+        std::fs::read(&out).unwrap()
+    };
+    assert_eq!(ids(true), ids(false));
     // Bad requests are clear errors.
-    let (code, _, err) = vq(&[
-        "search",
-        "--faiss-index",
-        &faiss,
-        "--data",
-        "synthetic:600,16,8",
-        "--mmap",
-    ]);
-    assert_ne!(code, 0);
-    assert!(err.contains("--mmap"), "{err}");
     let (code, _, err) = vq(&["search", "--data", "synthetic:600,16,8"]);
     assert_ne!(code, 0);
     assert!(

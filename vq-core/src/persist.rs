@@ -39,6 +39,7 @@
 //! # Ok::<(), vq_core::Error>(())
 //! ```
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -515,6 +516,67 @@ impl SharedBytes {
     pub fn is_mapped(&self) -> bool {
         matches!(*self.src, Source::Mapped(_))
     }
+
+    /// The whole file at `path`, memory-mapped read-only: pages are read when used.
+    ///
+    /// The file must not be modified while it is mapped (as for [`LoadMode::Mmap`]);
+    /// holders that can, check its length and modification time before use.
+    ///
+    /// # Errors
+    /// I/O errors (a missing file, one that cannot be mapped), a file larger than the
+    /// address space.
+    pub fn map_file(path: impl AsRef<Path>) -> Result<SharedBytes> {
+        let path = path.as_ref();
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| Error::format(path, "file too large for this platform"))?;
+        // SAFETY: the map is read-only. As with every mmap, another process truncating
+        // or rewriting the file while it is mapped is undefined behaviour; this is
+        // documented above, and holders check the file's length and time before use.
+        let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+        if m.len() != len {
+            return Err(Error::format(path, "the file changed size while opening"));
+        }
+        Ok(SharedBytes {
+            src: Arc::new(Source::Mapped(m)),
+            start: 0,
+            len,
+        })
+    }
+
+    /// Bytes held in memory (aligned to 8 bytes), shared like a mapped file's.
+    pub fn from_vec(bytes: Vec<u8>) -> SharedBytes {
+        let len = bytes.len();
+        let mut words = vec![0u64; len.div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len].copy_from_slice(&bytes);
+        SharedBytes {
+            src: Arc::new(Source::Owned(words, len)),
+            start: 0,
+            len,
+        }
+    }
+
+    /// The `len` bytes from `start` (relative to this slice), sharing the same storage;
+    /// `None` when the range is out of bounds.
+    pub fn slice(&self, start: usize, len: usize) -> Option<SharedBytes> {
+        let end = start.checked_add(len)?;
+        (end <= self.len).then(|| SharedBytes {
+            src: Arc::clone(&self.src),
+            start: self.start + start,
+            len,
+        })
+    }
+}
+
+/// Parts handed to a [`StateReader`] besides its sections (see [`StateReader::attach`]).
+#[derive(Default)]
+struct Attached(BTreeMap<String, Box<dyn Any + Send + Sync>>);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// Reads an index's sections from a container (see the [module docs](self)).
@@ -526,6 +588,7 @@ pub struct StateReader {
     prefix: String,
     path: PathBuf,
     version: u32,
+    attached: Attached,
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -682,6 +745,7 @@ impl StateReader {
             prefix: String::new(),
             path,
             version,
+            attached: Attached::default(),
         })
     }
 
@@ -916,13 +980,36 @@ impl StateReader {
         })
     }
 
-    /// Checks that every section was read. A section nobody asked for was written by a
-    /// newer vq (or by another index type): loading would silently drop it, so it is an
-    /// error.
+    /// Hands the loader a part that is not stored in the container, under `name` (in
+    /// the current scope): a loader that knows such a part takes it with
+    /// [`StateReader::take_attached`] instead of reading its sections. This is how a
+    /// file of another format is loaded with some of its storage left where it is
+    /// (e.g. inverted lists read in place from a mapped Faiss file). A second part under
+    /// the same name replaces the first.
+    pub fn attach(&mut self, name: &str, part: Box<dyn Any + Send + Sync>) {
+        self.attached
+            .0
+            .insert(format!("{}{name}", self.prefix), part);
+    }
+
+    /// Takes the part attached under `name` (in the current scope), if any.
+    pub fn take_attached(&mut self, name: &str) -> Option<Box<dyn Any + Send + Sync>> {
+        self.attached.0.remove(&format!("{}{name}", self.prefix))
+    }
+
+    /// Checks that every section was read and every attached part taken. A section
+    /// nobody asked for was written by a newer vq (or by another index type): loading
+    /// would silently drop it, so it is an error.
     ///
     /// # Errors
-    /// [`Error::Format`] naming the first unread section.
+    /// [`Error::Format`] naming the first unread section or untaken part.
     pub fn finish(&self) -> Result<()> {
+        if let Some(k) = self.attached.0.keys().next() {
+            return Err(Error::format(
+                &self.path,
+                format!("the part attached as `{k}` was not used by the index"),
+            ));
+        }
         match self.entries.keys().find(|k| !self.used.contains(*k)) {
             None => Ok(()),
             Some(k) => Err(Error::format(

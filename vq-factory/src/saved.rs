@@ -85,6 +85,17 @@ impl FactoryIndex {
     }
 
     pub(crate) fn read(factory: &Factory, r: &mut StateReader) -> Result<FactoryIndex> {
+        let bound = r.total_bytes();
+        Self::read_bounded(factory, r, bound)
+    }
+
+    /// As [`FactoryIndex::read`], with the list count bounded by `file_bytes` (the size
+    /// of the file the container was made from, when its lists are attached parts).
+    pub(crate) fn read_bounded(
+        factory: &Factory,
+        r: &mut StateReader,
+        file_bytes: usize,
+    ) -> Result<FactoryIndex> {
         let s = r.get_str("factory")?;
         let d = r.get_usize("dim", 1 << 24)?;
         let metric: Metric = r
@@ -99,7 +110,7 @@ impl FactoryIndex {
         })?;
         // Every list of a saved IVF has at least its 8-byte offset in the file: a string
         // asking for more lists than that is hostile, refused before building allocates.
-        if spec.total_lists() > (r.total_bytes() / 8) as u128 {
+        if spec.total_lists() > (file_bytes / 8) as u128 {
             return Err(r.error(
                 "factory",
                 format!("`{s}` has more lists than the file could hold"),

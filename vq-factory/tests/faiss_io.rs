@@ -464,3 +464,115 @@ fn hostile_counts_do_not_allocate() {
     let e = faiss_io::read_index_bytes(&b).unwrap_err().to_string();
     assert!(e.contains("bytes are left"), "{e}");
 }
+
+/// Fixtures whose inverted lists `mmap_index` leaves in the file (`ilar` / `ilod`).
+const MAPPED_LISTS: &[&str] = &[
+    "ivf_flat",
+    "ivf_flat_ip",
+    "ivf_sq8",
+    "ivf_pq",
+    "ivf_pq_ip",
+    "ivf_pq_x4",
+    "imi_pq",
+    "ivf_hnsw_flat",
+    "opq_ivf_pq",
+    "idmap_ivf_sq8",
+    "ivf_flat_ondisk",
+];
+
+#[test]
+fn mapped_faiss_files_search_like_read_ones() {
+    let xq = queries();
+    let xb = base();
+    for (name, canonical) in CANONICAL {
+        let path = dir().join(format!("{name}.faiss"));
+        let mut mapped = faiss_io::mmap_index(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut read = read_fixture(name);
+        assert_eq!(mapped.spec().to_string(), *canonical, "{name}");
+        assert_eq!(mapped.len(), read.len(), "{name}");
+        same_results(&mapped, &read, xq.as_ref(), name);
+        // Same with more lists probed, where that applies.
+        if mapped.set_params("nprobe=16").is_ok() {
+            read.set_params("nprobe=16").unwrap();
+            same_results(&mapped, &read, xq.as_ref(), name);
+        }
+        // Lists left in the file are read-only; everything else adds as usual.
+        let one = VectorsRef::new(&xb.as_slice()[..xb.dim()], xb.dim()).unwrap();
+        let add = |ix: &mut FactoryIndex| {
+            if canonical.starts_with("IDMap") {
+                ix.add_with_ids(one, &[1_000_000])
+            } else {
+                ix.add(one)
+            }
+        };
+        let added = add(&mut mapped);
+        if MAPPED_LISTS.contains(name) {
+            let e = added.unwrap_err();
+            assert!(
+                matches!(e, vq_core::Error::NotSupported { .. })
+                    && e.to_string().contains("Faiss file"),
+                "{name}: {e}"
+            );
+            assert_eq!(mapped.len(), read.len(), "{name}: nothing added");
+        } else if add(&mut read).is_ok() {
+            added.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        // What was mapped writes back as Faiss's file, byte for byte where reading does.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let fresh_mapped = faiss_io::mmap_index(&path).unwrap();
+        faiss_io::write_index_to(&fresh_mapped, &mut a).unwrap();
+        faiss_io::write_index_to(&read_fixture(name), &mut b).unwrap();
+        assert!(
+            a == b,
+            "{name}: mapped and read indexes write different files"
+        );
+    }
+}
+
+#[test]
+fn mapped_faiss_file_changed_underneath_is_an_error() {
+    let xq = queries();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ivf.faiss");
+    let bytes = std::fs::read(dir().join("ivf_pq.faiss")).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let index = faiss_io::mmap_index(&path).unwrap();
+    index
+        .search(xq.as_ref(), 5, &SearchParams::default())
+        .unwrap();
+    // Replaced by another file (a rename, as a careful writer does): the map still
+    // holds the old bytes, but the index notices and refuses to answer from them.
+    let other = tmp.path().join("other.faiss");
+    std::fs::write(&other, std::fs::read(dir().join("ivf_flat.faiss")).unwrap()).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let e = index
+        .search(xq.as_ref(), 5, &SearchParams::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("changed or removed"), "{e}");
+    // Removed: the same.
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        index
+            .search(xq.as_ref(), 5, &SearchParams::default())
+            .is_err()
+    );
+    // Missing file, or a truncated one: errors at opening.
+    assert!(faiss_io::mmap_index(&path).is_err());
+    for cut in (0..bytes.len()).step_by((bytes.len() / 60).max(1)) {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        assert!(faiss_io::mmap_index(&path).is_err(), "{cut} bytes mapped");
+    }
+}
+
+#[test]
+fn mapped_on_disk_lists_need_their_whole_data_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lone = tmp.path().join("x.faiss");
+    std::fs::copy(dir().join("ivf_flat_ondisk.faiss"), &lone).unwrap();
+    let e = faiss_io::mmap_index(&lone).unwrap_err().to_string();
+    assert!(e.contains("not found"), "{e}");
+    let data = std::fs::read(dir().join("ivf_flat_ondisk.ivfdata")).unwrap();
+    std::fs::write(tmp.path().join("ivf_flat_ondisk.ivfdata"), &data[..1000]).unwrap();
+    let e = faiss_io::mmap_index(&lone).unwrap_err().to_string();
+    assert!(e.contains("exceed the file"), "{e}");
+}

@@ -193,6 +193,14 @@ impl ListScanner for FlatScanner<'_> {
             Ok(ys) if cfg!(target_endian = "little") => {
                 self.kernels.distance_ny(self.metric, self.query, ys, out);
             }
+            // Codes not 4-byte aligned (lists read in place from a Faiss file): one
+            // bulk copy into aligned scratch, then the same kernel.
+            _ if cfg!(target_endian = "little") => {
+                self.scratch.resize(codes.len() / 4, 0.0);
+                bytemuck::cast_slice_mut::<f32, u8>(&mut self.scratch).copy_from_slice(codes);
+                self.kernels
+                    .distance_ny(self.metric, self.query, &self.scratch, out);
+            }
             _ => {
                 self.scratch.clear();
                 self.scratch.extend(

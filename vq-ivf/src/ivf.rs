@@ -1200,8 +1200,10 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
     /// prepares the search tables again and rebuilds the direct map if one was saved.
     /// With a mapped container ([`vq_core::persist::LoadMode::Mmap`]) the lists stay
     /// in the file ([`SharedInvertedLists`]): the index is then read-only (`add` and
-    /// `remove_ids` are errors; `reset` drops the mapping). On error the index is left
-    /// empty.
+    /// `remove_ids` are errors; `reset` drops the mapping). Lists attached to the
+    /// reader as `lists` (a `Box<dyn InvertedLists>`, see
+    /// [`StateReader::attach`](vq_core::persist::StateReader::attach)) are taken instead
+    /// of the `lists/…` sections. On error the index is left empty.
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
         let cs = self.encoding.code_size();
         for (name, mine) in [
@@ -1235,7 +1237,27 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
             return Err(r.error("kmeans_niter", "must be at least 1"));
         }
         let direct_map = r.get_bool("direct_map")?;
-        let lists = r.scope("lists", |r| read_lists(r, self.nlist, cs))?;
+        let lists = match r.take_attached("lists") {
+            // Lists handed over by the caller (e.g. read in place from a mapped Faiss
+            // file) instead of the `lists/…` sections.
+            Some(part) => {
+                let lists = part
+                    .downcast::<Box<dyn InvertedLists>>()
+                    .map_err(|_| r.error("lists", "the attached part is not inverted lists"))?;
+                if lists.nlist() != self.nlist || lists.code_size() != cs {
+                    return Err(r.error(
+                        "lists",
+                        format!(
+                            "attached {} do not fit {} lists of {cs}-byte codes",
+                            lists.describe(),
+                            self.nlist
+                        ),
+                    ));
+                }
+                *lists
+            }
+            None => r.scope("lists", |r| read_lists(r, self.nlist, cs))?,
+        };
         // From here on the index changes: on error it is left empty.
         let parts = r
             .scope("quantizer", |r| self.quantizer.load_state(r))

@@ -7,6 +7,7 @@
 //! `size_t` element count then the elements, every index introduced by a four-character
 //! tag (`"IxF2"`, `"IwPQ"`…).
 
+use vq_core::persist::SharedBytes;
 use vq_core::{Error, Result};
 
 /// Deepest nesting of indexes (an id map around a refine around a transform around an
@@ -113,11 +114,19 @@ pub(crate) struct DirectMap {
 /// The inverted lists of an IVF.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Lists {
-    /// `"ilar"`: `ArrayInvertedLists`, `code_size` bytes per entry.
+    /// `"ilar"`: `ArrayInvertedLists`, `code_size` bytes per entry, as written.
     Array {
         code_size: u64,
         /// Per list: ids and codes.
         lists: Vec<(Vec<i64>, Vec<u8>)>,
+    },
+    /// `"ilar"` or `"ilod"` lists as read: left in their file, with where each list's
+    /// codes and ids are in `file` (the index file, or the on-disk lists' data file).
+    /// Every span is checked to lie inside `file`.
+    Mapped {
+        code_size: u64,
+        file: MappedFile,
+        spans: Vec<Span>,
     },
     /// `"ilbl"`: `BlockInvertedLists` (fast scan): codes in whole blocks of `n_per_block`
     /// vectors, `block_size` bytes each.
@@ -127,6 +136,39 @@ pub(crate) enum Lists {
         block_size: u64,
         lists: Vec<(Vec<i64>, Vec<u8>)>,
     },
+}
+
+/// Where one inverted list lies in a mapped file: `n` entries, their codes from byte
+/// `codes_at`, their ids (`i64`) from byte `ids_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub n: u64,
+    pub codes_at: u64,
+    pub ids_at: u64,
+}
+
+/// A memory-mapped file holding inverted lists, and its path (for the checks that it
+/// did not change underneath).
+#[derive(Clone, Debug)]
+pub(crate) struct MappedFile {
+    pub bytes: SharedBytes,
+    pub path: std::path::PathBuf,
+}
+
+impl MappedFile {
+    /// Bytes held in memory, as a file without a path.
+    pub(crate) fn in_memory(bytes: &[u8]) -> MappedFile {
+        MappedFile {
+            bytes: SharedBytes::from_vec(bytes.to_vec()),
+            path: std::path::PathBuf::new(),
+        }
+    }
+}
+
+impl PartialEq for MappedFile {
+    fn eq(&self, other: &MappedFile) -> bool {
+        self.path == other.path && self.bytes.as_bytes() == other.bytes.as_bytes()
+    }
 }
 
 /// Fields every `IndexIVF` writes first.
@@ -291,20 +333,19 @@ pub(crate) struct Reader<'a> {
     depth: usize,
     /// The index file's folder, where on-disk lists are also looked for.
     dir: Option<&'a std::path::Path>,
+    /// The file the bytes belong to: inverted lists are left in it ([`Lists::Mapped`]).
+    file: &'a MappedFile,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(
-        bytes: &'a [u8],
-        label: &'a str,
-        dir: Option<&'a std::path::Path>,
-    ) -> Reader<'a> {
+    pub(crate) fn new(file: &'a MappedFile, label: &'a str) -> Reader<'a> {
         Reader {
-            bytes,
+            bytes: file.bytes.as_bytes(),
             pos: 0,
             label,
             depth: 0,
-            dir,
+            dir: file.path.parent(),
+            file,
         }
     }
 
@@ -436,11 +477,6 @@ impl<'a> Reader<'a> {
     pub(crate) fn vec_u64(&mut self, what: &str) -> Result<Vec<u64>> {
         let n = self.count(what)?;
         Ok(le_vec(self.elems(n, 8, what)?, u64::from_le_bytes))
-    }
-
-    /// `n` raw bytes without a length prefix.
-    pub(crate) fn raw(&mut self, n: u64, what: &str) -> Result<Vec<u8>> {
-        Ok(self.elems(n, 1, what)?.to_vec())
     }
 }
 
@@ -653,20 +689,27 @@ fn read_lists(r: &mut Reader<'_>) -> Result<Lists> {
         } else {
             return Err(r.bad(format!("inverted list layout {}", tag_name(list_type))));
         };
-        let mut lists = Vec::with_capacity(sizes.len());
+        // Left in place: record where each list is, checking it is all there.
+        let mut spans = Vec::with_capacity(sizes.len());
         for (i, &n) in sizes.iter().enumerate() {
-            if n == 0 {
-                lists.push((Vec::new(), Vec::new()));
-                continue;
-            }
             let bytes = n
                 .checked_mul(code_size)
                 .ok_or_else(|| r.bad(format!("list {i}: size overflows")))?;
-            let codes = r.raw(bytes, "list codes")?;
-            let ids = r.i64s(n, "list ids")?;
-            lists.push((ids, codes));
+            let codes_at = r.pos() as u64;
+            r.elems(bytes, 1, "list codes")?;
+            let ids_at = r.pos() as u64;
+            r.elems(n, 8, "list ids")?;
+            spans.push(Span {
+                n,
+                codes_at,
+                ids_at,
+            });
         }
-        return Ok(Lists::Array { code_size, lists });
+        return Ok(Lists::Mapped {
+            code_size,
+            file: r.file.clone(),
+            spans,
+        });
     }
     if h == fourcc(b"ilbl") {
         let nlist = r.u64("nlist")?;
@@ -717,9 +760,8 @@ fn read_lists(r: &mut Reader<'_>) -> Result<Lists> {
 
 /// `"ilod"`: `OnDiskInvertedLists`. The index file holds, per list, its size, capacity
 /// and offset in a separate data file (codes for `capacity` entries, then their ids);
-/// the lists are read from that file into memory.
+/// that file is mapped and the lists are left in it.
 fn read_ondisk_lists(r: &mut Reader<'_>) -> Result<Lists> {
-    use std::io::{Read, Seek, SeekFrom};
     let nlist = r.u64("nlist")?;
     let code_size = r.u64("code_size")?;
     let n = r.count("on-disk lists")?;
@@ -751,16 +793,7 @@ fn read_ondisk_lists(r: &mut Reader<'_>) -> Result<Lists> {
             ),
         ));
     };
-    let io = |e: std::io::Error| Error::io(&path, e);
-    let mut f = std::fs::File::open(&path).map_err(io)?;
-    let len = f.metadata().map_err(io)?.len();
-    let mut lists = Vec::with_capacity(nlist as usize);
-    for (i, rec) in records.chunks_exact(3).enumerate() {
-        let (size, cap, off) = (rec[0] as u64, rec[1] as u64, rec[2] as u64);
-        if size == 0 {
-            lists.push((Vec::new(), Vec::new()));
-            continue;
-        }
+    let check = |i: usize, size: u64, cap: u64, off: u64, len: u64| -> Result<()> {
         let span = cap
             .checked_mul(code_size.saturating_add(8))
             .and_then(|b| b.checked_add(off));
@@ -772,19 +805,34 @@ fn read_ondisk_lists(r: &mut Reader<'_>) -> Result<Lists> {
                 ),
             ));
         }
-        let mut codes = vec![0u8; (size * code_size) as usize];
-        f.seek(SeekFrom::Start(off)).map_err(io)?;
-        f.read_exact(&mut codes).map_err(io)?;
-        let mut idb = vec![0u8; (size * 8) as usize];
-        f.seek(SeekFrom::Start(off + cap * code_size)).map_err(io)?;
-        f.read_exact(&mut idb).map_err(io)?;
-        let ids = idb
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
-        lists.push((ids, codes));
+        Ok(())
+    };
+    // The data file is mapped (as Faiss always does).
+    let bytes = SharedBytes::map_file(&path)?;
+    let len = bytes.len() as u64;
+    let mut spans = Vec::with_capacity(nlist as usize);
+    for (i, rec) in records.chunks_exact(3).enumerate() {
+        let (size, cap, off) = (rec[0] as u64, rec[1] as u64, rec[2] as u64);
+        if size == 0 {
+            spans.push(Span {
+                n: 0,
+                codes_at: 0,
+                ids_at: 0,
+            });
+            continue;
+        }
+        check(i, size, cap, off, len)?;
+        spans.push(Span {
+            n: size,
+            codes_at: off,
+            ids_at: off + cap * code_size,
+        });
     }
-    Ok(Lists::Array { code_size, lists })
+    Ok(Lists::Mapped {
+        code_size,
+        file: MappedFile { bytes, path },
+        spans,
+    })
 }
 
 fn read_graph(r: &mut Reader<'_>) -> Result<Graph> {
@@ -1068,8 +1116,8 @@ fn known_name(h: u32) -> Option<&'static str> {
 
 /// Parses a whole Faiss file (one index, nothing after it); on-disk inverted lists are
 /// looked for where the file names them, then in `dir` (the index file's folder).
-pub(crate) fn parse(bytes: &[u8], label: &str, dir: Option<&std::path::Path>) -> Result<Node> {
-    let mut r = Reader::new(bytes, label, dir);
+pub(crate) fn parse(file: &MappedFile, label: &str) -> Result<Node> {
+    let mut r = Reader::new(file, label);
     let node = read_node(&mut r)?;
     if r.remaining() != 0 {
         return Err(r.bad(format!("{} bytes after the index", r.remaining())));
@@ -1271,6 +1319,32 @@ fn write_lists(w: &mut Writer, l: &Lists) {
                     w.i64s(ids);
                 }
             }
+        }
+        Lists::Mapped {
+            code_size,
+            file,
+            spans,
+        } => {
+            // Written as Faiss's in-file lists, copied from the mapped file.
+            let b = file.bytes.as_bytes();
+            let cs = *code_size as usize;
+            let lists: Vec<(Vec<i64>, Vec<u8>)> = spans
+                .iter()
+                .map(|s| {
+                    let (n, c, i) = (s.n as usize, s.codes_at as usize, s.ids_at as usize);
+                    (
+                        le_vec(&b[i..i + 8 * n], i64::from_le_bytes),
+                        b[c..c + n * cs].to_vec(),
+                    )
+                })
+                .collect();
+            write_lists(
+                w,
+                &Lists::Array {
+                    code_size: *code_size,
+                    lists,
+                },
+            );
         }
         Lists::Block {
             code_size,

@@ -2,13 +2,20 @@
 //! empty vq index it builds is saved, and its sections are overwritten with what the
 //! file holds; the result is loaded through vq's own (fully checked) loader.
 
+use std::cell::RefCell;
+
+use vq_core::persist::StateReader;
 use vq_core::{Error, Metric, Result};
 use vq_hnsw::io::Reader;
+use vq_ivf::{ArrayInvertedLists, InvertedLists};
 use vq_pq::fastscan::FastScanLayout;
 use vq_pq::{ScalarQuantizer, SqType};
 
 use super::Sections;
-use super::format::{self, Graph, HnswKind, IvfHeader, LinearKind, Lists, Node, Pq, Sq, Transform};
+use super::format::{
+    self, Graph, HnswKind, IvfHeader, LinearKind, Lists, MappedFile, Node, Pq, Sq, Transform,
+};
+use super::mapped::FaissMappedLists;
 use crate::{
     CoarseSpec, EncodingSpec, Factory, FactoryIndex, FactorySpec, IdMapKind, TransformSpec,
 };
@@ -18,6 +25,10 @@ const MAX_LEVEL: i32 = 30;
 
 struct Ctx<'a> {
     label: &'a str,
+    /// Copy inverted lists into memory rather than leave them in the file.
+    copy_lists: bool,
+    /// The inverted lists of the IVFs, by the name of their `lists` part.
+    attached: RefCell<Vec<(String, Box<dyn InvertedLists>)>>,
 }
 
 impl Ctx<'_> {
@@ -30,29 +41,19 @@ fn unsupported(what: impl Into<String>) -> Error {
     Error::not_supported("read", what)
 }
 
-pub(crate) fn read(
-    bytes: &[u8],
-    label: &str,
-    dir: Option<&std::path::Path>,
-) -> Result<FactoryIndex> {
-    let node = format::parse(bytes, label, dir)?;
-    read_node(node, bytes.len(), label)
+/// Reads a Faiss file. Its inverted lists stay in `file` (Faiss's `IO_FLAG_MMAP`)
+/// unless `copy_lists`, which copies them into memory.
+pub(crate) fn read(file: &MappedFile, label: &str, copy_lists: bool) -> Result<FactoryIndex> {
+    let node = format::parse(file, label)?;
+    read_node(node, file.bytes.len(), label, copy_lists)
 }
 
-/// A file read into memory: parsed, then dropped before the index is built.
-pub(crate) fn read_owned(
-    bytes: Vec<u8>,
-    label: &str,
-    dir: Option<&std::path::Path>,
-) -> Result<FactoryIndex> {
-    let node = format::parse(&bytes, label, dir)?;
-    let len = bytes.len();
-    drop(bytes);
-    read_node(node, len, label)
-}
-
-fn read_node(node: Node, file_len: usize, label: &str) -> Result<FactoryIndex> {
-    let cx = Ctx { label };
+fn read_node(node: Node, file_len: usize, label: &str, copy_lists: bool) -> Result<FactoryIndex> {
+    let cx = Ctx {
+        label,
+        copy_lists,
+        attached: RefCell::new(Vec::new()),
+    };
     let h = node.header();
     let metric = metric_of(h.metric)?;
     let d = h.d as usize;
@@ -73,7 +74,11 @@ fn read_node(node: Node, file_len: usize, label: &str) -> Result<FactoryIndex> {
     drop(node);
     let container = secs.to_container()?;
     drop(secs);
-    factory.load_bytes(container).map_err(|e| match e {
+    let mut r = StateReader::from_bytes(container, label)?;
+    for (name, lists) in cx.attached.take() {
+        r.attach(&name, Box::new(lists));
+    }
+    FactoryIndex::read_bounded(&factory, &mut r, file_len).map_err(|e| match e {
         Error::Format { reason, .. } => cx.bad(format!("inconsistent contents ({reason})")),
         e => e,
     })
@@ -517,8 +522,37 @@ fn fill(n: &Node, spec: &FactorySpec, secs: &mut Sections, p: &str, cx: &Ctx<'_>
                 }
                 _ => {}
             }
-            let Lists::Array { lists, .. } = lists else {
-                return Err(cx.bad("block inverted lists outside a fast-scan IVF"));
+            let lists = match lists {
+                Lists::Array { lists, .. } => lists,
+                Lists::Mapped {
+                    code_size,
+                    file,
+                    spans,
+                } => {
+                    if spans.len() as u64 != ivf.nlist {
+                        return Err(cx.bad(format!(
+                            "{} inverted lists for nlist {}",
+                            spans.len(),
+                            ivf.nlist
+                        )));
+                    }
+                    let mapped = FaissMappedLists::new(*code_size, file, spans)?;
+                    check_ntotal(&ivf.h, mapped.total(), "the inverted lists", cx)?;
+                    let lists: Box<dyn InvertedLists> = if cx.copy_lists {
+                        Box::new(ArrayInvertedLists::from_lists(&mapped)?)
+                    } else {
+                        Box::new(mapped)
+                    };
+                    // The lists are handed to the loader in place of these sections.
+                    for part in ["offsets", "ids", "codes"] {
+                        secs.remove(&format!("{p}lists/{part}"));
+                    }
+                    cx.attached.borrow_mut().push((format!("{p}lists"), lists));
+                    return Ok(());
+                }
+                Lists::Block { .. } => {
+                    return Err(cx.bad("block inverted lists outside a fast-scan IVF"));
+                }
             };
             let total = check_lists(ivf, lists, cx)?;
             let mut offsets = Vec::with_capacity(lists.len() + 1);

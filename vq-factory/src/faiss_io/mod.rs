@@ -37,9 +37,10 @@
 //!   equivalent (Faiss cannot delete from HNSW) and is refused by [`write_index`].
 //! - Faiss's on-disk inverted lists (`OnDiskInvertedLists`, `ilod`) are read from their
 //!   data file (where the index names it, else beside the index file, as Faiss's
-//!   `IO_FLAG_ONDISK_SAME_DIR`) into memory. Memory-mapped reading of Faiss files is not
-//!   supported: convert once ([`read_index`], then [`FactoryIndex::save`]) and map the vq
-//!   container ([`crate::mmap_index`]), which leaves the lists on disk.
+//!   `IO_FLAG_ONDISK_SAME_DIR`): into memory by [`read_index`], mapped by
+//!   [`mmap_index`].
+//! - [`mmap_index`] is Faiss's `IO_FLAG_MMAP`: an IVF's inverted lists stay in the
+//!   mapped file and are read when searched (read-only); the rest is read into memory.
 //!
 //! ```
 //! use vq_core::{Index, Metric, SearchParams, VectorsRef};
@@ -61,6 +62,7 @@
 mod export;
 mod format;
 mod import;
+mod mapped;
 #[cfg(test)]
 mod tests;
 
@@ -81,8 +83,36 @@ use crate::FactoryIndex;
 /// whose parts disagree (sizes, dimensions, links out of range).
 pub fn read_index(path: impl AsRef<Path>) -> Result<FactoryIndex> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    import::read_owned(bytes, &path.display().to_string(), path.parent())
+    let file = format::MappedFile {
+        bytes: vq_core::persist::SharedBytes::map_file(path)?,
+        path: path.to_path_buf(),
+    };
+    import::read(&file, &path.display().to_string(), true)
+}
+
+/// Reads a file written by Faiss's `write_index`, leaving its inverted lists in the
+/// file: what Faiss's `read_index(path, IO_FLAG_MMAP)` does. The file is memory-mapped;
+/// an IVF's list codes are read in place when a search probes them (ids too, where the
+/// file stores them 8-byte aligned; elsewhere they are copied, 8 bytes per vector), so
+/// opening a large IVF file is near-instant and its memory is shared with the page
+/// cache. Faiss's on-disk lists (`OnDiskInvertedLists`) are mapped from their data
+/// file. Everything else (quantizers, codebooks, flat and HNSW storage, fast-scan block
+/// lists, which vq lays out differently) is read into memory as by [`read_index`].
+///
+/// The mapped lists are read-only (adding or removing is an
+/// [`Error::NotSupported`]), and the file must not be modified while it is mapped: a
+/// change of its length or modification time is detected before each search, which
+/// then fails with [`Error::Format`].
+///
+/// # Errors
+/// As [`read_index`].
+pub fn mmap_index(path: impl AsRef<Path>) -> Result<FactoryIndex> {
+    let path = path.as_ref();
+    let file = format::MappedFile {
+        bytes: vq_core::persist::SharedBytes::map_file(path)?,
+        path: path.to_path_buf(),
+    };
+    import::read(&file, &path.display().to_string(), false)
 }
 
 /// Reads a Faiss index from its bytes (what Faiss's `serialize_index` returns).
@@ -90,7 +120,7 @@ pub fn read_index(path: impl AsRef<Path>) -> Result<FactoryIndex> {
 /// # Errors
 /// As [`read_index`].
 pub fn read_index_bytes(bytes: &[u8]) -> Result<FactoryIndex> {
-    import::read(bytes, "<memory>", None)
+    import::read(&format::MappedFile::in_memory(bytes), "<memory>", true)
 }
 
 /// Writes `index` in Faiss's format to `out`.
@@ -235,6 +265,10 @@ impl Sections {
             self.get(name, DType::U64)?,
             u64::from_le_bytes,
         ))
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.map.remove(name);
     }
 
     pub(crate) fn set(&mut self, name: impl Into<String>, dtype: DType, payload: Vec<u8>) {

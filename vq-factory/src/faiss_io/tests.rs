@@ -85,9 +85,12 @@ fn objects_round_trip_through_bytes() {
     };
     let bytes = format::serialize(&node);
     assert_eq!(&bytes[..4], b"IxM2");
-    assert_eq!(format::parse(&bytes, "t", None).unwrap(), node);
+    assert_eq!(
+        format::parse(&format::MappedFile::in_memory(&bytes), "t").unwrap(),
+        node
+    );
     // A bool that is neither 0 nor 1 is corruption (Faiss's READ1_BOOL).
     let mut b = bytes.clone();
     b[4 + 4 + 8 + 8 + 8] = 2;
-    assert!(format::parse(&b, "t", None).is_err());
+    assert!(format::parse(&format::MappedFile::in_memory(&b), "t").is_err());
 }
