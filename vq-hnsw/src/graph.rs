@@ -41,6 +41,11 @@ impl Ord for Near {
 pub(crate) trait NodeDistance {
     /// Distance to node `id`.
     fn distance(&mut self, id: u32) -> f32;
+    /// Distances to four nodes (storages that can read several rows side by side
+    /// override this; equal to four [`NodeDistance::distance`] calls up to rounding).
+    fn distance4(&mut self, ids: [u32; 4]) -> [f32; 4] {
+        ids.map(|id| self.distance(id))
+    }
     /// Starts loading node `id`'s data; a hint.
     fn prefetch(&self, id: u32);
 }
@@ -470,8 +475,8 @@ impl Hnsw {
                 let nl = self.list(next.id, level);
                 vq_core::distance::prefetch(nl, 1);
             }
-            for &nb in buf.iter() {
-                let d = dist.distance(nb);
+            // Four neighbours per call: their rows are read side by side.
+            let mut consider = |nb: u32, d: f32| {
                 seen(nb, d);
                 let full = top.len() >= ef;
                 if !full || top.peek().is_some_and(|w| d < w.d) {
@@ -484,6 +489,17 @@ impl Hnsw {
                         top.push(n);
                     }
                 }
+            };
+            let mut quads = buf.chunks_exact(4);
+            for q in &mut quads {
+                let ids = [q[0], q[1], q[2], q[3]];
+                let ds = dist.distance4(ids);
+                for (nb, d) in ids.into_iter().zip(ds) {
+                    consider(nb, d);
+                }
+            }
+            for &nb in quads.remainder() {
+                consider(nb, dist.distance(nb));
             }
         }
     }

@@ -100,6 +100,7 @@ type PairFn = unsafe fn(&[f32], &[f32]) -> f32;
 type NormFn = unsafe fn(&[f32]) -> f32;
 type NyFn = unsafe fn(&[f32], &[f32], &mut [f32]);
 type HitsFn = unsafe fn(&[f32], &[f32], f32, &[f32], &mut Vec<u32>);
+type FourFn = unsafe fn(&[f32], [&[f32]; 4]) -> [f32; 4];
 
 /// A table of distance kernels for one [`SimdLevel`].
 ///
@@ -114,6 +115,8 @@ pub struct Kernels {
     l2_sqr_ny: NyFn,
     inner_product_ny: NyFn,
     le_hits: HitsFn,
+    l2_sqr_4: FourFn,
+    inner_product_4: FourFn,
 }
 
 impl fmt::Debug for Kernels {
@@ -150,6 +153,8 @@ impl Kernels {
             l2_sqr_ny: scalar::l2_sqr_ny,
             inner_product_ny: scalar::inner_product_ny,
             le_hits: scalar::le_hits,
+            l2_sqr_4: scalar::l2_sqr_4,
+            inner_product_4: scalar::inner_product_4,
         }
     }
 
@@ -168,6 +173,8 @@ impl Kernels {
                 l2_sqr_ny: portable::l2_sqr_ny,
                 inner_product_ny: portable::inner_product_ny,
                 le_hits: portable::le_hits,
+                l2_sqr_4: portable::l2_sqr_4,
+                inner_product_4: portable::inner_product_4,
             },
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2 => Kernels {
@@ -178,6 +185,8 @@ impl Kernels {
                 l2_sqr_ny: x86::l2_sqr_ny_avx2,
                 inner_product_ny: x86::inner_product_ny_avx2,
                 le_hits: x86::le_hits_avx2,
+                l2_sqr_4: x86::l2_sqr_4_avx2,
+                inner_product_4: x86::inner_product_4_avx2,
             },
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => Kernels {
@@ -188,6 +197,8 @@ impl Kernels {
                 l2_sqr_ny: x86::l2_sqr_ny_avx512,
                 inner_product_ny: x86::inner_product_ny_avx512,
                 le_hits: x86::le_hits_avx512,
+                l2_sqr_4: x86::l2_sqr_4_avx512,
+                inner_product_4: x86::inner_product_4_avx512,
             },
             #[cfg(not(target_arch = "x86_64"))]
             _ => return None,
@@ -230,6 +241,38 @@ impl Kernels {
     pub fn norm_sqr(&self, a: &[f32]) -> f32 {
         // SAFETY: the table was built for a level this CPU supports.
         unsafe { (self.norm_sqr)(a) }
+    }
+
+    /// Squared L2 distances from `x` to four rows at once (Faiss's
+    /// `fvec_L2sqr_batch_4`): the rows are read side by side, so four memory streams
+    /// are in flight where [`Kernels::l2_sqr`] has one. Each result equals
+    /// `l2_sqr(x, ys[i])` up to the order of the additions (exactly on the scalar and
+    /// portable levels, within rounding on the SIMD ones).
+    ///
+    /// # Panics
+    /// If a row's length differs from `x`'s.
+    #[inline]
+    pub fn l2_sqr_4(&self, x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+        assert!(
+            ys.iter().all(|y| y.len() == x.len()),
+            "l2_sqr_4: rows of different lengths"
+        );
+        // SAFETY: supported level; lengths checked above.
+        unsafe { (self.l2_sqr_4)(x, ys) }
+    }
+
+    /// Inner products of `x` with four rows at once; see [`Kernels::l2_sqr_4`].
+    ///
+    /// # Panics
+    /// If a row's length differs from `x`'s.
+    #[inline]
+    pub fn inner_product_4(&self, x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+        assert!(
+            ys.iter().all(|y| y.len() == x.len()),
+            "inner_product_4: rows of different lengths"
+        );
+        // SAFETY: supported level; lengths checked above.
+        unsafe { (self.inner_product_4)(x, ys) }
     }
 
     /// Squared L2 distances from `x` to each of the `out.len()` rows of `ys`.
@@ -371,6 +414,15 @@ mod tests {
                 assert_eq!(k.l2_sqr(&a, &b), scalar::l2_sqr(&a, &b), "{level} d={d}");
                 assert_eq!(k.inner_product(&a, &b), scalar::inner_product(&a, &b));
                 assert_eq!(k.norm_sqr(&a), scalar::norm_sqr(&a));
+                let rows: Vec<Vec<f32>> = (0..4)
+                    .map(|r| (0..d).map(|i| ((i + 3 * r) % 9) as f32 - 4.0).collect())
+                    .collect();
+                let ys = [&rows[0][..], &rows[1], &rows[2], &rows[3]];
+                let (l2, ip) = (k.l2_sqr_4(&a, ys), k.inner_product_4(&a, ys));
+                for r in 0..4 {
+                    assert_eq!(l2[r], scalar::l2_sqr(&a, ys[r]), "{level} d={d} row {r}");
+                    assert_eq!(ip[r], scalar::inner_product(&a, ys[r]), "{level} d={d}");
+                }
             }
         }
     }

@@ -78,3 +78,13 @@ pub fn le_hits(
         i0 = i1;
     }
 }
+
+/// Squared L2 from `x` to four rows: [`l2_sqr`] four times.
+pub fn l2_sqr_4(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+    ys.map(|y| l2_sqr(x, y))
+}
+
+/// Inner products of `x` with four rows: [`inner_product`] four times.
+pub fn inner_product_4(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+    ys.map(|y| inner_product(x, y))
+}

@@ -419,6 +419,125 @@ pub(super) unsafe fn inner_product_ny_avx2(x: &[f32], ys: &[f32], out: &mut [f32
     }
 }
 
+/// Four rows at once (AVX2+FMA): the query chunk is loaded once per step and the four
+/// rows are read side by side; two accumulators per row (eight independent chains).
+///
+/// # Safety
+/// `avx2`+`fma`; every row as long as `x`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+// `h` and `r` both offset pointers and pick accumulators.
+#[allow(clippy::needless_range_loop)]
+unsafe fn four_rows_avx2<const L2: bool>(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+    let n = x.len();
+    let px = x.as_ptr();
+    let p = ys.map(<[f32]>::as_ptr);
+    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for h in 0..2 {
+            // SAFETY: i + 8h + 8 <= n for x and every row.
+            unsafe {
+                let q = _mm256_loadu_ps(px.add(i + 8 * h));
+                for r in 0..4 {
+                    let v = _mm256_loadu_ps(p[r].add(i + 8 * h));
+                    acc[r][h] = if L2 {
+                        let d = _mm256_sub_ps(q, v);
+                        _mm256_fmadd_ps(d, d, acc[r][h])
+                    } else {
+                        _mm256_fmadd_ps(q, v, acc[r][h])
+                    };
+                }
+            }
+        }
+        i += 16;
+    }
+    if i + 8 <= n {
+        // SAFETY: i + 8 <= n for x and every row.
+        unsafe {
+            let q = _mm256_loadu_ps(px.add(i));
+            for r in 0..4 {
+                let v = _mm256_loadu_ps(p[r].add(i));
+                acc[r][0] = if L2 {
+                    let d = _mm256_sub_ps(q, v);
+                    _mm256_fmadd_ps(d, d, acc[r][0])
+                } else {
+                    _mm256_fmadd_ps(q, v, acc[r][0])
+                };
+            }
+        }
+        i += 8;
+    }
+    let mut out = [0.0f32; 4];
+    for r in 0..4 {
+        let mut s = hsum256(_mm256_add_ps(acc[r][0], acc[r][1]));
+        for j in i..n {
+            let (a, b) = (x[j], ys[r][j]);
+            s += if L2 { (a - b) * (a - b) } else { a * b };
+        }
+        out[r] = s;
+    }
+    out
+}
+
+/// Squared L2 from `x` to four rows (AVX2+FMA).
+///
+/// # Safety
+/// `avx2`+`fma`; every row as long as `x`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn l2_sqr_4_avx2(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+    // SAFETY: same requirement.
+    unsafe { four_rows_avx2::<true>(x, ys) }
+}
+
+/// Inner products of `x` with four rows (AVX2+FMA).
+///
+/// # Safety
+/// `avx2`+`fma`; every row as long as `x`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn inner_product_4_avx2(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+    // SAFETY: same requirement.
+    unsafe { four_rows_avx2::<false>(x, ys) }
+}
+
+/// Squared L2 from `x` to four rows (AVX-512F).
+///
+/// # Safety
+/// `avx512f`; every row as long as `x`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn l2_sqr_4_avx512(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+    // SAFETY: `avx512f`; each pointer has `x.len()` readable floats.
+    unsafe {
+        four_rows_avx512::<true, false>(
+            x.as_ptr(),
+            ys[0].as_ptr(),
+            ys[1].as_ptr(),
+            ys[2].as_ptr(),
+            ys[3].as_ptr(),
+            x.len(),
+        )
+    }
+}
+
+/// Inner products of `x` with four rows (AVX-512F).
+///
+/// # Safety
+/// `avx512f`; every row as long as `x`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn inner_product_4_avx512(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
+    // SAFETY: `avx512f`; each pointer has `x.len()` readable floats.
+    unsafe {
+        four_rows_avx512::<false, false>(
+            x.as_ptr(),
+            ys[0].as_ptr(),
+            ys[1].as_ptr(),
+            ys[2].as_ptr(),
+            ys[3].as_ptr(),
+            x.len(),
+        )
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Threshold scans (fused top-k pre-check)
 // ---------------------------------------------------------------------------------

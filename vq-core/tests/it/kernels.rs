@@ -88,6 +88,52 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn four_row_kernels_equal_scalar_on_integers_and_f64_on_floats(
+        (x, ys, fx, fys) in dims().prop_flat_map(|d| (
+            prop::collection::vec(-16i32..=16, d),
+            prop::collection::vec(-16i32..=16, 4 * d),
+            prop::collection::vec(-10.0f32..10.0, d),
+            prop::collection::vec(-10.0f32..10.0, 4 * d),
+        ))
+    ) {
+        let d = x.len();
+        let x: Vec<f32> = x.into_iter().map(|v| v as f32).collect();
+        let ys: Vec<f32> = ys.into_iter().map(|v| v as f32).collect();
+        let rows = |v: &[f32]| -> [Vec<f32>; 4] {
+            std::array::from_fn(|r| v[r * d..(r + 1) * d].to_vec())
+        };
+        let (iy, fy) = (rows(&ys), rows(&fys));
+        let eps = f32::EPSILON as f64;
+        fn four(v: &[Vec<f32>; 4]) -> [&[f32]; 4] {
+            [&v[0], &v[1], &v[2], &v[3]]
+        }
+        for k in levels() {
+            let (l2, ip) = (k.l2_sqr_4(&x, four(&iy)), k.inner_product_4(&x, four(&iy)));
+            for r in 0..4 {
+                prop_assert_eq!(l2[r], scalar::l2_sqr(&x, &iy[r]), "{} row {}", k.level(), r);
+                prop_assert_eq!(ip[r], scalar::inner_product(&x, &iy[r]));
+            }
+            let (l2, ip) = (k.l2_sqr_4(&fx, four(&fy)), k.inner_product_4(&fx, four(&fy)));
+            for r in 0..4 {
+                let want = f64_l2(&fx, &fy[r]);
+                prop_assert!((l2[r] as f64 - want).abs() <= 2.0 * d as f64 * eps * want + 1e-30,
+                    "{} l2 {} vs {}", k.level(), l2[r], want);
+                let (want, mag) = f64_ip(&fx, &fy[r]);
+                prop_assert!((ip[r] as f64 - want).abs() <= 2.0 * d as f64 * eps * mag + 1e-30);
+            }
+        }
+    }
+}
+
+#[test]
+fn four_row_kernels_refuse_ragged_rows() {
+    let k = Kernels::get();
+    let (x, y, short) = ([1.0f32; 8], [2.0f32; 8], [2.0f32; 7]);
+    let r = std::panic::catch_unwind(|| k.l2_sqr_4(&x, [&y, &y, &short, &y]));
+    assert!(r.is_err());
+    assert_eq!(k.l2_sqr_4(&x, [&y; 4]), [8.0; 4]);
 }
 
 #[test]
