@@ -361,7 +361,9 @@ pub(crate) fn check_distances_to(
     Ok(())
 }
 
-/// Checks shared by every k-NN search: dimension, finiteness, `1 <= k <= ntotal`.
+/// Checks shared by every k-NN search: dimension, finiteness, `1 <= k <= ntotal`, and
+/// results that can be allocated (`nq × k` entries of 12 bytes, made up front: their
+/// size must fit the address space).
 ///
 /// # Errors
 /// The first failed check.
@@ -371,6 +373,7 @@ pub fn check_search(index: &dyn Index, queries: VectorsRef<'_>, k: usize) -> Res
     if k == 0 {
         return Err(Error::invalid_param("k", "must be at least 1"));
     }
+    check_result_size(queries.len(), k)?;
     if index.is_empty() {
         return Err(Error::EmptyIndex);
     }
@@ -381,6 +384,26 @@ pub fn check_search(index: &dyn Index, queries: VectorsRef<'_>, k: usize) -> Res
         ));
     }
     Ok(())
+}
+
+/// Refuses `nq × k` results whose size (12 bytes each: a distance and a label) does not
+/// fit the address space, before anything is allocated.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] naming `k` and the size.
+pub fn check_result_size(nq: usize, k: usize) -> Result<()> {
+    let bytes = nq
+        .checked_mul(k)
+        .and_then(|n| n.checked_mul(std::mem::size_of::<f32>() + std::mem::size_of::<Label>()));
+    match bytes {
+        Some(b) if b <= isize::MAX as usize => Ok(()),
+        _ => Err(Error::invalid_param(
+            "k",
+            format!(
+                "{nq} queries × k = {k} results do not fit in memory; search in smaller batches"
+            ),
+        )),
+    }
 }
 
 /// Checks shared by every range search: dimension, finiteness, a radius that is not NaN.
@@ -490,5 +513,21 @@ impl<I: Index + ?Sized> Index for Box<I> {
     }
     fn distances_to(&self, query: &[f32], ids: &[Label], out: &mut [f32]) -> Result<()> {
         (**self).distances_to(query, ids, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_sizes_beyond_the_address_space_are_refused() {
+        assert!(check_result_size(10_000, 1_000).is_ok());
+        assert!(check_result_size(0, usize::MAX).is_ok());
+        let e = check_result_size(usize::MAX / 4, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smaller batches"), "{e}");
+        assert!(check_result_size(1 << 32, 1 << 30).is_err());
     }
 }

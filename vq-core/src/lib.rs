@@ -28,7 +28,7 @@ pub use codec::{AdcCodec, BoxedCodec, CodeDistance, Codec, DynAdcCodec, FlatCode
 pub use error::{Error, Result};
 pub use flat::IndexFlat;
 pub use idmap::{IndexIDMap, IndexIDMap2};
-pub use index::{Index, check_range_search, check_search};
+pub use index::{Index, check_range_search, check_result_size, check_search};
 pub use metric::Metric;
 pub use params::{PARAM_NAMES, SearchParams};
 pub use refine::IndexRefine;
