@@ -61,12 +61,18 @@ impl IndexFlat {
     }
 
     /// The stored vectors, row-major.
+    ///
+    /// # Panics
+    /// Never: the storage always holds whole vectors of `dim >= 1` (every add checks).
     pub fn vectors(&self) -> VectorsRef<'_> {
         // Invariant: `data.len()` is always a multiple of `dim >= 1`.
         VectorsRef::new(&self.data, self.dim).expect("invariant: flat storage is whole vectors")
     }
 
     /// The codec that stores vectors as raw floats.
+    ///
+    /// # Panics
+    /// Never: the index's dimension is at least 1 (checked by its constructor).
     pub fn codec(&self) -> FlatCodec {
         FlatCodec::new(self.dim).expect("invariant: dim >= 1")
     }

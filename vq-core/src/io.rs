@@ -124,6 +124,9 @@ impl<T: Element> Matrix<T> {
 
 impl Matrix<u8> {
     /// Converts byte vectors (`.bvecs`, `.u8bin`) to floats.
+    ///
+    /// # Panics
+    /// Never: the matrix already holds whole rows of `dim >= 1`.
     pub fn to_f32(&self) -> Vectors {
         Vectors::new(self.data.iter().map(|&b| b as f32).collect(), self.dim)
             .expect("invariant: same shape")

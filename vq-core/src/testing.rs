@@ -34,6 +34,9 @@ use crate::results::{RangeSearchResults, SearchResults};
 use crate::vectors::{Label, NO_LABEL, Vectors, VectorsRef};
 
 /// `n` vectors of dimension `dim` (both drawn from the ranges), values in `[-100, 100]`.
+///
+/// # Panics
+/// When a generated case has dimension 0 (give a `dim` range starting at 1 or more).
 pub fn vectors(dim: RangeInclusive<usize>, n: Range<usize>) -> impl Strategy<Value = Vectors> {
     (dim, n).prop_flat_map(|(d, n)| {
         prop::collection::vec(-100.0f32..100.0, n * d)
@@ -43,6 +46,9 @@ pub fn vectors(dim: RangeInclusive<usize>, n: Range<usize>) -> impl Strategy<Val
 
 /// Like [`vectors`] with small integer values (`-8..=8`), so that every kernel's sum is
 /// exact and ties are frequent.
+///
+/// # Panics
+/// As [`vectors`], for a dimension of 0.
 pub fn integer_vectors(
     dim: RangeInclusive<usize>,
     n: Range<usize>,
@@ -55,6 +61,9 @@ pub fn integer_vectors(
 }
 
 /// A database and a query set of the same dimension, values in `[-100, 100]`.
+///
+/// # Panics
+/// As [`vectors`], for a dimension of 0.
 pub fn dataset(
     dim: RangeInclusive<usize>,
     n: Range<usize>,

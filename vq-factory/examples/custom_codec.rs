@@ -22,6 +22,9 @@ pub struct Grid {
 
 impl Grid {
     /// A grid codec with step `1/n` for vectors of dimension `dim`.
+    ///
+    /// # Errors
+    /// A dimension or step count of 0.
     pub fn new(dim: usize, n: u32) -> Result<Grid> {
         if dim == 0 || n == 0 {
             return Err(Error::invalid_param(
@@ -119,6 +122,9 @@ impl AdcCodec for Grid {
 }
 
 /// A factory that knows `Grid{n}`.
+///
+/// # Errors
+/// Registering the token fails (a name already taken).
 pub fn factory() -> Result<Factory> {
     let mut f = Factory::new();
     f.register_codec("Grid", |args, d| {
@@ -135,6 +141,9 @@ pub fn factory() -> Result<Factory> {
 
 /// Builds `"IVF64,Grid16"` on synthetic data, searches, saves, loads; returns the
 /// 10-recall@10 against exact search.
+///
+/// # Errors
+/// Any step's error (building, training, searching, saving, loading).
 pub fn run() -> Result<f64> {
     let data = vq_core::synthetic::SyntheticSpec::new(5000, 32, 50).generate()?;
     let (x, q) = (data.base.as_ref(), data.queries.as_ref());

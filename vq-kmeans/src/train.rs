@@ -112,6 +112,9 @@ impl KMeans {
     }
 
     /// The centroids (`k × d`; empty before training).
+    ///
+    /// # Panics
+    /// Never: the centroids are always whole rows of `d >= 1`.
     pub fn centroids(&self) -> VectorsRef<'_> {
         VectorsRef::new(&self.centroids, self.d).expect("invariant: whole centroids")
     }
