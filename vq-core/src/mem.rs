@@ -3,6 +3,36 @@
 /// Size of a transparent huge page on x86-64 and aarch64 Linux.
 const HUGE_PAGE: usize = 2 << 20;
 
+/// Checks, before an allocation that would abort the process on failure (`vec!`,
+/// `Vec::with_capacity`), that `n` values of `T` can be allocated now: a fallible
+/// reservation of the same size is made and released. Sizes beyond the address space
+/// and sizes the allocator refuses become an error naming `what`.
+///
+/// (The check cannot promise the later allocation: memory may run out in between.)
+///
+/// ```
+/// assert!(vq_core::mem::check_alloc::<u64>(1000, "lists").is_ok());
+/// assert!(vq_core::mem::check_alloc::<u64>(1 << 62, "lists").is_err());
+/// ```
+///
+/// # Errors
+/// [`crate::Error::InvalidParameter`] for `what`, with the size asked for.
+pub fn check_alloc<T>(n: usize, what: &str) -> crate::Result<()> {
+    let refuse = |bytes: String| {
+        crate::Error::invalid_param(
+            what,
+            format!("{n} entries need {bytes} bytes, more than can be allocated"),
+        )
+    };
+    let bytes = n
+        .checked_mul(std::mem::size_of::<T>())
+        .ok_or_else(|| refuse(format!("{n} × {}", std::mem::size_of::<T>())))?;
+    let mut probe: Vec<u8> = Vec::new();
+    probe
+        .try_reserve_exact(bytes)
+        .map_err(|_| refuse(bytes.to_string()))
+}
+
 /// An empty vector with room for `capacity` values whose memory the kernel is asked to back
 /// with transparent huge pages (Linux `madvise(MADV_HUGEPAGE)`, which matters where the
 /// system setting is `madvise`, the common default). A random read over hundreds of

@@ -207,6 +207,22 @@ fn errors_carry_a_marker_under_the_token() {
     }
 }
 
+#[test]
+fn list_counts_that_cannot_be_allocated_are_errors_not_aborts() {
+    // 2^60 lists: every machine refuses the records; building must say so.
+    for s in [
+        "IVF1152921504606846976,Flat",
+        "IVF1152921504606846976,SQ8",
+        "IVF1152921504606846976,PQ4x4fs",
+        "IDMap,IVF1152921504606846976,PQ4",
+    ] {
+        let e = vq_factory::index_factory(8, s, Metric::L2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than can be allocated"), "{s}: {e}");
+    }
+}
+
 fn data(n: usize, d: usize, nq: usize) -> (Vectors, Vectors) {
     let s = vq_core::synthetic::SyntheticSpec::new(n, d, nq)
         .generate()

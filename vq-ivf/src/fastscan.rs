@@ -107,6 +107,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         }
         let layout = FastScanLayout::new(pq.m(), bbs)?;
         let ivf = IndexIvf::new(quantizer, nlist, IvfPq::new(pq, by_residual), metric)?;
+        vq_core::mem::check_alloc::<FsList>(nlist, "nlist")?;
         Ok(IndexIvfPqFastScan {
             ivf,
             layout,

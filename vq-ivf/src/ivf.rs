@@ -179,6 +179,9 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
                 ),
             ));
         }
+        // One record per list (a pointer): refuse a count that cannot be allocated
+        // rather than abort the process.
+        vq_core::mem::check_alloc::<usize>(nlist, "nlist")?;
         // Faiss's `Level1Quantizer`: 10 iterations, spherical for inner product.
         let kmeans = KMeansParams::new(nlist)
             .with_niter(10)
