@@ -291,19 +291,31 @@ impl Index for MultiIndexQuantizer {
         let nq = queries.len();
         out.reset(nq, k, Metric::L2);
         let ks = self.ksub();
-        let tables = self.pq.compute_distance_tables(queries, Metric::L2)?;
+        let d = queries.dim();
+        // The cell tables (2·2^bits floats a query: 512 KiB at 2x16) are made for a
+        // block of queries at a time, so a large batch does not hold them all at once.
+        let block = ((64 << 20) / (8 * ks)).max(1);
         let (dist, labels) = out.parts_mut();
-        dist.par_chunks_mut(k)
-            .zip(labels.par_chunks_mut(k))
-            .zip(tables.par_chunks(2 * ks))
+        for (b, (db, lb)) in dist
+            .chunks_mut(block * k)
+            .zip(labels.chunks_mut(block * k))
             .enumerate()
-            .for_each_init(Vec::new, |top, (qi, ((dc, lc), t))| {
-                self.query_cells(queries.row(qi), k, t, top);
-                for (i, &(d, l)) in top.iter().enumerate() {
-                    dc[i] = d;
-                    lc[i] = l;
-                }
-            });
+        {
+            let q0 = b * block;
+            let qb = VectorsRef::new(&queries.as_slice()[q0 * d..(q0 + db.len() / k) * d], d)?;
+            let tables = self.pq.compute_distance_tables(qb, Metric::L2)?;
+            db.par_chunks_mut(k)
+                .zip(lb.par_chunks_mut(k))
+                .zip(tables.par_chunks(2 * ks))
+                .enumerate()
+                .for_each_init(Vec::new, |top, (qi, ((dc, lc), t))| {
+                    self.query_cells(qb.row(qi), k, t, top);
+                    for (i, &(d, l)) in top.iter().enumerate() {
+                        dc[i] = d;
+                        lc[i] = l;
+                    }
+                });
+        }
         Ok(())
     }
 

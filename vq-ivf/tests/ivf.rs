@@ -285,6 +285,24 @@ fn imi_pq_finds_neighbours() {
 }
 
 #[test]
+fn imi_assignment_of_a_large_batch_goes_block_by_block_with_the_same_result() {
+    // At 2x12 the cell tables are made for 2,048 queries at a time: 5,000 queries take
+    // three blocks, and each row equals the query searched alone.
+    let d = 4;
+    let base = clustered(9000, d, 50, 21);
+    let q = clustered(5000, d, 50, 22);
+    let mut imi = vq_ivf::MultiIndexQuantizer::new(d, 12).unwrap();
+    imi.train(v(&base, d)).unwrap();
+    let all = imi.search(v(&q, d), 3, &SearchParams::default()).unwrap();
+    for qi in [0, 2047, 2048, 4095, 4096, 4999] {
+        let one = imi
+            .search(v(&q[qi * d..(qi + 1) * d], d), 3, &SearchParams::default())
+            .unwrap();
+        assert_eq!(all.row(qi), one.row(0), "query {qi}");
+    }
+}
+
+#[test]
 fn ids_given_are_returned_and_removed_ids_never_come_back() {
     let (n, d) = (1000, 8);
     let base = clustered(n, d, 10, 11);
