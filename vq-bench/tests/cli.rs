@@ -1,4 +1,5 @@
 //! End-to-end tests of the `vq` binary.
+#![allow(clippy::expect_used)]
 
 use std::process::Command;
 

@@ -1,6 +1,7 @@
 //! Crash safety of `save`: a process killed while it writes an index leaves the previous
 //! file intact and loadable (the write goes to a temporary file that is renamed over the
 //! old one only once complete and synced).
+#![allow(clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};

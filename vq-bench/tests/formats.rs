@@ -1,7 +1,7 @@
 //! End-to-end tests of the data formats `vq bench --data` reads: NumPy folders (`.npy`
 //! written by hand here), ann-benchmarks HDF5 files (written with `hdf5-pure`),
 //! `--max-base` and `--learn`.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

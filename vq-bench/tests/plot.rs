@@ -1,5 +1,5 @@
 //! End-to-end tests of `vq plot` (SVG and PNG charts from JSON lines).
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -1,5 +1,5 @@
 //! End-to-end tests of `vq tune`, `vq gt` and `vq bench` sweeps.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 

@@ -64,6 +64,7 @@ impl IndexFlat {
     ///
     /// # Panics
     /// Never: the storage always holds whole vectors of `dim >= 1` (every add checks).
+    #[allow(clippy::expect_used)] // an invariant, documented under # Panics
     pub fn vectors(&self) -> VectorsRef<'_> {
         // Invariant: `data.len()` is always a multiple of `dim >= 1`.
         VectorsRef::new(&self.data, self.dim).expect("invariant: flat storage is whole vectors")
@@ -73,10 +74,12 @@ impl IndexFlat {
     ///
     /// # Panics
     /// Never: the index's dimension is at least 1 (checked by its constructor).
+    #[allow(clippy::expect_used)] // an invariant, documented under # Panics
     pub fn codec(&self) -> FlatCodec {
         FlatCodec::new(self.dim).expect("invariant: dim >= 1")
     }
 
+    #[allow(clippy::expect_used)] // an invariant: one norm per stored vector
     fn database(&self) -> Database<'_> {
         let norms = (self.metric == Metric::L2).then_some(&self.norms[..]);
         Database::new(self.vectors(), norms).expect("invariant: one norm per vector")

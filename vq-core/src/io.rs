@@ -127,6 +127,7 @@ impl Matrix<u8> {
     ///
     /// # Panics
     /// Never: the matrix already holds whole rows of `dim >= 1`.
+    #[allow(clippy::expect_used)] // an invariant, documented under # Panics
     pub fn to_f32(&self) -> Vectors {
         Vectors::new(self.data.iter().map(|&b| b as f32).collect(), self.dim)
             .expect("invariant: same shape")

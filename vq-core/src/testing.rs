@@ -23,6 +23,8 @@
 //!         .map_err(TestCaseError::fail)?;
 //! });
 //! ```
+// Test support: a broken invariant here is a failed test, documented under # Panics.
+#![allow(clippy::expect_used)]
 
 use std::ops::{Range, RangeInclusive};
 

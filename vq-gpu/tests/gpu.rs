@@ -1,7 +1,7 @@
 //! vq-gpu's tests. Everywhere: without a usable GPU every entry point returns
 //! `GpuUnavailable` and nothing panics. On a GPU (`cargo test -p vq-gpu -- --ignored`):
 //! the GPU indexes against the CPU ones.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use vq_core::synthetic::SyntheticSpec;
 use vq_core::testing::check_knn;

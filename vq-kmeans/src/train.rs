@@ -115,6 +115,7 @@ impl KMeans {
     ///
     /// # Panics
     /// Never: the centroids are always whole rows of `d >= 1`.
+    #[allow(clippy::expect_used)] // an invariant, documented under # Panics
     pub fn centroids(&self) -> VectorsRef<'_> {
         VectorsRef::new(&self.centroids, self.d).expect("invariant: whole centroids")
     }

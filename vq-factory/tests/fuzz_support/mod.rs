@@ -10,7 +10,7 @@
 //!
 //! Only `std`, `vq_core` and `vq_factory` are used: the same names resolve in the fuzz
 //! crate and in this package's tests.
-
+#![allow(clippy::expect_used)]
 // A fuzz target uses one of these functions, the regression test all of them.
 #![allow(dead_code)]
 
