@@ -576,3 +576,23 @@ fn mapped_on_disk_lists_need_their_whole_data_file() {
     let e = faiss_io::mmap_index(&lone).unwrap_err().to_string();
     assert!(e.contains("exceed the file"), "{e}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_faiss_file_that_cannot_be_mapped_is_read() {
+    // A named pipe cannot be mapped: read_index falls back to reading it whole.
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("pipe.faiss");
+    match std::process::Command::new("mkfifo").arg(&fifo).status() {
+        Ok(s) if s.success() => {}
+        _ => return, // no mkfifo here: nothing to check
+    }
+    let bytes = std::fs::read(dir().join("ivf_pq.faiss")).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+    };
+    let index = faiss_io::read_index(&fifo).unwrap();
+    writer.join().unwrap();
+    same_results(&index, &read_fixture("ivf_pq"), queries().as_ref(), "pipe");
+}

@@ -83,8 +83,24 @@ use crate::FactoryIndex;
 /// whose parts disagree (sizes, dimensions, links out of range).
 pub fn read_index(path: impl AsRef<Path>) -> Result<FactoryIndex> {
     let path = path.as_ref();
+    // A regular file is mapped (lists are then copied once, straight from the map);
+    // anything else (a pipe), or a file that cannot be mapped, is read whole.
+    let regular = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .is_file();
+    let mapped = if regular {
+        vq_core::persist::SharedBytes::map_file(path).ok()
+    } else {
+        None
+    };
+    let bytes = match mapped {
+        Some(b) => b,
+        None => vq_core::persist::SharedBytes::from_vec(
+            std::fs::read(path).map_err(|e| Error::io(path, e))?,
+        ),
+    };
     let file = format::MappedFile {
-        bytes: vq_core::persist::SharedBytes::map_file(path)?,
+        bytes,
         path: path.to_path_buf(),
     };
     import::read(&file, &path.display().to_string(), true)
