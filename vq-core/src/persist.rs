@@ -545,11 +545,11 @@ impl SharedBytes {
         })
     }
 
-    /// Bytes held in memory (aligned to 8 bytes), shared like a mapped file's.
-    pub fn from_vec(bytes: Vec<u8>) -> SharedBytes {
+    /// A copy of `bytes` held in memory (aligned to 8 bytes), shared like a mapped file's.
+    pub fn copy_from_slice(bytes: &[u8]) -> SharedBytes {
         let len = bytes.len();
         let mut words = vec![0u64; len.div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len].copy_from_slice(&bytes);
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..len].copy_from_slice(bytes);
         SharedBytes {
             src: Arc::new(Source::Owned(words, len)),
             start: 0,

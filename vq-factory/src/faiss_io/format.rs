@@ -159,7 +159,7 @@ impl MappedFile {
     /// Bytes held in memory, as a file without a path.
     pub(crate) fn in_memory(bytes: &[u8]) -> MappedFile {
         MappedFile {
-            bytes: SharedBytes::from_vec(bytes.to_vec()),
+            bytes: SharedBytes::copy_from_slice(bytes),
             path: std::path::PathBuf::new(),
         }
     }

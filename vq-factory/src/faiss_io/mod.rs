@@ -95,8 +95,8 @@ pub fn read_index(path: impl AsRef<Path>) -> Result<FactoryIndex> {
     };
     let bytes = match mapped {
         Some(b) => b,
-        None => vq_core::persist::SharedBytes::from_vec(
-            std::fs::read(path).map_err(|e| Error::io(path, e))?,
+        None => vq_core::persist::SharedBytes::copy_from_slice(
+            &std::fs::read(path).map_err(|e| Error::io(path, e))?,
         ),
     };
     let file = format::MappedFile {
