@@ -228,6 +228,9 @@ pub struct VectorReader<T: Element> {
     pos: usize,
     /// Texmex: every vector is preceded by its dimension.
     texmex: bool,
+    /// Set by a failed read: the stream position is then unknown, so every later read
+    /// fails too rather than return misaligned vectors.
+    failed: Option<String>,
     _t: PhantomData<T>,
 }
 
@@ -262,6 +265,7 @@ impl<T: Element> VectorReader<T> {
             len: n,
             pos: 0,
             texmex,
+            failed: None,
             _t: PhantomData,
         })
     }
@@ -284,8 +288,24 @@ impl<T: Element> VectorReader<T> {
     /// Reads up to `max` more vectors; `None` at the end.
     ///
     /// # Errors
-    /// I/O errors, truncation, a vector whose dimension differs from the first.
+    /// I/O errors, truncation, a vector whose dimension differs from the first. After
+    /// an error every later call fails as well (the reader no longer knows where the
+    /// next vector starts): open the file again to retry.
     pub fn next_batch(&mut self, max: usize) -> Result<Option<Matrix<T>>> {
+        if let Some(why) = &self.failed {
+            return Err(Error::format(
+                &self.path,
+                format!("an earlier read failed ({why}); open the file again"),
+            ));
+        }
+        let r = self.read_batch(max);
+        if let Err(e) = &r {
+            self.failed = Some(e.to_string());
+        }
+        r
+    }
+
+    fn read_batch(&mut self, max: usize) -> Result<Option<Matrix<T>>> {
         let m = max.max(1).min(self.len - self.pos);
         if m == 0 {
             return Ok(None);

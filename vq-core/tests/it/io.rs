@@ -87,6 +87,15 @@ fn malformed_files_are_errors() {
     assert!(format_error(read_fvecs(&p)).contains("vector 1 has dimension 2"));
     assert!(MmapVecs::<f32>::open(&p).is_err());
 
+    // Streamed: the batch holding the bad vector fails, and so does every later one
+    // (the reader no longer knows where a vector starts), never misaligned data.
+    let mut r = VectorReader::<f32>::open_texmex(&p).unwrap();
+    let first = r.next_batch(1).unwrap().unwrap();
+    assert_eq!(first.as_slice(), &[1.0; 3]);
+    assert!(format_error(r.next_batch(1).map(|_| ())).contains("vector 1 has dimension 2"));
+    let again = format_error(r.next_batch(1).map(|_| ()));
+    assert!(again.contains("earlier read failed"), "{again}");
+
     // Negative and absurd dimensions.
     for d in [-5i32, 0, i32::MAX] {
         let mut bad = bytes.clone();
