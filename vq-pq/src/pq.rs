@@ -434,6 +434,10 @@ impl ProductQuantizer {
         }
         let table = simd::Table::new(metric == Metric::InnerProduct);
         let (dsub, ksub) = (self.dsub, self.ksub);
+        if ksub == 16 {
+            table.run_all16(x, &self.centroids_t[..self.m * dsub * ksub], out);
+            return Ok(());
+        }
         for (mi, o) in out.chunks_exact_mut(ksub).enumerate() {
             table.run(
                 &x[mi * dsub..(mi + 1) * dsub],

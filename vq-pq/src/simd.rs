@@ -66,6 +66,70 @@ fn ip_table_body<const F: bool>(x: &[f32], ct: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The tables of every sub-space for 16 centroids each: `x` is `m × dsub`, `ct` the
+/// `m` transposed blocks (`dsub × 16` each), `out` `m × 16`. Four sub-spaces are
+/// computed side by side (independent chains); each entry is the same sum, in the same
+/// order, as [`l2_table_body`] / [`ip_table_body`] gives it.
+#[inline(always)]
+fn tables16_body<const F: bool, const IP: bool>(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    let m = out.len() / L;
+    if m == 0 {
+        return;
+    }
+    let dsub = x.len() / m;
+    let term = |xd: f32, c: f32, acc: f32| {
+        if IP {
+            fma::<F>(xd, c, acc)
+        } else {
+            let t = xd - c;
+            fma::<F>(t, t, acc)
+        }
+    };
+    let mut mi = 0;
+    while mi + 4 <= m {
+        let mut acc = [[0f32; L]; 4];
+        let xs: [&[f32]; 4] = std::array::from_fn(|s| &x[(mi + s) * dsub..][..dsub]);
+        let cs: [&[f32]; 4] = std::array::from_fn(|s| &ct[(mi + s) * dsub * L..][..dsub * L]);
+        for d in 0..dsub {
+            for s in 0..4 {
+                let row = &cs[s][d * L..(d + 1) * L];
+                let xd = xs[s][d];
+                for j in 0..L {
+                    acc[s][j] = term(xd, row[j], acc[s][j]);
+                }
+            }
+        }
+        for (s, a) in acc.iter().enumerate() {
+            out[(mi + s) * L..(mi + s + 1) * L].copy_from_slice(a);
+        }
+        mi += 4;
+    }
+    for mi in mi..m {
+        let mut acc = [0f32; L];
+        let xs = &x[mi * dsub..][..dsub];
+        let cs = &ct[mi * dsub * L..][..dsub * L];
+        for d in 0..dsub {
+            let row = &cs[d * L..(d + 1) * L];
+            for j in 0..L {
+                acc[j] = term(xs[d], row[j], acc[j]);
+            }
+        }
+        out[mi * L..(mi + 1) * L].copy_from_slice(&acc);
+    }
+}
+
+/// [`tables16_body`] for squared L2.
+#[inline(always)]
+fn l2_tables16_body<const F: bool>(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    tables16_body::<F, false>(x, ct, out);
+}
+
+/// [`tables16_body`] for inner products.
+#[inline(always)]
+fn ip_tables16_body<const F: bool>(x: &[f32], ct: &[f32], out: &mut [f32]) {
+    tables16_body::<F, true>(x, ct, out);
+}
+
 /// Nearest centroid for 16 sub-vectors at once (lanes = vectors). `xt` holds the 16
 /// sub-vectors transposed (`dsub × 16`), `c` the codebook (`ksub × dsub`). Keeps the
 /// first index on ties. Distances are exact differences (no norm expansion).
@@ -365,6 +429,8 @@ instantiate! {
     nearest16 => nearest16_body: (xt: &[f32], c: &[f32], dsub: usize, bd: &mut [f32], bi: &mut [u32]),
     l2_table => l2_table_body: (x: &[f32], ct: &[f32], out: &mut [f32]),
     ip_table => ip_table_body: (x: &[f32], ct: &[f32], out: &mut [f32]),
+    l2_tables16 => l2_tables16_body: (x: &[f32], ct: &[f32], out: &mut [f32]),
+    ip_tables16 => ip_tables16_body: (x: &[f32], ct: &[f32], out: &mut [f32]),
     u8_l2 => u8_l2_body: (codes: &[u8], cs: usize, a: &[f32], b: &[f32], out: &mut [f32]),
     u8_ip => u8_ip_body: (codes: &[u8], cs: usize, a: &[f32], b: &[f32], out: &mut [f32]),
     u4_l2 => u4_l2_body: (codes: &[u8], cs: usize, a: &[f32], b: &[f32], out: &mut [f32]),
@@ -629,6 +695,7 @@ macro_rules! select {
 #[derive(Clone, Copy)]
 pub(crate) struct Table {
     f: TableFn,
+    all16: TableFn,
 }
 
 impl std::fmt::Debug for Table {
@@ -640,12 +707,12 @@ impl std::fmt::Debug for Table {
 impl Table {
     pub(crate) fn new(ip: bool) -> Table {
         let lv = level();
-        let f: TableFn = if ip {
-            select!(ip_table, lv)
+        let (f, all16): (TableFn, TableFn) = if ip {
+            (select!(ip_table, lv), select!(ip_tables16, lv))
         } else {
-            select!(l2_table, lv)
+            (select!(l2_table, lv), select!(l2_tables16, lv))
         };
-        Table { f }
+        Table { f, all16 }
     }
 
     /// `out[j]` = distance of `x` to centroid `j` of the transposed block `ct`.
@@ -655,6 +722,18 @@ impl Table {
         // SAFETY: the function was selected for a level the CPU supports (`level()` only
         // returns supported levels) and the lengths are checked above.
         unsafe { (self.f)(x, ct, out) }
+    }
+
+    /// [`Table::run`] for every sub-space of 16 centroids at once: `x` is `m × dsub`,
+    /// `ct` the `m` transposed blocks, `out` `m × 16`; the same values, faster (the
+    /// sub-spaces' sums proceed side by side).
+    #[inline]
+    pub(crate) fn run_all16(&self, x: &[f32], ct: &[f32], out: &mut [f32]) {
+        assert!(out.len().is_multiple_of(L));
+        assert_eq!(ct.len(), x.len() * L);
+        assert!(out.is_empty() || x.len().is_multiple_of(out.len() / L));
+        // SAFETY: as `run`; the lengths are checked above.
+        unsafe { (self.all16)(x, ct, out) }
     }
 }
 
@@ -1132,6 +1211,44 @@ mod tests {
                     .map(|j| table[j * 256 + codes[i * m + j] as usize])
                     .sum();
                 assert!((x - y).abs() <= 1e-4 * exact.max(1.0), "m={m}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn all_tables_at_once_equal_one_table_at_a_time() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for ip in [false, true] {
+            let t = Table::new(ip);
+            for (m, dsub) in [
+                (1usize, 1usize),
+                (3, 5),
+                (4, 14),
+                (5, 2),
+                (8, 8),
+                (9, 3),
+                (56, 14),
+            ] {
+                let x: Vec<f32> = (0..m * dsub).map(|_| rng.random_range(-3.0..3.0)).collect();
+                let ct: Vec<f32> = (0..m * dsub * L)
+                    .map(|_| rng.random_range(-3.0..3.0))
+                    .collect();
+                let mut all = vec![0f32; m * L];
+                t.run_all16(&x, &ct, &mut all);
+                for mi in 0..m {
+                    let mut one = [0f32; L];
+                    t.run(
+                        &x[mi * dsub..(mi + 1) * dsub],
+                        &ct[mi * dsub * L..(mi + 1) * dsub * L],
+                        &mut one,
+                    );
+                    let got = &all[mi * L..(mi + 1) * L];
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        one.map(f32::to_bits).to_vec(),
+                        "ip={ip} m={m} dsub={dsub} sub-space {mi}"
+                    );
+                }
             }
         }
     }
