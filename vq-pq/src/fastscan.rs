@@ -52,6 +52,10 @@ fn byte_of(r: usize) -> usize {
     if r < 8 { 2 * r } else { 2 * (r - 8) + 1 }
 }
 
+/// One vector of [`FastScanLayout::table_keys_each`]: its bytes (sub-quantizer `mi`
+/// at `16·mi`), the shift of its nibble, its table's rows.
+type KeyLane<'a> = (&'a [u8], u32, &'a [[f32; 16]]);
+
 /// The block layout of 4-bit codes for `M` sub-quantizers.
 ///
 /// ```
@@ -162,40 +166,78 @@ impl FastScanLayout {
     }
 
     /// The key of vector `i` under a float table (`M × 16`): `Σ_m table[m][code_m]`,
-    /// summed in sub-quantizer order (as [`crate::PqDistanceTable`] does).
-    #[inline]
-    pub fn table_key(&self, blocks: &[u8], i: usize, table: &[f32]) -> f32 {
-        let (o, hi) = self.slot(i);
-        let mut s = 0f32;
-        for m in 0..self.m {
-            let b = blocks[o + 16 * m];
-            let c = if hi { b >> 4 } else { b & 0x0f };
-            s += table[m * 16 + c as usize];
-        }
-        s
-    }
-
-    /// [`FastScanLayout::table_key`] of `N` vectors at once, `(blocks, i)` each: the
-    /// sums are independent, so they proceed in parallel in the CPU (each is still
-    /// summed in sub-quantizer order, so the keys are bit-identical to `table_key`'s).
+    /// summed as two chains (even and odd sub-quantizers, each in order, then added),
+    /// the order [`FastScanLayout::table_keys`] and
+    /// [`FastScanLayout::table_keys_each`] use too, so all three give the same bits.
     ///
     /// # Panics
-    /// When a vector is not in its blocks or `table` is shorter than `M × 16` (as
-    /// `table_key`).
+    /// When vector `i` is not in `blocks` or `table` is shorter than `M × 16`.
+    #[inline]
+    pub fn table_key(&self, blocks: &[u8], i: usize, table: &[f32]) -> f32 {
+        self.table_keys_each([(blocks, i, table)])[0]
+    }
+
+    /// [`FastScanLayout::table_key`] of `N` vectors at once, `(blocks, i)` each, under
+    /// one table: the sums are independent, so they proceed in parallel in the CPU.
+    ///
+    /// # Panics
+    /// As [`FastScanLayout::table_key`].
     #[inline]
     pub fn table_keys<const N: usize>(&self, vecs: [(&[u8], usize); N], table: &[f32]) -> [f32; N] {
-        let slots: [(usize, bool); N] = std::array::from_fn(|j| self.slot(vecs[j].1));
-        let last = 16 * self.m.saturating_sub(1);
-        let codes: [&[u8]; N] = std::array::from_fn(|j| &vecs[j].0[slots[j].0..=slots[j].0 + last]);
-        let mut s = [0f32; N];
-        for (m, t) in table[..self.m * 16].chunks_exact(16).enumerate() {
+        self.table_keys_each(vecs.map(|(b, i)| (b, i, table)))
+    }
+
+    /// [`FastScanLayout::table_key`] of `N` vectors at once, each under its own table:
+    /// `(blocks, i, table)` each.
+    ///
+    /// # Panics
+    /// As [`FastScanLayout::table_key`].
+    #[inline]
+    pub fn table_keys_each<const N: usize>(&self, vecs: [(&[u8], usize, &[f32]); N]) -> [f32; N] {
+        let m = self.m;
+        // Per vector: its bytes (sub-quantizer `mi` at 16·mi), the nibble's shift,
+        // and the table's rows; the slicing checks every bound the loop relies on.
+        let lanes: [KeyLane<'_>; N] = std::array::from_fn(|j| {
+            let (blocks, i, table) = vecs[j];
+            let (o, hi) = self.slot(i);
+            (
+                &blocks[o..=o + 16 * (m - 1)],
+                if hi { 4 } else { 0 },
+                &table.as_chunks::<16>().0[..m],
+            )
+        });
+        let mut even = [0f32; N];
+        let mut odd = [0f32; N];
+        let mut mi = 0;
+        while mi + 1 < m {
             for j in 0..N {
-                let b = codes[j][16 * m];
-                let c = if slots[j].1 { b >> 4 } else { b & 0x0f };
-                s[j] += t[usize::from(c)];
+                let (codes, shift, rows) = lanes[j];
+                // SAFETY: `codes` holds `16·(m − 1) + 1` bytes and `mi + 1 < m`.
+                let (a, b) = unsafe {
+                    (
+                        *codes.get_unchecked(16 * mi),
+                        *codes.get_unchecked(16 * mi + 16),
+                    )
+                };
+                // SAFETY: `rows` holds `m` rows and `mi + 1 < m`; a nibble is below 16.
+                unsafe {
+                    even[j] += *rows
+                        .get_unchecked(mi)
+                        .get_unchecked(usize::from((a >> shift) & 15));
+                    odd[j] += *rows
+                        .get_unchecked(mi + 1)
+                        .get_unchecked(usize::from((b >> shift) & 15));
+                }
+            }
+            mi += 2;
+        }
+        if mi < m {
+            for j in 0..N {
+                let (codes, shift, rows) = lanes[j];
+                even[j] += rows[mi][usize::from((codes[16 * mi] >> shift) & 15)];
             }
         }
-        s
+        std::array::from_fn(|j| even[j] + odd[j])
     }
 
     /// Moves vector `from`'s codes to slot `to` (for compaction).
@@ -315,7 +357,10 @@ impl QuantizedLut {
             let lo = row_range(row).0;
             for (o, &v) in out.iter_mut().zip(row) {
                 // Round half up by truncation (v − lo ≥ 0): a conversion, no libm call.
-                *o = ((v - lo) * a + 0.5).min(qmax) as u8;
+                let x = ((v - lo) * a + 0.5).max(0.0).min(qmax);
+                // SAFETY: `x` is in [0, qmax] ⊂ [0, 256) (`max` also maps a NaN to 0),
+                // so the truncation is representable; this form vectorises.
+                *o = unsafe { x.to_int_unchecked::<u8>() };
             }
         }
         self.scale = a;

@@ -176,15 +176,29 @@ impl IndexPQFastScan {
             filter,
             thresholds: [u16::MAX; MAX_QUERY_BLOCK],
             tops,
+            pending: [(0, 0); PENDING],
+            npending: 0,
         };
         for q in 0..luts.len() {
             c.refresh(q);
         }
-        fastscan::scan(level, &self.layout, luts, codes, nsub, &mut c)
+        fastscan::scan(level, &self.layout, luts, codes, nsub, &mut c)?;
+        c.finish();
+        Ok(())
     }
 }
 
+/// Vectors a [`KnnCollector`] holds before scoring them together: the float sums of
+/// one vector form a chain of dependent additions, so several vectors (of any of the
+/// block's queries) are summed side by side.
+const PENDING: usize = 4;
+
 /// Scores reported vectors exactly and keeps each query's best.
+///
+/// Reported vectors wait in `pending` until [`PENDING`] of them (of any queries) can
+/// be scored together; [`KnnCollector::finish`] scores the rest. A query's threshold
+/// is lowered after its vectors are scored, so a waiting vector only makes the
+/// thresholds meanwhile looser (more vectors reported), never drops one.
 struct KnnCollector<'a> {
     layout: &'a FastScanLayout,
     /// The scanned codes (starting at vector `first`).
@@ -196,6 +210,9 @@ struct KnnCollector<'a> {
     filter: Option<&'a dyn IdFilter>,
     thresholds: [u16; MAX_QUERY_BLOCK],
     tops: &'a mut [TopK],
+    /// `(query, vector within the scanned codes)`.
+    pending: [(usize, usize); PENDING],
+    npending: usize,
 }
 
 impl KnnCollector<'_> {
@@ -203,6 +220,39 @@ impl KnnCollector<'_> {
         self.thresholds[q] = self.luts[q]
             .threshold_for(self.tops[q].threshold())
             .unwrap_or(0);
+    }
+
+    /// Scores the waiting vectors (a short batch is padded with its first vector) and
+    /// lowers the thresholds of the queries that kept one.
+    fn score_pending(&mut self) {
+        let n = self.npending;
+        if n == 0 {
+            return;
+        }
+        self.npending = 0;
+        let p = self.pending;
+        let lane = |j: usize| {
+            let (q, local) = p[if j < n { j } else { 0 }];
+            (self.codes, local, self.tables[q])
+        };
+        let keys: [f32; PENDING] = self.layout.table_keys_each(std::array::from_fn(lane));
+        let mut pushed = [false; MAX_QUERY_BLOCK];
+        for (&(q, local), &key) in p[..n].iter().zip(&keys) {
+            if key <= self.tops[q].threshold() {
+                self.tops[q].push(key, (self.first + local) as Label);
+                pushed[q] = true;
+            }
+        }
+        for (q, &p) in pushed.iter().enumerate().take(self.luts.len()) {
+            if p {
+                self.refresh(q);
+            }
+        }
+    }
+
+    /// Scores every vector still waiting.
+    fn finish(&mut self) {
+        self.score_pending();
     }
 }
 
@@ -213,14 +263,15 @@ impl FsCollector for KnnCollector<'_> {
     }
 
     #[inline]
-    fn collect(&mut self, q: usize, sb: usize, mut mask: u32, _sums: &[u16; SUB_BLOCK]) {
-        // The reported vectors of the sub-block, then their keys four at a time (four
-        // independent sums proceed in parallel in the CPU).
-        let mut locals = [0usize; SUB_BLOCK];
-        let mut n = 0;
+    fn collect(&mut self, q: usize, sb: usize, mut mask: u32, sums: &[u16; SUB_BLOCK]) {
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;
             mask &= mask - 1;
+            // The threshold may have dropped since the kernel compared (vectors scored
+            // within this call).
+            if sums[i] > self.thresholds[q] {
+                continue;
+            }
             let local = sb * SUB_BLOCK + i;
             let id = self.first + local;
             if id >= self.ntotal {
@@ -229,32 +280,11 @@ impl FsCollector for KnnCollector<'_> {
             if self.filter.is_some_and(|f| !f.is_member(id as Label)) {
                 continue;
             }
-            locals[n] = local;
-            n += 1;
-        }
-        let table = self.tables[q];
-        let mut pushed = false;
-        for quad in locals[..n].chunks(4) {
-            let mut keys = [0f32; 4];
-            if let [a, b, c, d] = *quad {
-                let codes = self.codes;
-                keys = self
-                    .layout
-                    .table_keys([(codes, a), (codes, b), (codes, c), (codes, d)], table);
-            } else {
-                for (key, &local) in keys.iter_mut().zip(quad) {
-                    *key = self.layout.table_key(self.codes, local, table);
-                }
+            self.pending[self.npending] = (q, local);
+            self.npending += 1;
+            if self.npending == PENDING {
+                self.score_pending();
             }
-            for (&key, &local) in keys.iter().zip(quad) {
-                if key <= self.tops[q].threshold() {
-                    self.tops[q].push(key, (self.first + local) as Label);
-                    pushed = true;
-                }
-            }
-        }
-        if pushed {
-            self.refresh(q);
         }
     }
 }
