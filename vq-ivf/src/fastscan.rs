@@ -296,7 +296,11 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         scratch: &mut Scratch,
     ) -> Result<()> {
         let Scratch {
-            lut, sres, order, ..
+            lut,
+            sres,
+            order,
+            ids,
+            ..
         } = scratch;
         let table = lt.shared_table();
         lut.set_with_max(table, self.layout.m2(), self.lut_max)?;
@@ -342,14 +346,17 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 order.truncate(k);
             }
             order.sort_unstable();
+            // The ids first, in a loop of independent loads (mostly cache misses: the
+            // scan read the codes, not the ids), so that many are in flight at once.
+            ids.clear();
+            ids.extend(order.iter().map(|&e| {
+                let (l, pos) = sres.refs[(e & 0xffff_ffff) as usize];
+                self.lists[l as usize].ids[pos as usize]
+            }));
             // Largest first: each entry is then at most every one held, and the heap
             // takes it without sifting.
-            for &e in order.iter().rev() {
-                let (l, pos) = sres.refs[(e & 0xffff_ffff) as usize];
-                top.push(
-                    lut.key((e >> 32) as u16),
-                    self.lists[l as usize].ids[pos as usize],
-                );
+            for (&e, &id) in order.iter().zip(ids.iter()).rev() {
+                top.push(lut.key((e >> 32) as u16), id);
             }
         } else {
             self.finish_sums(sres, lut, slack, table, top, order);
@@ -464,6 +471,8 @@ struct Scratch {
     res: Reservoir,
     sres: SumReservoir,
     order: Vec<u64>,
+    /// Ids of the candidates handed on.
+    ids: Vec<Label>,
 }
 
 /// Candidates of one query as quantised sums under one table (Faiss's reservoir
