@@ -150,6 +150,9 @@ impl Index for IndexFlat {
     fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
         x.check_dim(self.dim)?;
         x.check_finite()?;
+        // Huge pages: refinement (`RFlat`) and `reconstruct` read rows at random, and a
+        // TLB miss per row would cost more than the row itself.
+        crate::mem::reserve_with_huge_pages(&mut self.data, x.as_slice().len());
         self.data.extend_from_slice(x.as_slice());
         if self.metric == Metric::L2 {
             let k = Kernels::get();
