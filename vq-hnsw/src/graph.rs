@@ -498,8 +498,22 @@ impl Hnsw {
                     consider(nb, d);
                 }
             }
-            for &nb in quads.remainder() {
-                consider(nb, dist.distance(nb));
+            match *quads.remainder() {
+                [] => {}
+                [nb] => consider(nb, dist.distance(nb)),
+                // Two or three left: one four-row call (the last row repeated, its
+                // extra results unused) still reads the rows side by side.
+                [a, b] => {
+                    let ds = dist.distance4([a, b, b, b]);
+                    consider(a, ds[0]);
+                    consider(b, ds[1]);
+                }
+                [a, b, c, ..] => {
+                    let ds = dist.distance4([a, b, c, c]);
+                    consider(a, ds[0]);
+                    consider(b, ds[1]);
+                    consider(c, ds[2]);
+                }
             }
         }
     }
