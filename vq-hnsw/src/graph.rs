@@ -503,16 +503,12 @@ impl Hnsw {
                 [nb] => consider(nb, dist.distance(nb)),
                 // Two or three left: one four-row call (the last row repeated, its
                 // extra results unused) still reads the rows side by side.
-                [a, b] => {
-                    let ds = dist.distance4([a, b, b, b]);
-                    consider(a, ds[0]);
-                    consider(b, ds[1]);
-                }
-                [a, b, c, ..] => {
-                    let ds = dist.distance4([a, b, c, c]);
-                    consider(a, ds[0]);
-                    consider(b, ds[1]);
-                    consider(c, ds[2]);
+                ref rest => {
+                    let last = rest.len() - 1;
+                    let ds = dist.distance4(std::array::from_fn(|i| rest[i.min(last)]));
+                    for (&nb, d) in rest.iter().zip(ds) {
+                        consider(nb, d);
+                    }
                 }
             }
         }

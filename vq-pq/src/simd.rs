@@ -104,17 +104,15 @@ fn tables16_body<const F: bool, const IP: bool>(x: &[f32], ct: &[f32], out: &mut
         }
         mi += 4;
     }
+    // The last sub-spaces one at a time, through the one-table bodies themselves.
     for mi in mi..m {
-        let mut acc = [0f32; L];
-        let xs = &x[mi * dsub..][..dsub];
-        let cs = &ct[mi * dsub * L..][..dsub * L];
-        for d in 0..dsub {
-            let row = &cs[d * L..(d + 1) * L];
-            for j in 0..L {
-                acc[j] = term(xs[d], row[j], acc[j]);
-            }
+        let (xs, cs) = (&x[mi * dsub..][..dsub], &ct[mi * dsub * L..][..dsub * L]);
+        let o = &mut out[mi * L..(mi + 1) * L];
+        if IP {
+            ip_table_body::<F>(xs, cs, o);
+        } else {
+            l2_table_body::<F>(xs, cs, o);
         }
-        out[mi * L..(mi + 1) * L].copy_from_slice(&acc);
     }
 }
 
