@@ -222,18 +222,24 @@ impl Index for IndexFlat {
 
     fn distances_to(&self, query: &[f32], ids: &[Label], out: &mut [f32]) -> Result<()> {
         crate::index::check_distances_to(self.dim, query, ids, out)?;
-        // Rows a few candidates ahead are requested while the current one is scored.
-        const AHEAD: usize = 12;
+        // Rows a few candidates ahead are requested while the current one is scored: the
+        // first `lines` cache lines of each (the hardware's stream prefetcher follows a row
+        // once it is being read), about 48 lines in flight in all. More than that overfills
+        // the core's miss buffers: with 784-dimension rows, 12 whole rows ahead (588 lines)
+        // scored 14% slower than 3 rows of 16 lines.
+        const IN_FLIGHT: usize = 48;
         let d = self.dim;
+        let lines = (d * std::mem::size_of::<f32>()).div_ceil(64).clamp(1, 16);
+        let ahead = (IN_FLIGHT / lines).clamp(3, 12);
         let fetch = |id: Label| {
             if let Ok(p) = self.position(id) {
-                crate::distance::prefetch(&self.data[p * d..(p + 1) * d], 64);
+                crate::distance::prefetch(&self.data[p * d..(p + 1) * d], lines);
             }
         };
-        ids.iter().take(AHEAD).for_each(|&id| fetch(id));
+        ids.iter().take(ahead).for_each(|&id| fetch(id));
         let kern = Kernels::get();
         for (i, (o, &id)) in out.iter_mut().zip(ids).enumerate() {
-            if let Some(&next) = ids.get(i + AHEAD) {
+            if let Some(&next) = ids.get(i + ahead) {
                 fetch(next);
             }
             *o = if id == crate::vectors::NO_LABEL {
