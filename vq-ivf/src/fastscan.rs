@@ -299,6 +299,8 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             lut,
             sres,
             order,
+            tmp,
+            counts,
             ids,
             ..
         } = scratch;
@@ -333,19 +335,10 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             }
         }
         if approximate {
-            order.clear();
-            order.extend(
-                sres.sums
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &s)| (u64::from(s) << 32) | i as u64),
-            );
+            // The k smallest sums, ties by scan order: all those below the k-th smallest
+            // sum, then those equal to it in the order scanned, sorted by sum.
             let k = top.k();
-            if order.len() > k {
-                order.select_nth_unstable(k - 1);
-                order.truncate(k);
-            }
-            order.sort_unstable();
+            select_sorted(&sres.sums, k, order, tmp, counts);
             // The ids first, in a loop of independent loads (mostly cache misses: the
             // scan read the codes, not the ids), so that many are in flight at once.
             ids.clear();
@@ -353,8 +346,10 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 let (l, pos) = sres.refs[(e & 0xffff_ffff) as usize];
                 self.lists[l as usize].ids[pos as usize]
             }));
-            // Largest first: each entry is then at most every one held, and the heap
-            // takes it without sifting.
+            // Equal sums by id (the results' order), then pushed worst first: each entry
+            // lands at the end of the heap without sifting, and the heap's entries come
+            // out sorted by one reversal.
+            sort_ties_by_id(order, ids);
             for (&e, &id) in order.iter().zip(ids.iter()).rev() {
                 top.push(lut.key((e >> 32) as u16), id);
             }
@@ -471,6 +466,8 @@ struct Scratch {
     res: Reservoir,
     sres: SumReservoir,
     order: Vec<u64>,
+    tmp: Vec<u64>,
+    counts: Vec<u32>,
     /// Ids of the candidates handed on.
     ids: Vec<Label>,
 }
@@ -488,7 +485,6 @@ struct SumReservoir {
     band: u16,
     /// Sums above it cannot be among the k best.
     thr: u16,
-    tmp: Vec<u16>,
 }
 
 impl SumReservoir {
@@ -519,9 +515,7 @@ impl SumReservoir {
         if self.sums.len() < self.k || self.k == 0 {
             return;
         }
-        self.tmp.clear();
-        self.tmp.extend_from_slice(&self.sums);
-        let (_, kth, _) = self.tmp.select_nth_unstable(self.k - 1);
+        let kth = kth_smallest(&self.sums, self.k);
         self.thr = self.thr.min(kth.saturating_add(self.band));
         let thr = self.thr;
         let mut w = 0;
@@ -536,6 +530,99 @@ impl SumReservoir {
         self.refs.truncate(w);
         if w * 2 > self.cap {
             self.cap *= 2;
+        }
+    }
+}
+
+/// How many of `sums` are at most `t` (counted in chunks whose counts fit a `u16`, so
+/// the loop vectorises).
+fn count_le(sums: &[u16], t: u16) -> usize {
+    sums.chunks(1 << 15)
+        .map(|c| usize::from(c.iter().map(|&s| u16::from(s <= t)).sum::<u16>()))
+        .sum()
+}
+
+/// The `k`-th smallest of `sums` (`1 <= k <= sums.len()`), by bisection on the value:
+/// at most 16 counting passes, each a vectorised compare, instead of a selection that
+/// moves the values (Faiss's `partition_fuzzy` counts the same way).
+fn kth_smallest(sums: &[u16], k: usize) -> u16 {
+    debug_assert!(k >= 1 && k <= sums.len());
+    let (mut lo, mut hi) = (0u16, u16::MAX);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if count_le(sums, mid) >= k {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
+/// Puts into `order` the `k` smallest of `sums` (all of them when there are no more),
+/// ties by position, as `sum << 32 | position`, sorted by sum and then position.
+fn select_sorted(
+    sums: &[u16],
+    k: usize,
+    order: &mut Vec<u64>,
+    tmp: &mut Vec<u64>,
+    counts: &mut Vec<u32>,
+) {
+    let n = sums.len();
+    let entry = |i: usize, s: u16| (u64::from(s) << 32) | i as u64;
+    tmp.clear();
+    if n > k {
+        let t = kth_smallest(sums, k);
+        // Fewer than k lie below t (t is the smallest value with k at or below it).
+        let mut ties = k - if t > 0 { count_le(sums, t - 1) } else { 0 };
+        // Branch-free: every entry is written, and kept by moving on past it.
+        tmp.resize(n, 0);
+        let mut w = 0;
+        for (i, &s) in sums.iter().enumerate() {
+            let tie = s == t && ties > 0;
+            ties -= usize::from(tie);
+            tmp[w] = entry(i, s);
+            w += usize::from(s < t || tie);
+        }
+        tmp.truncate(w);
+    } else {
+        tmp.extend(sums.iter().enumerate().map(|(i, &s)| entry(i, s)));
+    }
+    // Sorted by sum, stably (positions ascend already): one counting pass when the
+    // sums span a narrow range, as they do among a query's best candidates.
+    let lo = tmp.iter().map(|&e| (e >> 32) as usize).min().unwrap_or(0);
+    let hi = tmp.iter().map(|&e| (e >> 32) as usize).max().unwrap_or(0);
+    order.clear();
+    if hi - lo < 4096 {
+        counts.clear();
+        counts.resize(hi - lo + 2, 0);
+        for &e in tmp.iter() {
+            counts[(e >> 32) as usize - lo + 1] += 1;
+        }
+        for j in 1..counts.len() {
+            counts[j] += counts[j - 1];
+        }
+        order.resize(tmp.len(), 0);
+        for &e in tmp.iter() {
+            let c = &mut counts[(e >> 32) as usize - lo];
+            order[*c as usize] = e;
+            *c += 1;
+        }
+    } else {
+        order.extend_from_slice(tmp);
+        order.sort_unstable();
+    }
+}
+
+/// Sorts each run of equal sums in `order` (sorted by sum) by its ids in `ids` (one id
+/// per entry), moving both together: insertion sort, linear when runs are short.
+fn sort_ties_by_id(order: &mut [u64], ids: &mut [Label]) {
+    for i in 1..order.len() {
+        let mut j = i;
+        while j > 0 && order[j - 1] >> 32 == order[j] >> 32 && ids[j - 1] > ids[j] {
+            order.swap(j - 1, j);
+            ids.swap(j - 1, j);
+            j -= 1;
         }
     }
 }
@@ -1039,5 +1126,69 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
 
     fn bytes_per_vector(&self) -> f64 {
         self.layout.m2() as f64 / 2.0 + std::mem::size_of::<Label>() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The counting selection equals sorting every `(sum, position)` and keeping the
+        /// first k, whatever the spread of the sums (narrow: the counting sort; wide: the
+        /// fallback) and however many ties.
+        #[test]
+        fn select_sorted_equals_a_full_sort(
+            sums in prop::collection::vec(0u16..64, 0..300),
+            wide in prop::collection::vec(any::<u16>(), 0..300),
+            k in 1usize..120,
+        ) {
+            let (mut order, mut tmp, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+            for v in [&sums, &wide] {
+                let mut want: Vec<u64> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| (u64::from(s) << 32) | i as u64)
+                    .collect();
+                want.sort_unstable();
+                want.truncate(k);
+                select_sorted(v, k, &mut order, &mut tmp, &mut counts);
+                prop_assert_eq!(&order, &want);
+                if !v.is_empty() {
+                    let mut s = v.to_vec();
+                    s.sort_unstable();
+                    let kk = k.min(v.len());
+                    prop_assert_eq!(kth_smallest(v, kk), s[kk - 1]);
+                }
+            }
+        }
+
+        /// Runs of equal sums end up ordered by id, the sums' order kept, each id with
+        /// its entry.
+        #[test]
+        fn sort_ties_by_id_orders_each_run(
+            mut pairs in prop::collection::vec((0u16..8, 0i64..1000), 0..100),
+        ) {
+            pairs.sort_by_key(|p| p.0);
+            let mut order: Vec<u64> = pairs
+                .iter()
+                .enumerate()
+                .map(|(i, &(s, _))| (u64::from(s) << 32) | i as u64)
+                .collect();
+            let mut ids: Vec<Label> = pairs.iter().map(|p| p.1).collect();
+            sort_ties_by_id(&mut order, &mut ids);
+            let mut want = pairs.clone();
+            want.sort();
+            let got: Vec<(u16, i64)> = order
+                .iter()
+                .zip(&ids)
+                .map(|(&e, &id)| ((e >> 32) as u16, id))
+                .collect();
+            prop_assert_eq!(got, want.clone());
+            for (&e, &id) in order.iter().zip(&ids) {
+                prop_assert_eq!(pairs[(e & 0xffff_ffff) as usize].1, id);
+            }
+        }
     }
 }

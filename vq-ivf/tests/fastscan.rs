@@ -221,6 +221,14 @@ fn approximate_candidates_are_nearly_the_exact_ones() {
                     let (gd, gl) = got.row(qi);
                     let (ad, al) = all.row(qi);
                     let spread = (ad[k] - ad[0]).abs().max(1e-3);
+                    // Ranked by estimate, ties by id, like every result.
+                    for i in 1..gd.len() {
+                        let (a, b) = (metric.to_key(gd[i - 1]), metric.to_key(gd[i]));
+                        assert!(
+                            a < b || (a == b && gl[i - 1] < gl[i]),
+                            "{metric} nprobe={nprobe}: out of order at {i}"
+                        );
+                    }
                     let mut seen = std::collections::HashSet::new();
                     for (&dist, &id) in gd.iter().zip(gl) {
                         assert!(
