@@ -338,7 +338,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             // The k smallest sums, ties by scan order: all those below the k-th smallest
             // sum, then those equal to it in the order scanned, sorted by sum.
             let k = top.k();
-            select_sorted(&sres.sums, k, order, tmp, counts);
+            select_sorted(sres.sums(), k, order, tmp, counts);
             // The ids first, in a loop of independent loads (mostly cache misses: the
             // scan read the codes, not the ids), so that many are in flight at once.
             ids.clear();
@@ -373,7 +373,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
     ) {
         order.clear();
         order.extend(
-            sres.sums
+            sres.sums()
                 .iter()
                 .enumerate()
                 .map(|(i, &s)| (u64::from(s) << 32) | i as u64),
@@ -477,9 +477,12 @@ struct Scratch {
 /// among the k best.
 #[derive(Debug, Default)]
 struct SumReservoir {
+    /// The candidates' sums: the first `n` entries; the rest is room for one more
+    /// sub-block, written before it is known which entries stay.
     sums: Vec<u16>,
-    /// `(list, position)` of each candidate.
+    /// `(list, position)` of each candidate, like `sums`.
     refs: Vec<(u32, u32)>,
+    n: usize,
     k: usize,
     cap: usize,
     band: u16,
@@ -489,47 +492,89 @@ struct SumReservoir {
 
 impl SumReservoir {
     fn reset(&mut self, k: usize, band: u16, thr: u16) {
-        self.sums.clear();
-        self.refs.clear();
+        self.n = 0;
         self.k = k;
         self.cap = (4 * k).max(64);
         self.band = band;
         self.thr = thr;
+        self.make_room();
     }
 
-    #[inline]
-    fn push(&mut self, sum: u16, list: u32, pos: u32) {
-        if sum > self.thr {
-            return;
+    /// Room for `cap` candidates and one more sub-block.
+    fn make_room(&mut self) {
+        let len = self.cap + SUB_BLOCK;
+        if self.sums.len() < len {
+            self.sums.resize(len, 0);
+            self.refs.resize(len, (0, 0));
         }
-        self.sums.push(sum);
-        self.refs.push((list, pos));
-        if self.sums.len() >= self.cap {
+    }
+
+    /// The candidates' sums.
+    fn sums(&self) -> &[u16] {
+        &self.sums[..self.n]
+    }
+
+    /// Offers the reported vectors of sub-block `sb` of `list` (bits of `mask`, their sums
+    /// in `sums`), then prunes when `cap` are held. Branch-free: each is written, and kept
+    /// by moving on past it when its sum is within the threshold.
+    #[inline]
+    fn offer(
+        &mut self,
+        list: u32,
+        sb: usize,
+        mut mask: u32,
+        sums: &[u16; SUB_BLOCK],
+        ids: &[Label],
+        filter: Option<&dyn IdFilter>,
+    ) {
+        let base = sb * SUB_BLOCK;
+        let (thr, mut n) = (self.thr, self.n);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let pos = base + i;
+            if let Some(f) = filter
+                && !f.is_member(ids[pos])
+            {
+                continue;
+            }
+            let s = sums[i];
+            self.sums[n] = s;
+            self.refs[n] = (list, pos as u32);
+            n += usize::from(s <= thr);
+        }
+        self.n = n;
+        if n >= self.cap {
             self.prune();
         }
     }
 
     /// Lowers the threshold to the k-th smallest sum plus the band and drops what is
-    /// above it; grows the capacity when most candidates stay.
+    /// above it; grows the capacity when most candidates stay (so that fewer than `cap`
+    /// are held afterwards).
     fn prune(&mut self) {
-        if self.sums.len() < self.k || self.k == 0 {
+        if self.k == 0 {
+            self.n = 0;
             return;
         }
-        let kth = kth_smallest(&self.sums, self.k);
+        if self.n < self.k {
+            return;
+        }
+        let kth = kth_smallest(self.sums(), self.k);
         self.thr = self.thr.min(kth.saturating_add(self.band));
         let thr = self.thr;
+        // Branch-free (whether a sum stays is a coin toss), as in `offer`.
         let mut w = 0;
-        for r in 0..self.sums.len() {
-            if self.sums[r] <= thr {
-                self.sums[w] = self.sums[r];
-                self.refs[w] = self.refs[r];
-                w += 1;
-            }
+        for r in 0..self.n {
+            let s = self.sums[r];
+            self.sums[w] = s;
+            self.refs[w] = self.refs[r];
+            w += usize::from(s <= thr);
         }
-        self.sums.truncate(w);
-        self.refs.truncate(w);
+        self.n = w;
         if w * 2 > self.cap {
             self.cap *= 2;
+            self.make_room();
         }
     }
 }
@@ -643,23 +688,12 @@ impl FsCollector for SumCollector<'_> {
 
     #[inline]
     fn collect(&mut self, _q: usize, sb: usize, mut mask: u32, sums: &[u16; SUB_BLOCK]) {
-        let base = sb * SUB_BLOCK;
-        let left = self.ids.len().saturating_sub(base);
+        let left = self.ids.len().saturating_sub(sb * SUB_BLOCK);
         if left < SUB_BLOCK {
             mask &= (1u32 << left) - 1;
         }
-        let res = &mut *self.res;
-        while mask != 0 {
-            let i = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let pos = base + i;
-            if let Some(f) = self.filter
-                && !f.is_member(self.ids[pos])
-            {
-                continue;
-            }
-            res.push(sums[i], self.list, pos as u32);
-        }
+        self.res
+            .offer(self.list, sb, mask, sums, self.ids, self.filter);
     }
 }
 
