@@ -54,16 +54,15 @@ pub(crate) fn run_describe(a: &DescribeArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!("{spec}");
-    print!("{}", spec.tree());
-    println!(
-        "d = {}, metric = {metric}, search parameters: {}",
+    crate::progress::print_out(&format!(
+        "{spec}\n{}d = {}, metric = {metric}, search parameters: {}\n",
+        spec.tree(),
         a.dim,
         match index.search_param_names() {
             v if v.is_empty() => "none".to_string(),
             v => v.join(", "),
         }
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -83,10 +83,9 @@ impl Report {
     }
 
     /// Prints one row.
-    #[allow(clippy::print_stdout)]
     pub(crate) fn row(&mut self, row: &Value) {
         if JSON.load(Ordering::Relaxed) {
-            println!("{row}");
+            print_out(&format!("{row}\n"));
             return;
         }
         let cells: Vec<String> = self
@@ -107,14 +106,14 @@ impl Report {
                 .zip(&self.widths)
                 .map(|((h, _), w)| format!("{h:>w$}"))
                 .collect();
-            println!("{}", head.join("  "));
+            print_out(&format!("{}\n", head.join("  ")));
         }
         let line: Vec<String> = cells
             .iter()
             .zip(&self.widths)
             .map(|(c, w)| format!("{c:>w$}"))
             .collect();
-        println!("{}", line.join("  "));
+        print_out(&format!("{}\n", line.join("  ")));
     }
 }
 
@@ -130,5 +129,21 @@ fn cell(v: Option<&Value>) -> String {
             _ => n.to_string(),
         },
         Some(other) => other.to_string(),
+    }
+}
+
+/// Writes `text` to stdout. A reader that has gone away (`vq bench … | head -1`) ends the
+/// process quietly with success, as Unix tools do (`println!` would panic); any other
+/// failure to write ends it with an error message.
+#[allow(clippy::print_stderr)]
+pub(crate) fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
     }
 }

@@ -36,6 +36,34 @@ const FIELDS: [&str; 18] = [
     "peak_rss_mb",
 ];
 
+/// A reader that stops early (`vq … | head -0`) ends `vq` quietly: no panic message.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vq"))
+        .args([
+            "bench",
+            "--data",
+            "synthetic:2000,8,20,1",
+            "--index",
+            "Flat",
+            "--params",
+            "",
+            "--repeats",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the vq binary runs");
+    // Close the read end before anything is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("vq ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn bench_synthetic_prints_the_report_fields() {
     let (code, out, err) = vq(&[
