@@ -26,8 +26,13 @@ use crate::metric::Metric;
 use crate::results::SearchResults;
 use crate::vectors::{Label, NO_LABEL};
 
-/// Above this `k`, [`TopK`] switches from a heap to buffered selection.
-pub const HEAP_MAX_K: usize = 256;
+/// Above this `k`, [`TopK`] switches from a heap to buffered selection. Each heap push
+/// sifts through `log2 k` levels on unpredictable branches, and with larger `k` more
+/// candidates pass the threshold (a coarse quantizer's `nprobe = 64` best of 1,024
+/// centroids: ~240 pushes a query); the buffer takes them in O(1) each and compacts
+/// every `k`. Measured at 1 thread: `IVF1024,…` at `nprobe = 64` 8% faster, exhaustive
+/// `Flat` with k = 100 on GloVe 8-19% faster, with 32 rather than 256 here.
+pub const HEAP_MAX_K: usize = 32;
 
 #[inline(always)]
 fn less(ka: f32, la: Label, kb: f32, lb: Label) -> bool {
