@@ -321,6 +321,12 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             if list.ids.is_empty() {
                 continue;
             }
+            // The candidates' ids are looked up after the scan, at random in the list's
+            // ids (which the scan does not read): a short list's ids are requested now,
+            // one sequential stream, while its codes are scanned.
+            if approximate && list.ids.len() <= PREFETCH_IDS_MAX {
+                vq_core::distance::prefetch(&list.ids, usize::MAX);
+            }
             let mut c = SumCollector {
                 ids: &list.ids,
                 list: l as u32,
@@ -454,6 +460,10 @@ fn sum_bounds(lut: &QuantizedLut) -> (f32, u16) {
         .min(f64::from(u16::MAX)) as u16;
     (slack, band)
 }
+
+/// Lists with at most this many vectors have their ids prefetched while they are
+/// scanned for re-ranking (16 KiB of ids).
+const PREFETCH_IDS_MAX: usize = 2048;
 
 /// Per-thread buffers of [`IndexIvfPqFastScan::scan_probes`].
 #[derive(Debug, Default)]
