@@ -782,21 +782,30 @@ mod x86 {
                     acc[q][3] = _mm512_add_epi16(acc[q][3], _mm512_srli_epi16::<8>(rhi));
                 }
             }
+            // One quad of codes `c` against each query's table `$table(q)`.
+            macro_rules! quad {
+                ($c:expr, $table:expr) => {{
+                    let c = $c;
+                    let clo = _mm512_and_si512(c, low4);
+                    let chi = _mm512_and_si512(_mm512_srli_epi16::<4>(c), low4);
+                    for q in 0..NQ {
+                        let t = $table(q);
+                        let rlo = _mm512_shuffle_epi8(t, clo);
+                        let rhi = _mm512_shuffle_epi8(t, chi);
+                        acc[q][0] = _mm512_add_epi16(acc[q][0], rlo);
+                        acc[q][1] = _mm512_add_epi16(acc[q][1], _mm512_srli_epi16::<8>(rlo));
+                        acc[q][2] = _mm512_add_epi16(acc[q][2], rhi);
+                        acc[q][3] = _mm512_add_epi16(acc[q][3], _mm512_srli_epi16::<8>(rhi));
+                    }
+                }};
+            }
             for p in groups * F..quads {
                 // SAFETY: quad `p` is in bounds (4p + 4 <= m2).
                 let c = unsafe { _mm512_loadu_si512(base.add(64 * p).cast()) };
-                let clo = _mm512_and_si512(c, low4);
-                let chi = _mm512_and_si512(_mm512_srli_epi16::<4>(c), low4);
-                for q in 0..NQ {
+                quad!(c, |q: usize| {
                     // SAFETY: each table holds `m2 × 16` bytes.
-                    let t = unsafe { _mm512_loadu_si512(luts[q].as_ptr().add(64 * p).cast()) };
-                    let rlo = _mm512_shuffle_epi8(t, clo);
-                    let rhi = _mm512_shuffle_epi8(t, chi);
-                    acc[q][0] = _mm512_add_epi16(acc[q][0], rlo);
-                    acc[q][1] = _mm512_add_epi16(acc[q][1], _mm512_srli_epi16::<8>(rlo));
-                    acc[q][2] = _mm512_add_epi16(acc[q][2], rhi);
-                    acc[q][3] = _mm512_add_epi16(acc[q][3], _mm512_srli_epi16::<8>(rhi));
-                }
+                    unsafe { _mm512_loadu_si512(luts[q].as_ptr().add(64 * p).cast()) }
+                });
             }
             if m2 % 4 == 2 {
                 // The last pair as a quad whose upper half is zero: zero table bytes add
@@ -804,22 +813,13 @@ mod x86 {
                 // some builds, a 64-byte load of two 32-byte stores: 1.6x slower.)
                 let off = 64 * quads;
                 let half: __mmask64 = 0xffff_ffff;
-                // SAFETY: the 32 loaded bytes are in bounds (off + 32 == m2 × 16); masked-off
-                // bytes are neither read nor faulted on.
+                // SAFETY: the 32 loaded bytes are in bounds (off + 32 == m2 × 16);
+                // masked-off bytes are neither read nor faulted on.
                 let c = unsafe { _mm512_maskz_loadu_epi8(half, base.add(off).cast()) };
-                let clo = _mm512_and_si512(c, low4);
-                let chi = _mm512_and_si512(_mm512_srli_epi16::<4>(c), low4);
-                for q in 0..NQ {
+                quad!(c, |q: usize| {
                     // SAFETY: as above, within the table.
-                    let t =
-                        unsafe { _mm512_maskz_loadu_epi8(half, luts[q].as_ptr().add(off).cast()) };
-                    let rlo = _mm512_shuffle_epi8(t, clo);
-                    let rhi = _mm512_shuffle_epi8(t, chi);
-                    acc[q][0] = _mm512_add_epi16(acc[q][0], rlo);
-                    acc[q][1] = _mm512_add_epi16(acc[q][1], _mm512_srli_epi16::<8>(rlo));
-                    acc[q][2] = _mm512_add_epi16(acc[q][2], rhi);
-                    acc[q][3] = _mm512_add_epi16(acc[q][3], _mm512_srli_epi16::<8>(rhi));
-                }
+                    unsafe { _mm512_maskz_loadu_epi8(half, luts[q].as_ptr().add(off).cast()) }
+                });
             }
             let mut sums = [[0u16; SUB_BLOCK]; NQ];
             let mut masks = [0u32; NQ];
