@@ -184,8 +184,8 @@ impl TopK {
             }
             Mode::Buffer { items, .. } => items.clone(),
         };
-        // Entries pushed best-last lie in the heap in reverse order (each one lands at the
-        // end without sifting): a reversal then sorts them, in one pass.
+        // Entries pushed best-last lie in reverse order, in the heap (each one lands at the
+        // end without sifting) as in the buffer: a reversal then sorts them, in one pass.
         if v.is_sorted_by(|a, b| cmp_pair(a, b) == Ordering::Greater) {
             v.reverse();
         } else {

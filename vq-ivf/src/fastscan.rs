@@ -353,8 +353,8 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 self.lists[l as usize].ids[pos as usize]
             }));
             // Equal sums by id (the results' order), then pushed worst first: each entry
-            // lands at the end of the heap without sifting, and the heap's entries come
-            // out sorted by one reversal.
+            // lands at the end of `top` (heap or buffer) without sifting, and its entries
+            // come out sorted by one reversal.
             sort_ties_by_id(order, ids);
             for (&e, &id) in order.iter().zip(ids.iter()).rev() {
                 top.push(lut.key((e >> 32) as u16), id);
