@@ -543,6 +543,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
             }
         }
         let links0 = r.u32s(n * (2 * m + 1))?;
+        g.reserve(n);
         for &l in &levels {
             g.push_node(l as usize);
         }

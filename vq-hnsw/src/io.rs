@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 
+use vq_core::mem::vec_with_huge_pages;
 use vq_core::{Error, Result};
 
 /// Largest block read at once: a hostile length field cannot make us allocate more than
@@ -215,9 +216,13 @@ impl<'a> Reader<'a> {
     /// The stream ends.
     pub fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
         let b = self.bytes(n.checked_mul(4).ok_or_else(|| self.bad("size overflow"))?)?;
-        Ok(b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        // Huge-page-advised when large: graph searches read stored vectors at random.
+        let mut out = vec_with_huge_pages(n);
+        out.extend(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        Ok(out)
     }
 
     /// `n` `u32` values.
@@ -226,9 +231,12 @@ impl<'a> Reader<'a> {
     /// The stream ends.
     pub fn u32s(&mut self, n: usize) -> Result<Vec<u32>> {
         let b = self.bytes(n.checked_mul(4).ok_or_else(|| self.bad("size overflow"))?)?;
-        Ok(b.chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        let mut out = vec_with_huge_pages(n);
+        out.extend(
+            b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        Ok(out)
     }
 
     /// `n` `i64` values.

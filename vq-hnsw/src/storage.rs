@@ -489,7 +489,10 @@ impl<C: StorableCodec> HnswStorage for CodecStorage<C> {
         if n > 0 && !codec.is_trained() {
             return Err(r.bad("codes stored with an untrained codec"));
         }
-        let codes = r.bytes(len)?;
+        let mut codes = Vec::new();
+        // Huge-page-advised when large, as `push` makes it.
+        reserve_with_huge_pages(&mut codes, len);
+        codes.extend_from_slice(&r.bytes(len)?);
         Ok(CodecStorage {
             codec,
             metric,
