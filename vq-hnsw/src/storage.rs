@@ -86,6 +86,15 @@ pub trait NodeQuery {
     fn node_distance4(&mut self, ids: [u32; 4]) -> [f32; 4] {
         ids.map(|id| self.node_distance(id))
     }
+    /// [`NodeQuery::node_distance4`] while starting to load the nodes of `next` (the
+    /// ones asked for next); by default a [`NodeQuery::node_prefetch`] of each first.
+    /// Equal results.
+    fn node_distance4_ahead(&mut self, ids: [u32; 4], next: [u32; 4]) -> [f32; 4] {
+        for id in next {
+            self.node_prefetch(id);
+        }
+        self.node_distance4(ids)
+    }
     /// Starts loading node `id`'s data.
     fn node_prefetch(&self, id: u32);
 }
@@ -98,6 +107,10 @@ impl<T: NodeQuery> NodeDistance for T {
     #[inline]
     fn distance4(&mut self, ids: [u32; 4]) -> [f32; 4] {
         self.node_distance4(ids)
+    }
+    #[inline]
+    fn distance4_ahead(&mut self, ids: [u32; 4], next: [u32; 4]) -> [f32; 4] {
+        self.node_distance4_ahead(ids, next)
     }
     #[inline]
     fn prefetch(&self, id: u32) {
@@ -176,6 +189,17 @@ impl NodeQuery for FlatQuery<'_> {
             self.k.inner_product_4(self.q, rows).map(|v| -v)
         } else {
             self.k.l2_sqr_4(self.q, rows)
+        }
+    }
+
+    #[inline]
+    fn node_distance4_ahead(&mut self, ids: [u32; 4], next: [u32; 4]) -> [f32; 4] {
+        let rows = ids.map(|id| &self.data[id as usize * self.d..][..self.d]);
+        let next = next.map(|id| self.data.get(id as usize * self.d..).unwrap_or(&[]));
+        if self.ip {
+            self.k.inner_product_4_ahead(self.q, rows, next).map(|v| -v)
+        } else {
+            self.k.l2_sqr_4_ahead(self.q, rows, next)
         }
     }
 

@@ -101,6 +101,7 @@ type NormFn = unsafe fn(&[f32]) -> f32;
 type NyFn = unsafe fn(&[f32], &[f32], &mut [f32]);
 type HitsFn = unsafe fn(&[f32], &[f32], f32, &[f32], &mut Vec<u32>);
 type FourFn = unsafe fn(&[f32], [&[f32]; 4]) -> [f32; 4];
+type FourAheadFn = unsafe fn(&[f32], [&[f32]; 4], [&[f32]; 4]) -> [f32; 4];
 
 /// A table of distance kernels for one [`SimdLevel`].
 ///
@@ -117,6 +118,8 @@ pub struct Kernels {
     le_hits: HitsFn,
     l2_sqr_4: FourFn,
     inner_product_4: FourFn,
+    l2_sqr_4_ahead: FourAheadFn,
+    inner_product_4_ahead: FourAheadFn,
 }
 
 impl fmt::Debug for Kernels {
@@ -155,6 +158,14 @@ impl Kernels {
             le_hits: scalar::le_hits,
             l2_sqr_4: scalar::l2_sqr_4,
             inner_product_4: scalar::inner_product_4,
+            l2_sqr_4_ahead: |x, ys, next| {
+                prefetch_rows(next, x.len());
+                scalar::l2_sqr_4(x, ys)
+            },
+            inner_product_4_ahead: |x, ys, next| {
+                prefetch_rows(next, x.len());
+                scalar::inner_product_4(x, ys)
+            },
         }
     }
 
@@ -175,6 +186,14 @@ impl Kernels {
                 le_hits: portable::le_hits,
                 l2_sqr_4: portable::l2_sqr_4,
                 inner_product_4: portable::inner_product_4,
+                l2_sqr_4_ahead: |x, ys, next| {
+                    prefetch_rows(next, x.len());
+                    portable::l2_sqr_4(x, ys)
+                },
+                inner_product_4_ahead: |x, ys, next| {
+                    prefetch_rows(next, x.len());
+                    portable::inner_product_4(x, ys)
+                },
             },
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2 => Kernels {
@@ -187,6 +206,8 @@ impl Kernels {
                 le_hits: x86::le_hits_avx2,
                 l2_sqr_4: x86::l2_sqr_4_avx2,
                 inner_product_4: x86::inner_product_4_avx2,
+                l2_sqr_4_ahead: x86::l2_sqr_4_ahead_avx2,
+                inner_product_4_ahead: x86::inner_product_4_ahead_avx2,
             },
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => Kernels {
@@ -199,6 +220,8 @@ impl Kernels {
                 le_hits: x86::le_hits_avx512,
                 l2_sqr_4: x86::l2_sqr_4_avx512,
                 inner_product_4: x86::inner_product_4_avx512,
+                l2_sqr_4_ahead: x86::l2_sqr_4_ahead_avx512,
+                inner_product_4_ahead: x86::inner_product_4_ahead_avx512,
             },
             #[cfg(not(target_arch = "x86_64"))]
             _ => return None,
@@ -273,6 +296,38 @@ impl Kernels {
         );
         // SAFETY: supported level; lengths checked above.
         unsafe { (self.inner_product_4)(x, ys) }
+    }
+
+    /// [`Kernels::l2_sqr_4`] that also starts loading the four rows of `next` (the rows
+    /// the caller reads next), a line of each per line it reads of `ys`: a graph search
+    /// reading rows in quads keeps the next quad's memory in flight. Results equal
+    /// [`Kernels::l2_sqr_4`]'s exactly; `next` is only prefetched (up to `x.len()`
+    /// values of each row), never read.
+    ///
+    /// # Panics
+    /// If a row of `ys` differs in length from `x`.
+    #[inline]
+    pub fn l2_sqr_4_ahead(&self, x: &[f32], ys: [&[f32]; 4], next: [&[f32]; 4]) -> [f32; 4] {
+        assert!(
+            ys.iter().all(|y| y.len() == x.len()),
+            "l2_sqr_4_ahead: rows of different lengths"
+        );
+        // SAFETY: supported level; lengths checked above.
+        unsafe { (self.l2_sqr_4_ahead)(x, ys, next) }
+    }
+
+    /// [`Kernels::inner_product_4`] prefetching `next`; see [`Kernels::l2_sqr_4_ahead`].
+    ///
+    /// # Panics
+    /// If a row of `ys` differs in length from `x`.
+    #[inline]
+    pub fn inner_product_4_ahead(&self, x: &[f32], ys: [&[f32]; 4], next: [&[f32]; 4]) -> [f32; 4] {
+        assert!(
+            ys.iter().all(|y| y.len() == x.len()),
+            "inner_product_4_ahead: rows of different lengths"
+        );
+        // SAFETY: supported level; lengths checked above.
+        unsafe { (self.inner_product_4_ahead)(x, ys, next) }
     }
 
     /// Squared L2 distances from `x` to each of the `out.len()` rows of `ys`.
@@ -374,6 +429,15 @@ pub fn prefetch<T>(data: &[T], lines: usize) {
     }
 }
 
+/// The `_ahead` kernels' prefetch on levels without a fused one: the first `len` values
+/// of each row (or all of a shorter one), up front.
+#[inline]
+fn prefetch_rows(next: [&[f32]; 4], len: usize) {
+    for r in next {
+        prefetch(&r[..len.min(r.len())], usize::MAX);
+    }
+}
+
 /// Squared L2 distance with the process's kernels. See [`Kernels::l2_sqr`].
 #[inline]
 pub fn l2_sqr(a: &[f32], b: &[f32]) -> f32 {
@@ -422,6 +486,37 @@ mod tests {
                 for r in 0..4 {
                     assert_eq!(l2[r], scalar::l2_sqr(&a, ys[r]), "{level} d={d} row {r}");
                     assert_eq!(ip[r], scalar::inner_product(&a, ys[r]), "{level} d={d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ahead_kernels_equal_the_plain_ones_on_every_level() {
+        // Non-integer values, so any change of summation order would show.
+        let val = |i: usize| ((i * 7919 % 1013) as f32 / 101.0).sin();
+        let data: Vec<f32> = (0..4096).map(val).collect();
+        for level in SimdLevel::ALL {
+            let Some(k) = Kernels::for_level(level) else {
+                continue;
+            };
+            for d in [1usize, 5, 16, 31, 64, 100, 300] {
+                let x: Vec<f32> = (0..d).map(|i| val(i + 5000)).collect();
+                let ys = [0, 3, 7, 9].map(|r| &data[r * d..][..d]);
+                // `next` rows of every shape: whole rows, the rest of the data, short, empty.
+                let nexts: [[&[f32]; 4]; 3] = [
+                    [1, 2, 4, 5].map(|r| &data[r * d..][..d]),
+                    [&data[d..], &data[..0], &data[..1], &data[4000..]],
+                    [&[]; 4],
+                ];
+                for next in nexts {
+                    assert_eq!(
+                        k.l2_sqr_4_ahead(&x, ys, next),
+                        k.l2_sqr_4(&x, ys),
+                        "{level} {d}"
+                    );
+                    let ip = k.inner_product_4_ahead(&x, ys, next);
+                    assert_eq!(ip, k.inner_product_4(&x, ys), "{level} d={d}");
                 }
             }
         }

@@ -161,6 +161,7 @@ unsafe fn four_rows_avx512<const L2: bool, const PREFETCH: bool>(
     y2: *const f32,
     y3: *const f32,
     d: usize,
+    ahead: [*const f32; 4],
 ) -> [f32; 4] {
     let mut a0 = _mm512_setzero_ps();
     let mut a1 = _mm512_setzero_ps();
@@ -174,17 +175,15 @@ unsafe fn four_rows_avx512<const L2: bool, const PREFETCH: bool>(
             tail_mask(d - i)
         };
         if PREFETCH {
-            // The same line of each of the next four rows (`y3 + d..` is the next step);
-            // prefetch never faults, and the caller only sets PREFETCH when those rows exist.
-            // `_mm_prefetch` is a safe function from Rust 1.91 on, `unsafe` before
+            // The same line of each of the four rows the caller reads next; prefetch never
+            // faults. `_mm_prefetch` is a safe function from Rust 1.91 on, `unsafe` before
             // (MSRV 1.89): the block is needed there and unused here.
             #[allow(unused_unsafe)]
             // SAFETY: prefetching reads nothing and never faults, whatever the address.
             unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(y0.wrapping_add(4 * d + i) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(y1.wrapping_add(4 * d + i) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(y2.wrapping_add(4 * d + i) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(y3.wrapping_add(4 * d + i) as *const i8);
+                for a in ahead {
+                    _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(i) as *const i8);
+                }
             }
         }
         // SAFETY: lanes selected by `m` lie inside the `d` floats of each pointer.
@@ -240,10 +239,12 @@ unsafe fn ny_avx512<const L2: bool>(x: &[f32], ys: &[f32], out: &mut [f32]) {
                 py.add((j + 2) * d),
                 py.add((j + 3) * d),
             );
+            // The next step's rows (`rows.3 + d..`).
+            let ahead = [rows.0, rows.1, rows.2, rows.3].map(|r| r.wrapping_add(4 * d));
             if j + 8 <= n {
-                four_rows_avx512::<L2, true>(px, rows.0, rows.1, rows.2, rows.3, d)
+                four_rows_avx512::<L2, true>(px, rows.0, rows.1, rows.2, rows.3, d, ahead)
             } else {
-                four_rows_avx512::<L2, false>(px, rows.0, rows.1, rows.2, rows.3, d)
+                four_rows_avx512::<L2, false>(px, rows.0, rows.1, rows.2, rows.3, d, ahead)
             }
         };
         out[j..j + 4].copy_from_slice(&r);
@@ -500,23 +501,72 @@ pub(super) unsafe fn inner_product_4_avx2(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4
     unsafe { four_rows_avx2::<false>(x, ys) }
 }
 
+/// [`l2_sqr_4_avx2`] after prefetching the rows of `next` (up to `x.len()` floats each).
+///
+/// # Safety
+/// As [`l2_sqr_4_avx2`]; `next` may be anything (it is only prefetched).
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn l2_sqr_4_ahead_avx2(
+    x: &[f32],
+    ys: [&[f32]; 4],
+    next: [&[f32]; 4],
+) -> [f32; 4] {
+    super::prefetch_rows(next, x.len());
+    // SAFETY: same requirement.
+    unsafe { four_rows_avx2::<true>(x, ys) }
+}
+
+/// [`inner_product_4_avx2`] after prefetching the rows of `next`.
+///
+/// # Safety
+/// As [`l2_sqr_4_ahead_avx2`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn inner_product_4_ahead_avx2(
+    x: &[f32],
+    ys: [&[f32]; 4],
+    next: [&[f32]; 4],
+) -> [f32; 4] {
+    super::prefetch_rows(next, x.len());
+    // SAFETY: same requirement.
+    unsafe { four_rows_avx2::<false>(x, ys) }
+}
+
+/// [`four_rows_avx512`] over slices: `x` against the four rows of `ys`, prefetching the
+/// rows of `next` line by line when `PREFETCH`.
+///
+/// # Safety
+/// `avx512f`; every row of `ys` as long as `x` (`next` may be anything: it is only
+/// prefetched, up to `x.len()` floats of each row).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn four_avx512<const L2: bool, const PREFETCH: bool>(
+    x: &[f32],
+    ys: [&[f32]; 4],
+    next: [&[f32]; 4],
+) -> [f32; 4] {
+    let [y0, y1, y2, y3] = ys.map(<[f32]>::as_ptr);
+    // SAFETY: `avx512f`; each row pointer has `x.len()` readable floats.
+    unsafe {
+        four_rows_avx512::<L2, PREFETCH>(
+            x.as_ptr(),
+            y0,
+            y1,
+            y2,
+            y3,
+            x.len(),
+            next.map(<[f32]>::as_ptr),
+        )
+    }
+}
+
 /// Squared L2 from `x` to four rows (AVX-512F).
 ///
 /// # Safety
 /// `avx512f`; every row as long as `x`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn l2_sqr_4_avx512(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
-    // SAFETY: `avx512f`; each pointer has `x.len()` readable floats.
-    unsafe {
-        four_rows_avx512::<true, false>(
-            x.as_ptr(),
-            ys[0].as_ptr(),
-            ys[1].as_ptr(),
-            ys[2].as_ptr(),
-            ys[3].as_ptr(),
-            x.len(),
-        )
-    }
+    // SAFETY: same requirement.
+    unsafe { four_avx512::<true, false>(x, ys, [&[]; 4]) }
 }
 
 /// Inner products of `x` with four rows (AVX-512F).
@@ -525,17 +575,36 @@ pub(super) unsafe fn l2_sqr_4_avx512(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
 /// `avx512f`; every row as long as `x`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn inner_product_4_avx512(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
-    // SAFETY: `avx512f`; each pointer has `x.len()` readable floats.
-    unsafe {
-        four_rows_avx512::<false, false>(
-            x.as_ptr(),
-            ys[0].as_ptr(),
-            ys[1].as_ptr(),
-            ys[2].as_ptr(),
-            ys[3].as_ptr(),
-            x.len(),
-        )
-    }
+    // SAFETY: same requirement.
+    unsafe { four_avx512::<false, false>(x, ys, [&[]; 4]) }
+}
+
+/// [`l2_sqr_4_avx512`], prefetching the rows of `next` line by line as it reads `ys`.
+///
+/// # Safety
+/// As [`l2_sqr_4_avx512`]; `next` may be anything (it is only prefetched).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn l2_sqr_4_ahead_avx512(
+    x: &[f32],
+    ys: [&[f32]; 4],
+    next: [&[f32]; 4],
+) -> [f32; 4] {
+    // SAFETY: same requirement.
+    unsafe { four_avx512::<true, true>(x, ys, next) }
+}
+
+/// [`inner_product_4_avx512`], prefetching the rows of `next` line by line.
+///
+/// # Safety
+/// As [`inner_product_4_avx512`]; `next` may be anything (it is only prefetched).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn inner_product_4_ahead_avx512(
+    x: &[f32],
+    ys: [&[f32]; 4],
+    next: [&[f32]; 4],
+) -> [f32; 4] {
+    // SAFETY: same requirement.
+    unsafe { four_avx512::<false, true>(x, ys, next) }
 }
 
 // ---------------------------------------------------------------------------------
