@@ -152,6 +152,24 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Scores the fewer than four `ids` left after the quads, in order: one alone, two or
+/// three in one four-row call (the last row repeated, its extra results unused), so
+/// their rows are still read side by side.
+#[inline]
+fn score_leftover<D: NodeDistance>(dist: &mut D, ids: &[u32], mut f: impl FnMut(u32, f32)) {
+    match *ids {
+        [] => {}
+        [nb] => f(nb, dist.distance(nb)),
+        _ => {
+            let last = ids.len() - 1;
+            let ds = dist.distance4(std::array::from_fn(|i| ids[i.min(last)]));
+            for (&nb, d) in ids.iter().zip(ds) {
+                f(nb, d);
+            }
+        }
+    }
+}
+
 impl Hnsw {
     /// An empty graph with `m` links per node on upper levels (`2·m` on level 0),
     /// `efConstruction` 40 and `efSearch` 16 (Faiss's defaults), level seed 12345.
@@ -383,19 +401,11 @@ impl Hnsw {
                 }
             }
             let rest = quads.remainder();
-            match rest.len() {
-                0 => {}
-                1 => {
-                    let nb = rest[0].load(Relaxed);
-                    step(nb, dist.distance(nb));
-                }
-                len => {
-                    let ids: [u32; 4] = std::array::from_fn(|i| rest[i.min(len - 1)].load(Relaxed));
-                    for (nb, d) in ids.into_iter().zip(dist.distance4(ids)).take(len) {
-                        step(nb, d);
-                    }
-                }
+            let mut ids = [0u32; 3];
+            for (id, a) in ids.iter_mut().zip(rest) {
+                *id = a.load(Relaxed);
             }
+            score_leftover(dist, &ids[..rest.len()], step);
             if !moved {
                 return (cur, dcur);
             }
@@ -530,20 +540,7 @@ impl Hnsw {
                     consider(nb, d);
                 }
             }
-            let quads = buf[whole..].chunks_exact(4);
-            match *quads.remainder() {
-                [] => {}
-                [nb] => consider(nb, dist.distance(nb)),
-                // Two or three left: one four-row call (the last row repeated, its
-                // extra results unused) still reads the rows side by side.
-                ref rest => {
-                    let last = rest.len() - 1;
-                    let ds = dist.distance4(std::array::from_fn(|i| rest[i.min(last)]));
-                    for (&nb, d) in rest.iter().zip(ds) {
-                        consider(nb, d);
-                    }
-                }
-            }
+            score_leftover(dist, &buf[whole..], consider);
         }
     }
 
