@@ -99,6 +99,28 @@ pub(crate) fn select_neighbors<S: HnswStorage>(
     }
 }
 
+/// A new node's links on `level` from its candidates `cands` (sorted nearest first), in
+/// `out`. Under Faiss's rule ([`Hnsw::link_all`]) a node with fewer candidates than its list
+/// holds links them all, as Faiss's `shrink_neighbor_list` leaves such a list alone: with
+/// `efConstruction` below `2·M` level 0 becomes denser and reaches higher recall per `ef`.
+/// Otherwise (and always with the rule off, as hnswlib) the heuristic selects.
+fn new_links<S: HnswStorage>(
+    g: &Hnsw,
+    s: &S,
+    cands: &[Near],
+    level: usize,
+    out: &mut Vec<Near>,
+    dec: &mut Vec<f32>,
+    tmp: &mut Vec<f32>,
+) {
+    if g.link_all && cands.len() < g.capacity(level) {
+        out.clear();
+        out.extend_from_slice(cands);
+    } else {
+        select_neighbors(s, cands, g.capacity(level), out, dec, tmp);
+    }
+}
+
 /// Sorts nearest first and drops repeated nodes (keeping the nearest copy).
 fn sort_dedup(v: &mut Vec<Near>) {
     v.sort_unstable();
@@ -239,14 +261,7 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
             level_candidates(g, &mut q, l, &mut start, &mut sc.search, &mut cands, |id| {
                 id != node && !is_deleted(deleted, id)
             });
-            select_neighbors(
-                self.s,
-                &cands,
-                g.capacity(l),
-                &mut sc.sel,
-                &mut sc.dec,
-                &mut sc.tmp,
-            );
+            new_links(g, self.s, &cands, l, &mut sc.sel, &mut sc.dec, &mut sc.tmp);
             sc.cands = cands;
             let sel = std::mem::take(&mut sc.sel);
             sc.ids.clear();
@@ -380,7 +395,7 @@ fn plan_one<S: HnswStorage>(
     let mut lists = Vec::with_capacity(level + 1);
     for (l, w) in per_level.iter_mut().enumerate() {
         sort_dedup(w);
-        select_neighbors(s, w, g.capacity(l), &mut sc.sel, &mut sc.dec, &mut sc.tmp);
+        new_links(g, s, w, l, &mut sc.sel, &mut sc.dec, &mut sc.tmp);
         lists.push(sc.sel.clone());
     }
     Ok(Plan { lists })

@@ -123,6 +123,9 @@ pub struct Hnsw {
     pub(crate) max_level: usize,
     /// Levels drawn so far: the level generator is a pure function of (seed, draw number).
     pub(crate) draws: u64,
+    /// Faiss's rule: a new node links every candidate its beam found when they are fewer
+    /// than its list holds (otherwise the heuristic selects).
+    pub(crate) link_all: bool,
 }
 
 impl Clone for Hnsw {
@@ -140,6 +143,7 @@ impl Clone for Hnsw {
             entry: self.entry,
             max_level: self.max_level,
             draws: self.draws,
+            link_all: self.link_all,
         }
     }
 }
@@ -196,6 +200,7 @@ impl Hnsw {
             entry: NONE,
             max_level: 0,
             draws: 0,
+            link_all: true,
         })
     }
 
@@ -222,6 +227,12 @@ impl Hnsw {
     /// Seed of the level generator.
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Whether a new node links all its candidates when they are fewer than its list holds
+    /// (Faiss's rule, the default); see [`crate::IndexHnsw::set_link_all_candidates`].
+    pub fn links_all_candidates(&self) -> bool {
+        self.link_all
     }
 
     /// Number of node slots (live and deleted).

@@ -100,6 +100,50 @@ fn incremental_adds_match_one_add_in_quality() {
 }
 
 #[test]
+fn link_all_candidates_follows_faiss_and_can_be_turned_off() {
+    // 30 points, level 0 holds 2·M = 32 links, efConstruction 40 finds every earlier node:
+    // under Faiss's rule each node links all of them, so level 0 is the complete graph.
+    let (x, _) = data(30, 2, 1, 40);
+    for deterministic in [false, true] {
+        let mut on = IndexHnswFlat::new(2, 16, Metric::L2).unwrap();
+        assert!(on.graph().links_all_candidates());
+        on.set_deterministic(deterministic);
+        on.add(x.as_ref()).unwrap();
+        check_degrees(&on);
+        for u in 0..30 {
+            let mut nb = on.graph().neighbors(u, 0);
+            nb.sort_unstable();
+            let all: Vec<u32> = (0..30).filter(|&v| v != u as u32).collect();
+            assert_eq!(nb, all, "node {u}, deterministic {deterministic}");
+        }
+        // hnswlib's rule: the heuristic prunes 2-d neighbourhoods to a few links.
+        let mut off = IndexHnswFlat::new(2, 16, Metric::L2).unwrap();
+        off.set_deterministic(deterministic);
+        off.set_build_param("linkAllCandidates", "0").unwrap();
+        assert!(!off.graph().links_all_candidates());
+        off.add(x.as_ref()).unwrap();
+        check_degrees(&off);
+        assert_eq!(off.reachable_count(), 30);
+        let links: usize = (0..30).map(|u| off.graph().neighbors(u, 0).len()).sum();
+        assert!(links < 30 * 29 / 2, "{links} links");
+    }
+    // The rule is saved with the graph, so later adds follow it.
+    let mut idx = IndexHnswFlat::new(2, 16, Metric::L2).unwrap();
+    idx.set_link_all_candidates(false);
+    idx.add(x.as_ref()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.hnsw");
+    idx.save(&path).unwrap();
+    assert!(
+        !IndexHnswFlat::load(&path)
+            .unwrap()
+            .graph()
+            .links_all_candidates()
+    );
+    assert!(idx.set_build_param("linkAllCandidates", "some").is_err());
+}
+
+#[test]
 fn deterministic_build_is_identical_at_1_and_2_threads() {
     let (x, _) = data(3000, 16, 1, 9);
     let build = |threads: usize| {

@@ -840,7 +840,7 @@ fn hnsw_stream(
     cx: &Ctx<'_>,
 ) -> Result<Vec<u8>> {
     // Header of the default stream: magic(8) version(4) kind(str) metric(1) d m efc efs
-    // n (u64 each) seed draws (u64) deterministic(1).
+    // n (u64 each) seed draws (u64) build flags(1: deterministic, linkAllCandidates).
     let mut src = default;
     let mut s = Reader::new(&mut src);
     s.bytes(12)?;
@@ -851,7 +851,7 @@ fn hnsw_stream(
     let _ = (s.u64()?, s.u64()?, s.u64()?);
     let seed = s.u64()?;
     let _draws = s.u64()?;
-    let deterministic = s.u8()?;
+    let flags = s.u8()?;
     let prefix = &default[..12 + 8 + kind.len()];
 
     let n = usize::try_from(h.ntotal).map_err(|_| cx.bad("ntotal"))?;
@@ -886,7 +886,7 @@ fn hnsw_stream(
     }
     out.extend_from_slice(&seed.to_le_bytes());
     out.extend_from_slice(&(n as u64).to_le_bytes());
-    out.push(deterministic);
+    out.push(flags);
     write_storage(&mut out, storage, n, cx)?;
     // Levels, then level-0 lists, then the upper lists node by node.
     let mut levels = Vec::with_capacity(n);
