@@ -103,7 +103,7 @@ pub(crate) fn select_neighbors<S: HnswStorage>(
 /// `out`. Under Faiss's rule ([`Hnsw::link_all`]) a node with fewer candidates than its list
 /// holds links them all, as Faiss's `shrink_neighbor_list` leaves such a list alone: with
 /// `efConstruction` below `2·M` level 0 becomes denser and reaches higher recall per `ef`.
-/// Otherwise (and always with the rule off, as hnswlib) the heuristic selects.
+/// Otherwise (and always with the rule off) the heuristic selects.
 fn new_links<S: HnswStorage>(
     g: &Hnsw,
     s: &S,
@@ -381,7 +381,7 @@ fn plan_one<S: HnswStorage>(
                 &mut start,
                 &mut sc.search,
                 &mut per_level[l],
-                |id| !is_deleted(deleted, id),
+                |id| id != node && !is_deleted(deleted, id),
             );
         }
     }

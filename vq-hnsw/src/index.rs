@@ -42,7 +42,9 @@ impl Write for SinkWrite<'_> {
         Ok(())
     }
 }
-const VERSION: u32 = 1;
+/// Version 2 added bit 1 of the build-flags byte (`linkAllCandidates`); version 1 files
+/// (flags 0 or 1) are read with the rule off, as they were built.
+const VERSION: u32 = 2;
 
 /// An HNSW index over raw vectors (`"HNSW32"`, Faiss's `IndexHNSWFlat`).
 pub type IndexHnswFlat = IndexHnsw<FlatStorage>;
@@ -202,9 +204,9 @@ impl<S: HnswStorage> IndexHnsw<S> {
     ///
     /// On (the default, Faiss's rule): it links them all, so level 0 is denser and reaches
     /// higher recall per `efSearch`, at about twice the build time for `M = 32`,
-    /// `efConstruction = 40`. Off (hnswlib's rule): the neighbour-selection heuristic
-    /// always selects: a sparser graph, built faster, that needs a larger `efSearch` for
-    /// the same recall on hard data. Either way full lists are re-selected with the
+    /// `efConstruction = 40`. Off: the neighbour-selection heuristic always selects (close
+    /// to hnswlib, which also caps a new node's level-0 links at `M`): a sparser graph,
+    /// built faster, that needs a larger `efSearch` for the same recall on hard data. Either way full lists are re-selected with the
     /// heuristic. Build parameter `linkAllCandidates=0/1`.
     pub fn set_link_all_candidates(&mut self, on: bool) {
         self.graph.link_all = on;
@@ -504,7 +506,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
             return Err(r.bad("not an HNSW index file (bad magic)"));
         }
         let version = r.u32()?;
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: VERSION,
@@ -540,7 +542,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
         let seed = r.u64()?;
         let draws = r.u64()?;
         let flags = r.u8()?;
-        if flags > 3 {
+        if flags > if version == 1 { 1 } else { 3 } {
             return Err(r.bad(format!("unknown build flags {flags:#x}")));
         }
         let deterministic = flags & 1 == 1;

@@ -127,22 +127,71 @@ fn link_all_candidates_follows_faiss_and_can_be_turned_off() {
         let links: usize = (0..30).map(|u| off.graph().neighbors(u, 0).len()).sum();
         assert!(links < 30 * 29 / 2, "{links} links");
     }
-    // The rule is saved with the graph, so later adds follow it.
-    let mut idx = IndexHnswFlat::new(2, 16, Metric::L2).unwrap();
-    idx.set_link_all_candidates(false);
-    idx.add(x.as_ref()).unwrap();
+    // The rule is saved with the graph, so adds after a load follow it: 20 points, a
+    // round trip, 10 more: complete with the rule on, sparse with it off.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.hnsw");
-    idx.save(&path).unwrap();
-    assert!(
-        !IndexHnswFlat::load(&path)
-            .unwrap()
-            .graph()
-            .links_all_candidates()
-    );
+    for on in [true, false] {
+        let mut idx = IndexHnswFlat::new(2, 16, Metric::L2).unwrap();
+        idx.set_link_all_candidates(on);
+        idx.add(x.as_ref().slice(0..20)).unwrap();
+        idx.save(&path).unwrap();
+        let mut back = IndexHnswFlat::load(&path).unwrap();
+        assert_eq!(back.graph().links_all_candidates(), on);
+        back.add(x.as_ref().slice(20..30)).unwrap();
+        let links: usize = (0..30).map(|u| back.graph().neighbors(u, 0).len()).sum();
+        assert_eq!(links == 30 * 29, on, "{links} links, rule {on}");
+    }
+    let mut idx = IndexHnswFlat::new(2, 16, Metric::L2).unwrap();
     assert!(idx.set_build_param("linkAllCandidates", "some").is_err());
 }
 
+#[test]
+fn build_flags_round_trip_and_version_1_streams_read_with_the_rule_off() {
+    // magic, version, kind "flat" (length-prefixed), metric, d M efC efS n, seed, draws.
+    const FLAGS: usize = 8 + 4 + 8 + 4 + 1 + 5 * 8 + 8 + 8;
+    let (x, q) = data(300, 4, 5, 41);
+    for det in [false, true] {
+        for on in [false, true] {
+            let mut idx = IndexHnswFlat::new(4, 8, Metric::L2).unwrap();
+            idx.set_deterministic(det);
+            idx.set_link_all_candidates(on);
+            idx.add(x.as_ref()).unwrap();
+            let mut buf = Vec::new();
+            idx.write_to(&mut buf).unwrap();
+            assert_eq!(buf[FLAGS], u8::from(det) | u8::from(on) << 1);
+            let back = IndexHnswFlat::read_from(&mut buf.as_slice()).unwrap();
+            assert_eq!(back.deterministic(), det);
+            assert_eq!(back.graph().links_all_candidates(), on);
+            let p = SearchParams::new();
+            assert_eq!(
+                back.search(q.as_ref(), 5, &p).unwrap(),
+                idx.search(q.as_ref(), 5, &p).unwrap()
+            );
+            // Unknown flag bits, and a newer version: errors.
+            let mut bad = buf.clone();
+            bad[FLAGS] |= 4;
+            assert!(IndexHnswFlat::read_from(&mut bad.as_slice()).is_err());
+            let mut newer = buf.clone();
+            newer[8..12].copy_from_slice(&3u32.to_le_bytes());
+            assert!(matches!(
+                IndexHnswFlat::read_from(&mut newer.as_slice()),
+                Err(Error::UnsupportedVersion { .. })
+            ));
+            // Version 1 (before the flag): read with the rule off; bit 1 set is corrupt.
+            let mut v1 = buf.clone();
+            v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+            match IndexHnswFlat::read_from(&mut v1.as_slice()) {
+                Ok(old) => {
+                    assert!(!on);
+                    assert!(!old.graph().links_all_candidates());
+                    assert_eq!(old.deterministic(), det);
+                }
+                Err(e) => assert!(on, "{e}"),
+            }
+        }
+    }
+}
 #[test]
 fn deterministic_build_is_identical_at_1_and_2_threads() {
     let (x, _) = data(3000, 16, 1, 9);
