@@ -206,8 +206,9 @@ impl<S: HnswStorage> IndexHnsw<S> {
     /// higher recall per `efSearch`, at about twice the build time for `M = 32`,
     /// `efConstruction = 40`. Off: the neighbour-selection heuristic always selects (close
     /// to hnswlib, which also caps a new node's level-0 links at `M`): a sparser graph,
-    /// built faster, that needs a larger `efSearch` for the same recall on hard data. Either way full lists are re-selected with the
-    /// heuristic. Build parameter `linkAllCandidates=0/1`.
+    /// built faster, that needs a larger `efSearch` for the same recall on hard data.
+    /// Either way full lists are re-selected with the heuristic. Build parameter
+    /// `linkAllCandidates=0/1`.
     pub fn set_link_all_candidates(&mut self, on: bool) {
         self.graph.link_all = on;
     }

@@ -116,7 +116,7 @@ fn link_all_candidates_follows_faiss_and_can_be_turned_off() {
             let all: Vec<u32> = (0..30).filter(|&v| v != u as u32).collect();
             assert_eq!(nb, all, "node {u}, deterministic {deterministic}");
         }
-        // hnswlib's rule: the heuristic prunes 2-d neighbourhoods to a few links.
+        // The rule off: the heuristic prunes 2-d neighbourhoods to a few links.
         let mut off = IndexHnswFlat::new(2, 16, Metric::L2).unwrap();
         off.set_deterministic(deterministic);
         off.set_build_param("linkAllCandidates", "0").unwrap();
@@ -192,6 +192,7 @@ fn build_flags_round_trip_and_version_1_streams_read_with_the_rule_off() {
         }
     }
 }
+
 #[test]
 fn deterministic_build_is_identical_at_1_and_2_threads() {
     let (x, _) = data(3000, 16, 1, 9);
