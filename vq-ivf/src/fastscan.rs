@@ -10,7 +10,9 @@ use vq_core::{
     VectorsRef, check_search,
 };
 use vq_pq::ProductQuantizer;
-use vq_pq::fastscan::{self, FastScanLayout, FsCollector, QuantizedLut, SUB_BLOCK};
+use vq_pq::fastscan::{
+    self, FastScanLayout, FsCollector, MAX_QUERY_BLOCK, QuantizedLut, SUB_BLOCK,
+};
 
 use crate::encoding::{IvfEncoding, IvfPq, ListTables};
 use crate::ivf::IndexIvf;
@@ -296,13 +298,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         scratch: &mut Scratch,
     ) -> Result<()> {
         let Scratch {
-            lut,
-            sres,
-            order,
-            tmp,
-            counts,
-            ids,
-            ..
+            lut, sres, pick, ..
         } = scratch;
         let table = lt.shared_table();
         lut.set_with_max(table, self.layout.m2(), self.lut_max)?;
@@ -313,7 +309,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
         // Approximate: the k smallest sums, ranked by their estimates (no band).
         sres.reset(top.k(), if approximate { 0 } else { band }, thr);
         let mut scanned = 0usize;
-        for &l in lists {
+        for (rank, &l) in lists.iter().enumerate() {
             if l < 0 {
                 continue;
             }
@@ -330,6 +326,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             let mut c = SumCollector {
                 ids: &list.ids,
                 list: l as u32,
+                rank: rank as u32,
                 filter,
                 res: sres,
             };
@@ -340,11 +337,184 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 break;
             }
         }
+        self.finish_query(sres, lut, slack, table, approximate, top, pick);
+        Ok(())
+    }
+
+    /// The chunk of queries [`IndexIvfPqFastScan::search_list_major`] takes at once, or
+    /// `None` when queries are better scanned one by one: with residuals (each list its
+    /// own table or offset), under `max_codes` (a per-query budget), with one probe,
+    /// when a query scans fewer than [`LIST_MAJOR_MIN_CODES`] codes on average (the
+    /// kernel is then a small part of the search, and the bookkeeping per list and
+    /// query costs more than reading the codes once per block saves), or when a chunk
+    /// would visit each list with fewer than [`LIST_MAJOR_MIN_GROUP`] of its queries on
+    /// average.
+    fn list_major_chunk(
+        &self,
+        nq: usize,
+        nprobe: usize,
+        threads: usize,
+        max_codes: usize,
+    ) -> Option<usize> {
+        if self.ivf.encoding().by_residual() || max_codes > 0 || nprobe < 2 || nq < threads {
+            return None;
+        }
+        let nlist = self.lists.len().max(1);
+        if nprobe * self.ntotal < LIST_MAJOR_MIN_CODES * nlist {
+            return None;
+        }
+        // About 32 queries per probed list (eight passes of the kernel's block of
+        // four), at most 1,024 queries' state at once, and work for every thread.
+        let chunk = (32 * nlist)
+            .div_ceil(nprobe)
+            .clamp(64, 1024)
+            .min(nq.div_ceil(threads));
+        (chunk * nprobe >= LIST_MAJOR_MIN_GROUP * nlist).then_some(chunk)
+    }
+
+    /// Searches queries `q0..q0 + n` (results in `dist`/`labels`, `k` per query) list by
+    /// list, as Faiss's `search_implem_12` does: the pairs (list, query) of the chunk's
+    /// probes are sorted by list, and each list's codes are scanned once for up to
+    /// [`MAX_QUERY_BLOCK`] of its queries at a time, each query with its own table and
+    /// reservoir. Only for tables shared by every list with no offset (no residuals);
+    /// the results are those of [`IndexIvfPqFastScan::scan_probes_sums`] query by query.
+    #[allow(clippy::too_many_arguments)]
+    fn search_list_major(
+        &self,
+        queries: VectorsRef<'_>,
+        q0: usize,
+        lists: &[Label],
+        nprobe: usize,
+        filter: Option<&dyn IdFilter>,
+        level: SimdLevel,
+        approximate: bool,
+        dist: &mut [f32],
+        labels: &mut [Label],
+        top: &mut TopK,
+        gs: &mut GroupScratch,
+    ) -> Result<()> {
+        let k = top.k();
+        let n = dist.len() / k.max(1);
+        let metric = self.metric();
+        let tsize = self.layout.m() * 16;
+        let GroupScratch {
+            luts,
+            tables,
+            sres,
+            slack,
+            active,
+            pairs,
+            pick,
+        } = gs;
+        luts.resize_with(n, QuantizedLut::default);
+        sres.resize_with(n, SumReservoir::default);
+        slack.resize(n, 0.0);
+        active.resize(n, false);
+        if !approximate {
+            tables.resize(n * tsize, 0.0);
+        }
+        top.clear();
+        let open = top.threshold();
+        for i in 0..n {
+            let lt = ListTables::new(
+                self.ivf.encoding(),
+                self.ivf.quantizer(),
+                queries.row(q0 + i),
+                metric,
+            )?;
+            let table = lt.shared_table();
+            luts[i].set_with_max(table, self.layout.m2(), self.lut_max)?;
+            let (sl, band) = sum_bounds(&luts[i]);
+            slack[i] = sl;
+            active[i] = match luts[i].threshold_for(open) {
+                Some(thr) => {
+                    sres[i].reset(k, if approximate { 0 } else { band }, thr);
+                    true
+                }
+                None => false,
+            };
+            if !approximate {
+                tables[i * tsize..(i + 1) * tsize].copy_from_slice(table);
+            }
+        }
+        pairs.clear();
+        for i in (0..n).filter(|&i| active[i]) {
+            let probes = &lists[(q0 + i) * nprobe..(q0 + i + 1) * nprobe];
+            for (rank, &l) in probes.iter().enumerate() {
+                if l >= 0 && !self.lists[l as usize].ids.is_empty() {
+                    pairs.push((l as u32, i as u32, rank as u32));
+                }
+            }
+        }
+        // By list, and by query within a list.
+        pairs.sort_unstable();
+        for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+            let l = run[0].0 as usize;
+            let list = &self.lists[l];
+            let nsub = list.ids.len().div_ceil(SUB_BLOCK);
+            for grp in run.chunks(MAX_QUERY_BLOCK) {
+                let mut qmap = [0usize; MAX_QUERY_BLOCK];
+                let mut ranks = [0u32; MAX_QUERY_BLOCK];
+                for ((q, r), &(_, qi, rank)) in qmap.iter_mut().zip(&mut ranks).zip(grp) {
+                    *q = qi as usize;
+                    *r = rank;
+                }
+                let block: [&QuantizedLut; MAX_QUERY_BLOCK] = qmap.map(|qi| &luts[qi]);
+                let mut c = BlockCollector {
+                    ids: &list.ids,
+                    list: l as u32,
+                    filter,
+                    res: sres,
+                    qmap,
+                    ranks,
+                };
+                fastscan::scan(
+                    level,
+                    &self.layout,
+                    &block[..grp.len()],
+                    &list.codes,
+                    nsub,
+                    &mut c,
+                )?;
+            }
+        }
+        for i in 0..n {
+            top.clear();
+            if active[i] {
+                let table = if approximate {
+                    &[][..]
+                } else {
+                    &tables[i * tsize..(i + 1) * tsize]
+                };
+                self.finish_query(&sres[i], &luts[i], slack[i], table, approximate, top, pick);
+            }
+            top.write_sorted(
+                metric,
+                &mut dist[i * k..(i + 1) * k],
+                &mut labels[i * k..(i + 1) * k],
+            );
+        }
+        Ok(())
+    }
+
+    /// Hands a [`SumReservoir`]'s candidates to `top`: under `approximate` the k smallest
+    /// sums with their estimated keys (see [`select_sorted`] for ties at the k-th);
+    /// otherwise exactly scored ([`IndexIvfPqFastScan::finish_sums`]).
+    #[allow(clippy::too_many_arguments)]
+    fn finish_query(
+        &self,
+        sres: &SumReservoir,
+        lut: &QuantizedLut,
+        slack: f32,
+        table: &[f32],
+        approximate: bool,
+        top: &mut TopK,
+        pick: &mut Pick,
+    ) {
         if approximate {
-            // The k smallest sums, ties by scan order: all those below the k-th smallest
-            // sum, then those equal to it in the order scanned, sorted by sum.
             let k = top.k();
-            select_sorted(sres.sums(), k, order, tmp, counts);
+            select_sorted(sres, k, pick);
+            let Pick { order, ids, .. } = pick;
             // The ids first, in a loop of independent loads (mostly cache misses: the
             // scan read the codes, not the ids), so that many are in flight at once.
             ids.clear();
@@ -360,9 +530,8 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 top.push(lut.key((e >> 32) as u16), id);
             }
         } else {
-            self.finish_sums(sres, lut, slack, table, top, order);
+            self.finish_sums(sres, lut, slack, table, top, &mut pick.order);
         }
-        Ok(())
     }
 
     /// Scores a [`SumReservoir`]'s candidates exactly into `top`: the k smallest sums
@@ -475,11 +644,80 @@ struct Scratch {
     probes: Vec<(usize, f32)>,
     res: Reservoir,
     sres: SumReservoir,
+    pick: Pick,
+}
+
+/// Buffers of the selection that finishes a query ([`select_sorted`]).
+#[derive(Debug, Default)]
+struct Pick {
     order: Vec<u64>,
     tmp: Vec<u64>,
     counts: Vec<u32>,
+    /// `(rank, position, entry)` of the candidates whose sum equals the k-th.
+    eq: Vec<(u32, u32, u32)>,
     /// Ids of the candidates handed on.
     ids: Vec<Label>,
+}
+
+/// List-major search: on average at least this many of a chunk's queries per list.
+const LIST_MAJOR_MIN_GROUP: usize = 8;
+
+/// List-major search: at least this many codes scanned per query on average (on the
+/// 1M-vector set with 1,024 lists, `nprobe` 64 gains 12–20% and `nprobe` 16 nothing;
+/// lists of 20 codes lose 5–10%).
+const LIST_MAJOR_MIN_CODES: usize = 32_768;
+
+/// Per-thread buffers of [`IndexIvfPqFastScan::search_list_major`]: one table and
+/// reservoir per query of the chunk.
+#[derive(Debug, Default)]
+struct GroupScratch {
+    luts: Vec<QuantizedLut>,
+    /// The float tables, `m · 16` per query (for exact scoring).
+    tables: Vec<f32>,
+    sres: Vec<SumReservoir>,
+    slack: Vec<f32>,
+    /// Whether the query's table can report anything.
+    active: Vec<bool>,
+    /// `(list, query, rank)` of each probe.
+    pairs: Vec<(u32, u32, u32)>,
+    pick: Pick,
+}
+
+/// Puts the reported vectors of one list into the reservoirs of a block of queries
+/// (query `q` of the block is the chunk's `qmap[q]`).
+struct BlockCollector<'a> {
+    ids: &'a [Label],
+    list: u32,
+    filter: Option<&'a dyn IdFilter>,
+    res: &'a mut [SumReservoir],
+    qmap: [usize; MAX_QUERY_BLOCK],
+    /// The list's rank among each query's probes.
+    ranks: [u32; MAX_QUERY_BLOCK],
+}
+
+impl FsCollector for BlockCollector<'_> {
+    #[inline(always)]
+    fn threshold(&self, q: usize) -> u16 {
+        self.res[self.qmap[q]].thr
+    }
+
+    #[inline(always)]
+    fn collect(&mut self, q: usize, sb: usize, mut mask: u32, sums: &[u16; SUB_BLOCK]) {
+        let left = self.ids.len().saturating_sub(sb * SUB_BLOCK);
+        if left < SUB_BLOCK {
+            mask &= (1u32 << left) - 1;
+        }
+        let qi = self.qmap[q];
+        self.res[qi].offer(
+            self.list,
+            self.ranks[q],
+            sb,
+            mask,
+            sums,
+            self.ids,
+            self.filter,
+        );
+    }
 }
 
 /// Candidates of one query as quantised sums under one table (Faiss's reservoir
@@ -492,6 +730,10 @@ struct SumReservoir {
     sums: Vec<u16>,
     /// `(list, position)` of each candidate, like `sums`.
     refs: Vec<(u32, u32)>,
+    /// The rank of each candidate's list among the query's probes, like `sums`: equal
+    /// sums at the k-th are taken by rank, then position (the order of a query's scan,
+    /// whichever order the lists were scanned in).
+    ranks: Vec<u32>,
     n: usize,
     k: usize,
     cap: usize,
@@ -516,6 +758,7 @@ impl SumReservoir {
         if self.sums.len() < len {
             self.sums.resize(len, 0);
             self.refs.resize(len, (0, 0));
+            self.ranks.resize(len, 0);
         }
     }
 
@@ -524,13 +767,15 @@ impl SumReservoir {
         &self.sums[..self.n]
     }
 
-    /// Offers the reported vectors of sub-block `sb` of `list` (bits of `mask`, their sums
-    /// in `sums`), then prunes when `cap` are held. Branch-free: each is written, and kept
+    /// Offers the reported vectors of sub-block `sb` of `list` (probed at `rank` by the
+    /// query; bits of `mask`, their sums in `sums`), then prunes when `cap` are held. Branch-free: each is written, and kept
     /// by moving on past it when its sum is within the threshold.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn offer(
         &mut self,
         list: u32,
+        rank: u32,
         sb: usize,
         mut mask: u32,
         sums: &[u16; SUB_BLOCK],
@@ -551,6 +796,7 @@ impl SumReservoir {
             let s = sums[i];
             self.sums[n] = s;
             self.refs[n] = (list, pos as u32);
+            self.ranks[n] = rank;
             n += usize::from(s <= thr);
         }
         self.n = n;
@@ -579,6 +825,7 @@ impl SumReservoir {
             let s = self.sums[r];
             self.sums[w] = s;
             self.refs[w] = self.refs[r];
+            self.ranks[w] = self.ranks[r];
             w += usize::from(s <= thr);
         }
         self.n = w;
@@ -614,32 +861,44 @@ fn kth_smallest(sums: &[u16], k: usize) -> u16 {
     lo
 }
 
-/// Puts into `order` the `k` smallest of `sums` (all of them when there are no more),
-/// ties by position, as `sum << 32 | position`, sorted by sum and then position.
-fn select_sorted(
-    sums: &[u16],
-    k: usize,
-    order: &mut Vec<u64>,
-    tmp: &mut Vec<u64>,
-    counts: &mut Vec<u32>,
-) {
+/// Puts into `order` the `k` smallest sums of `res` (all of them when it holds no more),
+/// as `sum << 32 | position`, sorted by sum and then position; of those equal to the
+/// `k`-th smallest, the first by probe rank and then position in the list are taken.
+fn select_sorted(res: &SumReservoir, k: usize, pick: &mut Pick) {
+    let Pick {
+        order,
+        tmp,
+        counts,
+        eq,
+        ..
+    } = pick;
+    let sums = res.sums();
     let n = sums.len();
     let entry = |i: usize, s: u16| (u64::from(s) << 32) | i as u64;
     tmp.clear();
     if n > k {
         let t = kth_smallest(sums, k);
-        // Fewer than k lie below t (t is the smallest value with k at or below it).
-        let mut ties = k - if t > 0 { count_le(sums, t - 1) } else { 0 };
-        // Branch-free: every entry is written, and kept by moving on past it.
+        // Branch-free: every entry below `t` is written and kept by moving on past it;
+        // those equal to it are set aside.
         tmp.resize(n, 0);
         let mut w = 0;
+        eq.clear();
         for (i, &s) in sums.iter().enumerate() {
-            let tie = s == t && ties > 0;
-            ties -= usize::from(tie);
             tmp[w] = entry(i, s);
-            w += usize::from(s < t || tie);
+            w += usize::from(s < t);
+            if s == t {
+                eq.push((res.ranks[i], res.refs[i].1, i as u32));
+            }
         }
         tmp.truncate(w);
+        // Fewer than k lie below t (t is the smallest value with k at or below it).
+        let ties = k - w;
+        if eq.len() > ties {
+            eq.select_nth_unstable(ties);
+            eq.truncate(ties);
+            eq.sort_unstable_by_key(|e| e.2);
+        }
+        tmp.extend(eq.iter().map(|&(_, _, i)| entry(i as usize, t)));
     } else {
         tmp.extend(sums.iter().enumerate().map(|(i, &s)| entry(i, s)));
     }
@@ -670,15 +929,38 @@ fn select_sorted(
 }
 
 /// Sorts each run of equal sums in `order` (sorted by sum) by its ids in `ids` (one id
-/// per entry), moving both together: insertion sort, linear when runs are short.
+/// per entry), moving both together: insertion sort for short runs (the usual case),
+/// a sort of the pairs for long ones.
 fn sort_ties_by_id(order: &mut [u64], ids: &mut [Label]) {
-    for i in 1..order.len() {
-        let mut j = i;
-        while j > 0 && order[j - 1] >> 32 == order[j] >> 32 && ids[j - 1] > ids[j] {
-            order.swap(j - 1, j);
-            ids.swap(j - 1, j);
-            j -= 1;
+    let mut a = 0;
+    while a < order.len() {
+        let s = order[a] >> 32;
+        let mut b = a + 1;
+        while b < order.len() && order[b] >> 32 == s {
+            b += 1;
         }
+        if b - a > 16 {
+            let mut pairs: Vec<(Label, u64)> = ids[a..b]
+                .iter()
+                .copied()
+                .zip(order[a..b].iter().copied())
+                .collect();
+            pairs.sort_unstable();
+            for (j, (id, e)) in pairs.into_iter().enumerate() {
+                ids[a + j] = id;
+                order[a + j] = e;
+            }
+        } else {
+            for i in a + 1..b {
+                let mut j = i;
+                while j > a && ids[j - 1] > ids[j] {
+                    order.swap(j - 1, j);
+                    ids.swap(j - 1, j);
+                    j -= 1;
+                }
+            }
+        }
+        a = b;
     }
 }
 
@@ -686,6 +968,8 @@ fn sort_ties_by_id(order: &mut [u64], ids: &mut [Label]) {
 struct SumCollector<'a> {
     ids: &'a [Label],
     list: u32,
+    /// The list's rank among the query's probes.
+    rank: u32,
     filter: Option<&'a dyn IdFilter>,
     res: &'a mut SumReservoir,
 }
@@ -703,7 +987,7 @@ impl FsCollector for SumCollector<'_> {
             mask &= (1u32 << left) - 1;
         }
         self.res
-            .offer(self.list, sb, mask, sums, self.ids, self.filter);
+            .offer(self.list, self.rank, sb, mask, sums, self.ids, self.filter);
     }
 }
 
@@ -923,7 +1207,29 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
         let threads = rayon::current_num_threads().max(1);
         out.reset(nq, k, metric);
         let (dist, labels) = out.parts_mut();
-        if nq >= threads || nprobe == 1 || max_codes > 0 {
+        if let Some(chunk) = self.list_major_chunk(nq, nprobe, threads, max_codes) {
+            dist.par_chunks_mut(chunk * k)
+                .zip(labels.par_chunks_mut(chunk * k))
+                .enumerate()
+                .try_for_each_init(
+                    || (TopK::new(k), GroupScratch::default()),
+                    |(top, gs), (ci, (dc, lc))| {
+                        self.search_list_major(
+                            queries,
+                            ci * chunk,
+                            &lists,
+                            nprobe,
+                            filter,
+                            level,
+                            approximate,
+                            dc,
+                            lc,
+                            top,
+                            gs,
+                        )
+                    },
+                )
+        } else if nq >= threads || nprobe == 1 || max_codes > 0 {
             dist.par_chunks_mut(k)
                 .zip(labels.par_chunks_mut(k))
                 .enumerate()
@@ -1179,26 +1485,38 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// The counting selection equals sorting every `(sum, position)` and keeping the
-        /// first k, whatever the spread of the sums (narrow: the counting sort; wide: the
-        /// fallback) and however many ties.
+        /// The counting selection equals sorting every `(sum, rank, position)` and
+        /// keeping the first k (then ordered by sum and position), whatever the spread of
+        /// the sums (narrow: the counting sort; wide: the fallback) and however many ties.
         #[test]
         fn select_sorted_equals_a_full_sort(
             sums in prop::collection::vec(0u16..64, 0..300),
             wide in prop::collection::vec(any::<u16>(), 0..300),
+            ranks in prop::collection::vec(0u32..4, 300),
             k in 1usize..120,
         ) {
-            let (mut order, mut tmp, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+            let mut pick = Pick::default();
             for v in [&sums, &wide] {
-                let mut want: Vec<u64> = v
+                let n = v.len();
+                let res = SumReservoir {
+                    sums: v.to_vec(),
+                    refs: (0..n as u32).map(|i| (0, i)).collect(),
+                    ranks: ranks[..n].to_vec(),
+                    n,
+                    k,
+                    ..SumReservoir::default()
+                };
+                let mut all: Vec<(u16, u32, usize)> =
+                    v.iter().enumerate().map(|(i, &s)| (s, ranks[i], i)).collect();
+                all.sort_unstable();
+                all.truncate(k);
+                let mut want: Vec<u64> = all
                     .iter()
-                    .enumerate()
-                    .map(|(i, &s)| (u64::from(s) << 32) | i as u64)
+                    .map(|&(s, _, i)| (u64::from(s) << 32) | i as u64)
                     .collect();
                 want.sort_unstable();
-                want.truncate(k);
-                select_sorted(v, k, &mut order, &mut tmp, &mut counts);
-                prop_assert_eq!(&order, &want);
+                select_sorted(&res, k, &mut pick);
+                prop_assert_eq!(&pick.order, &want);
                 if !v.is_empty() {
                     let mut s = v.to_vec();
                     s.sort_unstable();
@@ -1212,7 +1530,7 @@ mod tests {
         /// its entry.
         #[test]
         fn sort_ties_by_id_orders_each_run(
-            mut pairs in prop::collection::vec((0u16..8, 0i64..1000), 0..100),
+            mut pairs in prop::collection::vec((0u16..8, 0i64..1000), 0..200),
         ) {
             pairs.sort_by_key(|p| p.0);
             let mut order: Vec<u64> = pairs
