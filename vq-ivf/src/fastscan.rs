@@ -844,12 +844,15 @@ fn count_le(sums: &[u16], t: u16) -> usize {
         .sum()
 }
 
-/// The `k`-th smallest of `sums` (`1 <= k <= sums.len()`), by bisection on the value:
-/// at most 16 counting passes, each a vectorised compare, instead of a selection that
-/// moves the values (Faiss's `partition_fuzzy` counts the same way).
+/// The `k`-th smallest of `sums` (`1 <= k <= sums.len()`), by bisection on the value
+/// between the smallest and the largest (found in one pass): at most 16 counting
+/// passes, each a vectorised compare, instead of a selection that moves the values
+/// (Faiss's `partition_fuzzy` counts the same way).
 fn kth_smallest(sums: &[u16], k: usize) -> u16 {
     debug_assert!(k >= 1 && k <= sums.len());
-    let (mut lo, mut hi) = (0u16, u16::MAX);
+    let (mut lo, mut hi) = sums
+        .iter()
+        .fold((u16::MAX, 0u16), |(a, b), &s| (a.min(s), b.max(s)));
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if count_le(sums, mid) >= k {
@@ -929,38 +932,31 @@ fn select_sorted(res: &SumReservoir, k: usize, pick: &mut Pick) {
 }
 
 /// Sorts each run of equal sums in `order` (sorted by sum) by its ids in `ids` (one id
-/// per entry), moving both together: insertion sort for short runs (the usual case),
-/// a sort of the pairs for long ones.
+/// per entry), moving both together: insertion sort, linear when runs are short (the
+/// usual case); past a budget of moves (long runs of equal sums), one sort of the pairs.
 fn sort_ties_by_id(order: &mut [u64], ids: &mut [Label]) {
-    let mut a = 0;
-    while a < order.len() {
-        let s = order[a] >> 32;
-        let mut b = a + 1;
-        while b < order.len() && order[b] >> 32 == s {
-            b += 1;
-        }
-        if b - a > 16 {
-            let mut pairs: Vec<(Label, u64)> = ids[a..b]
-                .iter()
-                .copied()
-                .zip(order[a..b].iter().copied())
-                .collect();
-            pairs.sort_unstable();
-            for (j, (id, e)) in pairs.into_iter().enumerate() {
-                ids[a + j] = id;
-                order[a + j] = e;
-            }
-        } else {
-            for i in a + 1..b {
-                let mut j = i;
-                while j > a && ids[j - 1] > ids[j] {
-                    order.swap(j - 1, j);
-                    ids.swap(j - 1, j);
-                    j -= 1;
+    let mut budget = 4 * order.len() + 16;
+    for i in 1..order.len() {
+        let mut j = i;
+        while j > 0 && order[j - 1] >> 32 == order[j] >> 32 && ids[j - 1] > ids[j] {
+            if budget == 0 {
+                let mut all: Vec<(u64, Label, u64)> = order
+                    .iter()
+                    .zip(ids.iter())
+                    .map(|(&e, &id)| (e >> 32, id, e))
+                    .collect();
+                all.sort_unstable();
+                for ((o, id), (_, l, e)) in order.iter_mut().zip(ids.iter_mut()).zip(all) {
+                    *o = e;
+                    *id = l;
                 }
+                return;
             }
+            budget -= 1;
+            order.swap(j - 1, j);
+            ids.swap(j - 1, j);
+            j -= 1;
         }
-        a = b;
     }
 }
 
