@@ -404,6 +404,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
             slack,
             active,
             pairs,
+            starts,
             pick,
         } = gs;
         luts.resize_with(n, QuantizedLut::default);
@@ -437,25 +438,47 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 tables[i * tsize..(i + 1) * tsize].copy_from_slice(table);
             }
         }
-        pairs.clear();
+        // The probes grouped by list (a counting sort), by query within a list.
+        let nlist = self.lists.len();
+        let probes = |i: usize| {
+            lists[(q0 + i) * nprobe..(q0 + i + 1) * nprobe]
+                .iter()
+                .enumerate()
+                .filter(|&(_, &l)| l >= 0 && !self.lists[l as usize].ids.is_empty())
+                .map(|(rank, &l)| (l as usize, rank as u32))
+        };
+        starts.clear();
+        starts.resize(nlist + 1, 0);
         for i in (0..n).filter(|&i| active[i]) {
-            let probes = &lists[(q0 + i) * nprobe..(q0 + i + 1) * nprobe];
-            for (rank, &l) in probes.iter().enumerate() {
-                if l >= 0 && !self.lists[l as usize].ids.is_empty() {
-                    pairs.push((l as u32, i as u32, rank as u32));
-                }
+            for (l, _) in probes(i) {
+                starts[l + 1] += 1;
             }
         }
-        // By list, and by query within a list.
-        pairs.sort_unstable();
-        for run in pairs.chunk_by(|a, b| a.0 == b.0) {
-            let l = run[0].0 as usize;
+        for l in 0..nlist {
+            starts[l + 1] += starts[l];
+        }
+        pairs.clear();
+        pairs.resize(starts[nlist] as usize, (0, 0));
+        for i in (0..n).filter(|&i| active[i]) {
+            for (l, rank) in probes(i) {
+                pairs[starts[l] as usize] = (i as u32, rank);
+                starts[l] += 1;
+            }
+        }
+        // `starts[l]` is now where list `l + 1` begins.
+        let mut begin = 0;
+        for (l, &end) in starts[..nlist].iter().enumerate() {
+            let run = &pairs[begin..end as usize];
+            begin = end as usize;
+            if run.is_empty() {
+                continue;
+            }
             let list = &self.lists[l];
             let nsub = list.ids.len().div_ceil(SUB_BLOCK);
             for grp in run.chunks(MAX_QUERY_BLOCK) {
                 let mut qmap = [0usize; MAX_QUERY_BLOCK];
                 let mut ranks = [0u32; MAX_QUERY_BLOCK];
-                for ((q, r), &(_, qi, rank)) in qmap.iter_mut().zip(&mut ranks).zip(grp) {
+                for ((q, r), &(qi, rank)) in qmap.iter_mut().zip(&mut ranks).zip(grp) {
                     *q = qi as usize;
                     *r = rank;
                 }
@@ -678,8 +701,10 @@ struct GroupScratch {
     slack: Vec<f32>,
     /// Whether the query's table can report anything.
     active: Vec<bool>,
-    /// `(list, query, rank)` of each probe.
-    pairs: Vec<(u32, u32, u32)>,
+    /// `(query, rank)` of each probe, grouped by list.
+    pairs: Vec<(u32, u32)>,
+    /// Where each list's probes begin in `pairs`.
+    starts: Vec<u32>,
     pick: Pick,
 }
 
