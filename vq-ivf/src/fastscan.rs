@@ -438,47 +438,25 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 tables[i * tsize..(i + 1) * tsize].copy_from_slice(table);
             }
         }
-        // The probes grouped by list (a counting sort), by query within a list.
         let nlist = self.lists.len();
-        let probes = |i: usize| {
-            lists[(q0 + i) * nprobe..(q0 + i + 1) * nprobe]
-                .iter()
-                .enumerate()
-                .filter(|&(_, &l)| l >= 0 && !self.lists[l as usize].ids.is_empty())
-                .map(|(rank, &l)| (l as usize, rank as u32))
-        };
-        starts.clear();
-        starts.resize(nlist + 1, 0);
-        for i in (0..n).filter(|&i| active[i]) {
-            for (l, _) in probes(i) {
-                starts[l + 1] += 1;
-            }
-        }
-        for l in 0..nlist {
-            starts[l + 1] += starts[l];
-        }
-        pairs.clear();
-        pairs.resize(starts[nlist] as usize, (0, 0));
-        for i in (0..n).filter(|&i| active[i]) {
-            for (l, rank) in probes(i) {
-                pairs[starts[l] as usize] = (i as u32, rank);
-                starts[l] += 1;
-            }
-        }
-        // `starts[l]` is now where list `l + 1` begins.
-        let mut begin = 0;
-        for (l, &end) in starts[..nlist].iter().enumerate() {
-            let run = &pairs[begin..end as usize];
-            begin = end as usize;
-            if run.is_empty() {
-                continue;
-            }
+        group_probes(
+            &lists[q0 * nprobe..(q0 + n) * nprobe],
+            nprobe,
+            active,
+            |l| !self.lists[l].ids.is_empty(),
+            nlist,
+            nlist <= 4 * n * nprobe,
+            pairs,
+            starts,
+        );
+        for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+            let l = run[0].0 as usize;
             let list = &self.lists[l];
             let nsub = list.ids.len().div_ceil(SUB_BLOCK);
             for grp in run.chunks(MAX_QUERY_BLOCK) {
                 let mut qmap = [0usize; MAX_QUERY_BLOCK];
                 let mut ranks = [0u32; MAX_QUERY_BLOCK];
-                for ((q, r), &(qi, rank)) in qmap.iter_mut().zip(&mut ranks).zip(grp) {
+                for ((q, r), &(_, qi, rank)) in qmap.iter_mut().zip(&mut ranks).zip(grp) {
                     *q = qi as usize;
                     *r = rank;
                 }
@@ -670,6 +648,58 @@ struct Scratch {
     pick: Pick,
 }
 
+/// Puts into `pairs` the probes `(list, query, rank)` of the queries whose `active` is
+/// set (`probes` holds `nprobe` lists per query; ids below zero and lists that `keep`
+/// refuses are skipped), sorted by list, then query and rank: by counting (two passes
+/// and a table of `nlist` entries in `starts`) when `counting`, by a sort otherwise (an
+/// IMI quantizer numbers up to 2^28 cells, far more than a chunk probes).
+#[allow(clippy::too_many_arguments)]
+fn group_probes(
+    probes: &[Label],
+    nprobe: usize,
+    active: &[bool],
+    keep: impl Fn(usize) -> bool,
+    nlist: usize,
+    counting: bool,
+    pairs: &mut Vec<(u32, u32, u32)>,
+    starts: &mut Vec<u32>,
+) {
+    let of = |i: usize| {
+        probes[i * nprobe..(i + 1) * nprobe]
+            .iter()
+            .enumerate()
+            .filter(|&(_, &l)| l >= 0 && keep(l as usize))
+            .map(|(rank, &l)| (l as u32, rank as u32))
+    };
+    let queries = || (0..active.len()).filter(|&i| active[i]);
+    pairs.clear();
+    if counting {
+        starts.clear();
+        starts.resize(nlist + 1, 0);
+        for i in queries() {
+            for (l, _) in of(i) {
+                starts[l as usize + 1] += 1;
+            }
+        }
+        for l in 0..nlist {
+            starts[l + 1] += starts[l];
+        }
+        pairs.resize(starts[nlist] as usize, (0, 0, 0));
+        for i in queries() {
+            for (l, rank) in of(i) {
+                let at = &mut starts[l as usize];
+                pairs[*at as usize] = (l, i as u32, rank);
+                *at += 1;
+            }
+        }
+    } else {
+        for i in queries() {
+            pairs.extend(of(i).map(|(l, rank)| (l, i as u32, rank)));
+        }
+        pairs.sort_unstable();
+    }
+}
+
 /// Buffers of the selection that finishes a query ([`select_sorted`]).
 #[derive(Debug, Default)]
 struct Pick {
@@ -701,9 +731,9 @@ struct GroupScratch {
     slack: Vec<f32>,
     /// Whether the query's table can report anything.
     active: Vec<bool>,
-    /// `(query, rank)` of each probe, grouped by list.
-    pairs: Vec<(u32, u32)>,
-    /// Where each list's probes begin in `pairs`.
+    /// `(list, query, rank)` of each probe, grouped by list.
+    pairs: Vec<(u32, u32, u32)>,
+    /// Where each list's probes begin in `pairs` (the counting sort).
     starts: Vec<u32>,
     pick: Pick,
 }
@@ -1545,6 +1575,33 @@ mod tests {
                     prop_assert_eq!(kth_smallest(v, kk), s[kk - 1]);
                 }
             }
+        }
+
+        /// Probes grouped by counting equal probes grouped by sorting: by list, then
+        /// query and rank, without refused lists, padding or inactive queries.
+        #[test]
+        fn probes_grouped_by_counting_equal_a_sort(
+            probes in prop::collection::vec(-1i64..40, 0..240),
+            active in prop::collection::vec(any::<bool>(), 60),
+            nprobe in 1usize..5,
+        ) {
+            let n = (probes.len() / nprobe).min(active.len());
+            let probes = &probes[..n * nprobe];
+            let keep = |l: usize| l % 7 != 3;
+            let (mut a, mut b, mut starts) = (Vec::new(), Vec::new(), Vec::new());
+            group_probes(probes, nprobe, &active[..n], keep, 40, true, &mut a, &mut starts);
+            group_probes(probes, nprobe, &active[..n], keep, 40, false, &mut b, &mut starts);
+            let mut want = Vec::new();
+            for i in (0..n).filter(|&i| active[i]) {
+                for (r, &l) in probes[i * nprobe..(i + 1) * nprobe].iter().enumerate() {
+                    if l >= 0 && keep(l as usize) {
+                        want.push((l as u32, i as u32, r as u32));
+                    }
+                }
+            }
+            want.sort_unstable();
+            prop_assert_eq!(&a, &want);
+            prop_assert_eq!(&b, &want);
         }
 
         /// Runs of equal sums end up ordered by id, the sums' order kept, each id with
