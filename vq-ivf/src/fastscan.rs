@@ -344,32 +344,44 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
     /// The chunk of queries [`IndexIvfPqFastScan::search_list_major`] takes at once, or
     /// `None` when queries are better scanned one by one: with residuals (each list its
     /// own table or offset), under `max_codes` (a per-query budget), with one probe,
-    /// when a query scans fewer than [`LIST_MAJOR_MIN_CODES`] codes on average (the
-    /// kernel is then a small part of the search, and the bookkeeping per list and
-    /// query costs more than reading the codes once per block saves), or when a chunk
-    /// would visit each list with fewer than [`LIST_MAJOR_MIN_GROUP`] of its queries on
-    /// average.
+    /// with fewer queries than threads (the probes are split instead), when a query
+    /// scans fewer than [`LIST_MAJOR_MIN_CODES`] codes on average (the kernel is then a
+    /// small part of the search, and the bookkeeping per list and query costs more than
+    /// reading the codes once per block saves), or when a chunk would visit each list
+    /// with fewer than [`LIST_MAJOR_MIN_GROUP`] of its queries on average (also when
+    /// a large `k` leaves room for few queries' reservoirs).
     fn list_major_chunk(
         &self,
         nq: usize,
+        k: usize,
         nprobe: usize,
         threads: usize,
         max_codes: usize,
     ) -> Option<usize> {
-        if self.ivf.encoding().by_residual() || max_codes > 0 || nprobe < 2 || nq < threads {
+        if self.ivf.encoding().by_residual()
+            || max_codes > 0
+            || nprobe < 2
+            || nq < threads
+            || nprobe > u32::MAX as usize
+        {
             return None;
         }
         let nlist = self.lists.len().max(1);
-        if nprobe * self.ntotal < LIST_MAJOR_MIN_CODES * nlist {
+        if nprobe.saturating_mul(self.ntotal) < LIST_MAJOR_MIN_CODES.saturating_mul(nlist) {
             return None;
         }
         // About 32 queries per probed list (eight passes of the kernel's block of
-        // four), at most 1,024 queries' state at once, and work for every thread.
+        // four), at most 1,024 queries' state at once and at most
+        // LIST_MAJOR_STATE_BYTES of reservoirs, and work for every thread.
+        let reservoir = 14 * ((4 * k).max(64) + SUB_BLOCK);
         let chunk = (32 * nlist)
             .div_ceil(nprobe)
             .clamp(64, 1024)
-            .min(nq.div_ceil(threads));
-        (chunk * nprobe >= LIST_MAJOR_MIN_GROUP * nlist).then_some(chunk)
+            .min(nq.div_ceil(threads))
+            .min(LIST_MAJOR_STATE_BYTES / reservoir);
+        let probes = chunk.checked_mul(nprobe)?;
+        (chunk > 0 && probes <= u32::MAX as usize && probes >= LIST_MAJOR_MIN_GROUP * nlist)
+            .then_some(chunk)
     }
 
     /// Searches queries `q0..q0 + n` (results in `dist`/`labels`, `k` per query) list by
@@ -715,6 +727,10 @@ struct Pick {
 /// List-major search: on average at least this many of a chunk's queries per list.
 const LIST_MAJOR_MIN_GROUP: usize = 8;
 
+/// List-major search: at most this many bytes of reservoirs (one per query of a chunk,
+/// 14 bytes a candidate) per thread.
+const LIST_MAJOR_STATE_BYTES: usize = 16 << 20;
+
 /// List-major search: at least this many codes scanned per query on average (on the
 /// 1M-vector set with 1,024 lists, `nprobe` 64 gains 12–20% and `nprobe` 16 nothing;
 /// lists of 20 codes lose 5–10%).
@@ -823,8 +839,9 @@ impl SumReservoir {
     }
 
     /// Offers the reported vectors of sub-block `sb` of `list` (probed at `rank` by the
-    /// query; bits of `mask`, their sums in `sums`), then prunes when `cap` are held. Branch-free: each is written, and kept
-    /// by moving on past it when its sum is within the threshold.
+    /// query; bits of `mask`, their sums in `sums`), then prunes when `cap` are held.
+    /// Branch-free: each is written, and kept by moving on past it when its sum is
+    /// within the threshold.
     #[inline]
     #[allow(clippy::too_many_arguments)]
     fn offer(
@@ -1258,7 +1275,7 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
         let threads = rayon::current_num_threads().max(1);
         out.reset(nq, k, metric);
         let (dist, labels) = out.parts_mut();
-        if let Some(chunk) = self.list_major_chunk(nq, nprobe, threads, max_codes) {
+        if let Some(chunk) = self.list_major_chunk(nq, k, nprobe, threads, max_codes) {
             dist.par_chunks_mut(chunk * k)
                 .zip(labels.par_chunks_mut(chunk * k))
                 .enumerate()

@@ -200,46 +200,57 @@ fn a_multi_index_quantizer_and_ids_filters_removal_reconstruction() {
 /// included.
 #[test]
 fn list_by_list_search_equals_query_by_query() {
-    let (d, n) = (16, 48_000);
-    let base = clustered(n, d, 21);
-    let queries = clustered(300, d, 22);
-    let x = VectorsRef::new(&base, d).unwrap();
-    let q = VectorsRef::new(&queries, d).unwrap();
-    let sel = IdSelector::range(0, 30_000);
-    for metric in [Metric::L2, Metric::InnerProduct] {
-        let (fs, ivf) = pair(IndexFlat::new(d, metric).unwrap(), 8, x, 8, false, metric);
-        for nprobe in [6, 8] {
-            let p = SearchParams::new().with_nprobe(nprobe);
-            let mut one_by_one = p.clone();
-            one_by_one.max_codes = Some(n + 1);
-            let what = format!("{metric} nprobe={nprobe}");
-            let exact = fs.search(q, 10, &p).unwrap();
-            same_results(&exact, &ivf.search(q, 10, &p).unwrap(), &what);
-            same_results(&exact, &fs.search(q, 10, &one_by_one).unwrap(), &what);
-            for filter in [None, Some(&sel)] {
-                let (mut a, mut b) = (
-                    p.clone().with_approximate(true),
-                    one_by_one.clone().with_approximate(true),
-                );
-                if let Some(f) = filter {
-                    a = a.with_selector(f);
-                    b = b.with_selector(f);
-                }
-                let (got, want) = (
-                    fs.search(q, 100, &a).unwrap(),
-                    fs.search(q, 100, &b).unwrap(),
-                );
+    // Two threads whatever the machine: chunks of 64 of the 300 queries, so that each
+    // of the 8 lists is probed by enough of a chunk's queries to go list by list.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let (d, n) = (16, 48_000);
+        let base = clustered(n, d, 21);
+        let queries = clustered(300, d, 22);
+        let x = VectorsRef::new(&base, d).unwrap();
+        let q = VectorsRef::new(&queries, d).unwrap();
+        let sel = IdSelector::range(0, 30_000);
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let (fs, ivf) = pair(IndexFlat::new(d, metric).unwrap(), 8, x, 8, false, metric);
+            for nprobe in [6, 8] {
+                let p = SearchParams::new().with_nprobe(nprobe);
+                let mut one_by_one = p.clone();
+                one_by_one.max_codes = Some(n + 1);
+                let what = format!("{metric} nprobe={nprobe}");
+                let exact = fs.search(q, 10, &p).unwrap();
+                same_results(&exact, &ivf.search(q, 10, &p).unwrap(), &what);
+                let want = fs.search(q, 10, &one_by_one).unwrap();
                 for qi in 0..q.len() {
-                    assert_eq!(
-                        got.row(qi),
-                        want.row(qi),
-                        "{what} filter={}: query {qi}",
-                        filter.is_some()
+                    assert_eq!(exact.row(qi), want.row(qi), "{what} exact: query {qi}");
+                }
+                for filter in [None, Some(&sel)] {
+                    let (mut a, mut b) = (
+                        p.clone().with_approximate(true),
+                        one_by_one.clone().with_approximate(true),
                     );
+                    if let Some(f) = filter {
+                        a = a.with_selector(f);
+                        b = b.with_selector(f);
+                    }
+                    let (got, want) = (
+                        fs.search(q, 100, &a).unwrap(),
+                        fs.search(q, 100, &b).unwrap(),
+                    );
+                    for qi in 0..q.len() {
+                        assert_eq!(
+                            got.row(qi),
+                            want.row(qi),
+                            "{what} filter={}: query {qi}",
+                            filter.is_some()
+                        );
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 /// With `approximate` (what `IndexRefine` asks of its base), the k smallest quantised
