@@ -773,11 +773,7 @@ impl FsCollector for BlockCollector<'_> {
     }
 
     #[inline(always)]
-    fn collect(&mut self, q: usize, sb: usize, mut mask: u32, sums: &[u16; SUB_BLOCK]) {
-        let left = self.ids.len().saturating_sub(sb * SUB_BLOCK);
-        if left < SUB_BLOCK {
-            mask &= (1u32 << left) - 1;
-        }
+    fn collect(&mut self, q: usize, sb: usize, mask: u32, sums: &[u16; SUB_BLOCK]) {
         let qi = self.qmap[q];
         self.res[qi].offer(
             self.list,
@@ -839,7 +835,8 @@ impl SumReservoir {
     }
 
     /// Offers the reported vectors of sub-block `sb` of `list` (probed at `rank` by the
-    /// query; bits of `mask`, their sums in `sums`), then prunes when `cap` are held.
+    /// query; bits of `mask`, their sums in `sums`; `ids` the list's), then prunes when
+    /// `cap` are held.
     /// Branch-free: each is written, and kept by moving on past it when its sum is
     /// within the threshold.
     #[inline]
@@ -855,6 +852,11 @@ impl SumReservoir {
         filter: Option<&dyn IdFilter>,
     ) {
         let base = sb * SUB_BLOCK;
+        // The padding of the list's last sub-block is never a candidate.
+        let left = ids.len().saturating_sub(base);
+        if left < SUB_BLOCK {
+            mask &= (1u32 << left) - 1;
+        }
         let (thr, mut n) = (self.thr, self.n);
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;
@@ -1049,11 +1051,7 @@ impl FsCollector for SumCollector<'_> {
     }
 
     #[inline]
-    fn collect(&mut self, _q: usize, sb: usize, mut mask: u32, sums: &[u16; SUB_BLOCK]) {
-        let left = self.ids.len().saturating_sub(sb * SUB_BLOCK);
-        if left < SUB_BLOCK {
-            mask &= (1u32 << left) - 1;
-        }
+    fn collect(&mut self, _q: usize, sb: usize, mask: u32, sums: &[u16; SUB_BLOCK]) {
         self.res
             .offer(self.list, self.rank, sb, mask, sums, self.ids, self.filter);
     }
