@@ -43,7 +43,10 @@ pub struct TrainOptions<'a> {
     /// The index that assigns points to centroids (default: an exact `IndexFlat`, inner
     /// product for spherical k-means). It is reset and filled with the centroids at each
     /// iteration, and holds the final centroids afterwards — a graph or GPU index plugs
-    /// in here.
+    /// in here. Within one training call it is searched with the same points at every
+    /// iteration — the caller's, or one subsample of them drawn before the first — held
+    /// in the same memory and unchanged until the call returns, so an assigner may keep
+    /// a copy of them (a GPU assigner keeps them on the device).
     pub assigner: Option<&'a mut dyn Index>,
     /// Checked at every iteration: when set, training stops with [`Error::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,

@@ -290,3 +290,75 @@ fn two_level_is_close_to_flat_and_exact_in_size() {
     // Documented trade-off: a few percent worse, never wildly so.
     assert!(b < a * 1.15, "two-level {b} vs flat {a}");
 }
+
+/// An assigner that records where its queries live (TrainOptions' promise: the same
+/// points, in the same memory, at every iteration).
+#[derive(Debug)]
+struct Recording {
+    inner: IndexFlat,
+    seen: std::sync::Mutex<Vec<(usize, usize, f64)>>,
+}
+
+impl Index for Recording {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn metric(&self) -> Metric {
+        self.inner.metric()
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn add(&mut self, x: VectorsRef<'_>) -> vq_core::Result<()> {
+        self.inner.add(x)
+    }
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+    fn search_into(
+        &self,
+        queries: VectorsRef<'_>,
+        k: usize,
+        params: &vq_core::SearchParams<'_>,
+        out: &mut vq_core::SearchResults,
+    ) -> vq_core::Result<()> {
+        let sum: f64 = queries.as_slice().iter().map(|&v| f64::from(v)).sum();
+        self.seen
+            .lock()
+            .unwrap()
+            .push((queries.as_slice().as_ptr() as usize, queries.len(), sum));
+        self.inner.search_into(queries, k, params, out)
+    }
+}
+
+#[test]
+fn assigner_sees_the_same_points_at_every_iteration() {
+    let x = data(3000, 8, 10, 21);
+    // Without and with subsampling (max_points_per_centroid · k < n), two redos.
+    for max_points in [256, 50] {
+        let mut rec = Recording {
+            inner: IndexFlat::new(8, Metric::L2).unwrap(),
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let mut params = KMeansParams::new(20).with_niter(6);
+        params.max_points_per_centroid = max_points;
+        params.nredo = 2;
+        let mut km = KMeans::new(8, params).unwrap();
+        km.train_with(
+            x.as_ref(),
+            TrainOptions {
+                assigner: Some(&mut rec),
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap();
+        let seen = rec.seen.into_inner().unwrap();
+        assert_eq!(seen.len(), 12, "one search per iteration and redo");
+        assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+        let n = if max_points == 256 { 3000 } else { 1000 };
+        assert_eq!(seen[0].1, n);
+        if n == 3000 {
+            assert_eq!(seen[0].0, x.as_slice().as_ptr() as usize);
+        }
+    }
+}
