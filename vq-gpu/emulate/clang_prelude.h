@@ -15,3 +15,11 @@ __device__ void __syncthreads();
 __device__ unsigned atomicAdd(unsigned*, unsigned);
 __device__ int atomicAdd(int*, int);
 #define __launch_bounds__(...) __attribute__((launch_bounds(__VA_ARGS__)))
+__device__ unsigned __ballot_sync(unsigned, int);
+__device__ unsigned __shfl_sync(unsigned, unsigned, int);
+__device__ int __shfl_sync(unsigned, int, int);
+__device__ unsigned __shfl_up_sync(unsigned, unsigned, unsigned);
+__device__ int __shfl_up_sync(unsigned, int, unsigned);
+__device__ int __popc(unsigned);
+__device__ int __ffs(int);
+__device__ unsigned atomicMax(unsigned*, unsigned);

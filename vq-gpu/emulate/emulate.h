@@ -29,6 +29,7 @@ struct vq_block_state {
     std::unique_ptr<std::barrier<>> block;
     std::vector<std::unique_ptr<std::barrier<>>> warps;
     std::vector<float> shfl;
+    std::vector<std::uint64_t> xchg;
 };
 inline vq_block_state vq_state;
 
@@ -44,12 +45,56 @@ inline float __shfl_xor_sync(unsigned, float v, int o) {
     return r;
 }
 
+// Generic warp exchange: every lane publishes `v`, then reads lane `src`'s value.
+template <class T> inline T vq_exchange(T v, unsigned src) {
+    static_assert(sizeof(T) <= 8);
+    unsigned t = threadIdx.x;
+    unsigned w = t / 32;
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    vq_state.xchg[t] = bits;
+    vq_state.warps[w]->arrive_and_wait();
+    std::uint64_t got = vq_state.xchg[w * 32 + src];
+    vq_state.warps[w]->arrive_and_wait();
+    T r;
+    std::memcpy(&r, &got, sizeof(T));
+    return r;
+}
+template <class T> inline T __shfl_sync(unsigned, T v, int src) {
+    return vq_exchange(v, (unsigned)src & 31u);
+}
+template <class T> inline T __shfl_up_sync(unsigned, T v, unsigned delta) {
+    unsigned lane = threadIdx.x % 32;
+    return vq_exchange(v, lane >= delta ? lane - delta : lane);
+}
+inline unsigned __ballot_sync(unsigned, int pred) {
+    unsigned t = threadIdx.x;
+    unsigned w = t / 32;
+    vq_state.xchg[t] = pred ? 1 : 0;
+    vq_state.warps[w]->arrive_and_wait();
+    unsigned m = 0;
+    for (unsigned l = 0; l < 32 && w * 32 + l < vq_state.xchg.size(); ++l)
+        if (vq_state.xchg[w * 32 + l]) m |= 1u << l;
+    vq_state.warps[w]->arrive_and_wait();
+    return m;
+}
+inline int __popc(unsigned m) { return __builtin_popcount(m); }
+inline int __ffs(unsigned m) { return __builtin_ffs((int)m); }
+
 inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
 inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
 
 template <class T> inline T atomicAdd(T* p, T v) {
     return std::atomic_ref<T>(*p).fetch_add(v);
+}
+
+template <class T> inline T atomicMax(T* p, T v) {
+    std::atomic_ref<T> a(*p);
+    T old = a.load();
+    while (old < v && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
 }
 
 // Dynamic shared memory: one buffer, named as each kernel names it.
@@ -68,6 +113,7 @@ inline void vq_launch(vq_dim3 grid, unsigned threads, const std::function<void()
                     vq_state.warps.push_back(std::make_unique<std::barrier<>>(
                         std::min(32u, threads - w * 32)));
                 vq_state.shfl.assign(threads, 0.0f);
+                vq_state.xchg.assign(threads, 0);
                 std::vector<std::thread> ts;
                 for (unsigned t = 0; t < threads; ++t)
                     ts.emplace_back([t, &kernel] { threadIdx = {t, 0, 0}; kernel(); });

@@ -21,15 +21,20 @@ static std::vector<std::vector<Pair>> gpu_select(
     int nrows, int k, const std::vector<float>& a_keys, const std::vector<i64>& a_ids, int a_len,
     const std::vector<float>& vals, i64 stride, const std::vector<i64>* starts,
     const std::vector<int>* lens, int b_len, int mode, const std::vector<float>* qn,
-    const std::vector<float>* xn, i64 id_base, const std::vector<i64>* ids, unsigned threads) {
+    const std::vector<float>* xn, i64 id_base, const std::vector<i64>* ids, unsigned threads,
+    int which = 0) {
     std::vector<float> ok(nrows * k);
     std::vector<i64> oi(nrows * k);
+    // which: 0 radix (`select_k`), 1 warp lists (k <= 32), 2 shared buffer (k <= 2048,
+    // at most 256 threads).
+    auto kern = which == 1 ? select_k_warp : which == 2 ? select_k_buf : select_k;
+    if (which == 2) threads = std::min(threads, 256u);
     vq_launch({(unsigned)nrows, 1, 1}, threads, [&] {
-        select_k(a_len ? a_keys.data() : nullptr, a_len ? a_ids.data() : nullptr, a_len,
-                 vals.data(), stride, starts ? starts->data() : nullptr,
-                 lens ? lens->data() : nullptr, b_len, mode, qn ? qn->data() : nullptr,
-                 xn ? xn->data() : nullptr, id_base, ids ? ids->data() : nullptr, k, ok.data(),
-                 oi.data());
+        kern(a_len ? a_keys.data() : nullptr, a_len ? a_ids.data() : nullptr, a_len,
+             vals.data(), stride, starts ? starts->data() : nullptr,
+             lens ? lens->data() : nullptr, b_len, mode, qn ? qn->data() : nullptr,
+             xn ? xn->data() : nullptr, id_base, ids ? ids->data() : nullptr, k, ok.data(),
+             oi.data());
     });
     int kpad = 1;
     while (kpad < k) kpad <<= 1;
@@ -76,10 +81,18 @@ static void compare(const std::vector<Pair>& got, const std::vector<Pair>& want,
     CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end(), "%s: an id returned twice", what);
 }
 
+static const char* kname(int which) {
+    return which == 1 ? "warp" : which == 2 ? "buf" : "radix";
+}
+
+// The fast kernel for k (as ops.rs picks it).
+static int fast_for(int k) { return k <= 32 ? 1 : k <= 2048 ? 2 : 0; }
+
 static void test_select_modes(std::mt19937& rng) {
-    for (int trial = 0; trial < 6; ++trial) {
-        int nrows = 3, len = 1 + rng() % 3000, k = 1 + rng() % 300;
-        bool ties = trial % 2;
+    for (int trial = 0; trial < 12; ++trial) {
+        int nrows = 3, len = 1 + rng() % 3000;
+        int k = trial % 2 ? 1 + rng() % 32 : 1 + rng() % 300;
+        bool ties = (trial / 2) % 2;
         int mode = trial % 3;
         std::vector<float> vals(nrows * len), qn(nrows), xn(len);
         std::uniform_real_distribution<float> u(-2, 2);
@@ -87,54 +100,112 @@ static void test_select_modes(std::mt19937& rng) {
         for (auto& v : qn) v = 10 + u(rng);
         for (auto& v : xn) v = 10 + u(rng);
         i64 base = 1000;
-        auto got = gpu_select(nrows, k, {}, {}, 0, vals, len, nullptr, nullptr, len, mode, &qn,
-                              &xn, base, nullptr, 64 + 32 * (rng() % 8));
-        for (int q = 0; q < nrows; ++q) {
-            std::vector<Pair> all;
-            for (int c = 0; c < len; ++c) {
-                float v = vals[q * len + c];
-                float key = mode == 1 ? std::fmax(qn[q] + xn[c] - 2.0f * v, 0.0f)
-                                      : mode == 2 ? -v : v;
-                all.push_back({key, base + c});
+        unsigned threads = 64 + 32 * (rng() % 8);
+        for (int which : {0, fast_for(k)}) {
+            auto got = gpu_select(nrows, k, {}, {}, 0, vals, len, nullptr, nullptr, len, mode,
+                                  &qn, &xn, base, nullptr, threads, which);
+            for (int q = 0; q < nrows; ++q) {
+                std::vector<Pair> all;
+                for (int c = 0; c < len; ++c) {
+                    float v = vals[q * len + c];
+                    float key = mode == 1 ? std::fmax(qn[q] + xn[c] - 2.0f * v, 0.0f)
+                                          : mode == 2 ? -v : v;
+                    all.push_back({key, base + c});
+                }
+                char what[128];
+                std::snprintf(what, sizeof what, "%s mode %d len %d k %d ties %d row %d",
+                              kname(which), mode, len, k, ties, q);
+                auto want = cpu_topk(all, k);
+                compare(got[q], want, all, what);
+                // The fast kernels keep the first of equal keys: exactly the CPU's ids.
+                if (which != 0)
+                    for (int j = 0; j < k; ++j)
+                        CHECK(got[q][j].second == want[j].second, "%s: id %d: %lld vs %lld",
+                              what, j, (long long)got[q][j].second, (long long)want[j].second);
             }
-            char what[96];
-            std::snprintf(what, sizeof what, "mode %d len %d k %d ties %d row %d", mode, len, k, ties, q);
-            compare(got[q], cpu_topk(all, k), all, what);
         }
     }
 }
 
 static void test_carry_and_rows(std::mt19937& rng) {
     // Carried best of an earlier tile + variable-length rows with explicit ids.
-    int nrows = 4, k = 17;
-    std::vector<float> a_keys(nrows * k);
-    std::vector<i64> a_ids(nrows * k);
-    std::uniform_real_distribution<float> u(0, 1);
-    for (int i = 0; i < nrows * k; ++i) { a_keys[i] = u(rng); a_ids[i] = 5000 + i; }
-    std::vector<int> lens = {0, 5, 40, 700};
-    std::vector<i64> starts;
-    i64 tot = 0;
-    for (int l : lens) { starts.push_back(tot); tot += l; }
-    std::vector<float> vals(tot);
-    std::vector<i64> ids(tot);
-    for (i64 i = 0; i < tot; ++i) { vals[i] = u(rng); ids[i] = 10 * i; }
-    auto got = gpu_select(nrows, k, a_keys, a_ids, k, vals, 0, &starts, &lens, 0, 0, nullptr,
-                          nullptr, 0, &ids, 256);
-    for (int q = 0; q < nrows; ++q) {
-        std::vector<Pair> all;
-        for (int j = 0; j < k; ++j) all.push_back({a_keys[q * k + j], a_ids[q * k + j]});
-        for (int j = 0; j < lens[q]; ++j) all.push_back({vals[starts[q] + j], ids[starts[q] + j]});
-        compare(got[q], cpu_topk(all, k), all, "carry + rows");
+    for (int k : {17, 100}) {
+        for (int which : {0, fast_for(k)}) {
+            int nrows = 4;
+            std::vector<float> a_keys(nrows * k);
+            std::vector<i64> a_ids(nrows * k);
+            std::uniform_real_distribution<float> u(0, 1);
+            for (int i = 0; i < nrows * k; ++i) { a_keys[i] = u(rng); a_ids[i] = 5000 + i; }
+            // Row 1's carry is short: padded with (+inf, -1) as select_k writes it.
+            for (int j = 3; j < k; ++j) { a_keys[k + j] = VQ_INF; a_ids[k + j] = -1; }
+            std::vector<int> lens = {0, 5, 40, 700};
+            std::vector<i64> starts;
+            i64 tot = 0;
+            for (int l : lens) { starts.push_back(tot); tot += l; }
+            std::vector<float> vals(tot);
+            std::vector<i64> ids(tot);
+            for (i64 i = 0; i < tot; ++i) { vals[i] = u(rng); ids[i] = 10 * i; }
+            auto got = gpu_select(nrows, k, a_keys, a_ids, k, vals, 0, &starts, &lens, 0, 0,
+                                  nullptr, nullptr, 0, &ids, 256, which);
+            for (int q = 0; q < nrows; ++q) {
+                std::vector<Pair> all;
+                for (int j = 0; j < k; ++j)
+                    if (a_ids[q * k + j] >= 0) all.push_back({a_keys[q * k + j], a_ids[q * k + j]});
+                for (int j = 0; j < lens[q]; ++j)
+                    all.push_back({vals[starts[q] + j], ids[starts[q] + j]});
+                char what[64];
+                std::snprintf(what, sizeof what, "%s carry + rows k %d row %d", kname(which), k, q);
+                compare(got[q], cpu_topk(all, k), all, what);
+            }
+            // Rows shorter than k are padded.
+            std::vector<int> short_lens = {0, 3, 7, 2};
+            std::vector<i64> s2 = {0, 0, 3, 10};
+            auto got2 = gpu_select(nrows, 8, {}, {}, 0, vals, 0, &s2, &short_lens, 0, 0, nullptr,
+                                   nullptr, 0, &ids, 128, which == 2 ? 2 : which);
+            for (int q = 0; q < nrows; ++q) {
+                std::vector<Pair> all;
+                for (int j = 0; j < short_lens[q]; ++j)
+                    all.push_back({vals[s2[q] + j], ids[s2[q] + j]});
+                compare(got2[q], cpu_topk(all, 8), all, "padding");
+            }
+        }
     }
-    // Rows shorter than k are padded.
-    std::vector<int> short_lens = {0, 3, 7, 2};
-    std::vector<i64> s2 = {0, 0, 3, 10};
-    auto got2 = gpu_select(nrows, 8, {}, {}, 0, vals, 0, &s2, &short_lens, 0, 0, nullptr,
-                           nullptr, 0, &ids, 128);
-    for (int q = 0; q < nrows; ++q) {
-        std::vector<Pair> all;
-        for (int j = 0; j < short_lens[q]; ++j) all.push_back({vals[s2[q] + j], ids[s2[q] + j]});
-        compare(got2[q], cpu_topk(all, 8), all, "padding");
+}
+
+// Two tiles of a long row through the fast kernels, the second carrying the first's
+// result (as knn_tile runs them): the buffer fills and is cut several times.
+static void test_tiles_carry(std::mt19937& rng) {
+    for (int k : {1, 32, 200, 2048}) {
+        int which = fast_for(k);
+        int len = 6000, nrows = 2;
+        std::vector<float> vals(nrows * 2 * len);
+        std::uniform_real_distribution<float> u(-1, 1);
+        for (auto& v : vals) v = u(rng);
+        // Tile 1: columns [0, len) of each row; tile 2: [len, 2 len).
+        std::vector<float> t1(nrows * len), t2(nrows * len);
+        for (int q = 0; q < nrows; ++q)
+            for (int c = 0; c < len; ++c) {
+                t1[q * len + c] = vals[q * 2 * len + c];
+                t2[q * len + c] = vals[q * 2 * len + len + c];
+            }
+        auto r1 = gpu_select(nrows, k, {}, {}, 0, t1, len, nullptr, nullptr, len, 0, nullptr,
+                             nullptr, 0, nullptr, 256, which);
+        std::vector<float> ck;
+        std::vector<i64> ci;
+        for (auto& row : r1)
+            for (auto& p : row) { ck.push_back(p.first); ci.push_back(p.second); }
+        auto r2 = gpu_select(nrows, k, ck, ci, k, t2, len, nullptr, nullptr, len, 0, nullptr,
+                             nullptr, len, nullptr, 256, which);
+        for (int q = 0; q < nrows; ++q) {
+            std::vector<Pair> all;
+            for (int c = 0; c < 2 * len; ++c) all.push_back({vals[q * 2 * len + c], c});
+            auto want = cpu_topk(all, k);
+            char what[64];
+            std::snprintf(what, sizeof what, "%s two tiles k %d row %d", kname(which), k, q);
+            compare(r2[q], want, all, what);
+            for (int j = 0; j < k; ++j)
+                CHECK(r2[q][j].second == want[j].second, "%s: id %d", what, j);
+        }
     }
 }
 
@@ -274,6 +345,7 @@ int main() {
     test_select_modes(rng);
     test_carry_and_rows(rng);
     test_large_k(rng);
+    test_tiles_carry(rng);
     test_range(rng);
     test_ivf_scans(rng);
     std::printf("%s (%d failures)\n", failures ? "FAILED" : "all kernel checks passed", failures);

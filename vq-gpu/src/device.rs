@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, sys};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, PinnedHostSlice, sys};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use vq_core::{Error, Result};
 
@@ -120,6 +120,8 @@ pub fn probe() -> Result<Vec<DeviceInfo>> {
 
 pub(crate) struct Kernels {
     pub(crate) select_k: CudaFunction,
+    pub(crate) select_k_warp: CudaFunction,
+    pub(crate) select_k_buf: CudaFunction,
     pub(crate) sort_k: CudaFunction,
     pub(crate) range_tile: CudaFunction,
     pub(crate) ivf_flat_scan: CudaFunction,
@@ -145,11 +147,17 @@ impl Drop for BindOnDrop {
     }
 }
 
+/// Smallest page-locked staging buffer (grown to the next power of two beyond).
+const STAGING_MIN: usize = 16 << 20;
+
 struct DeviceInner {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
     exec: Mutex<Exec>,
+    /// Page-locked host memory through which results come back (grown on demand);
+    /// `None` also after a failed allocation, when copies go through pageable memory.
+    staging: Mutex<Option<PinnedHostSlice<u8>>>,
     info: DeviceInfo,
 }
 
@@ -210,6 +218,7 @@ impl GpuDevice {
                 stream,
                 kernels,
                 exec: Mutex::new(Exec { blas }),
+                staging: Mutex::new(None),
                 info,
             }),
         })
@@ -243,6 +252,25 @@ impl GpuDevice {
 
     pub(crate) fn kernels(&self) -> &Kernels {
         &self.inner.kernels
+    }
+
+    /// The device's page-locked staging buffer, at least `bytes` long (allocated or
+    /// grown here), or `None` when page-locked memory cannot be had.
+    pub(crate) fn staging(&self, bytes: usize) -> MutexGuard<'_, Option<PinnedHostSlice<u8>>> {
+        let mut g = self
+            .inner
+            .staging
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.as_ref().is_none_or(|p| p.len() < bytes) {
+            *g = None;
+            let len = bytes.max(STAGING_MIN).next_power_of_two();
+            // SAFETY: the allocation's bytes are uninitialised until a copy fills them;
+            // callers read only the bytes a completed copy wrote. Flags 0: cached
+            // memory, fast for the host to read (write-combined memory is not).
+            *g = unsafe { self.inner.ctx.alloc_pinned_with_flags::<u8>(len, 0) }.ok();
+        }
+        g
     }
 
     /// Takes the device's execution lock (a poisoned lock is taken over: the state it
@@ -340,6 +368,8 @@ fn compile_kernels(ctx: &Arc<CudaContext>, cc: (i32, i32)) -> Result<Kernels> {
     let max_shared = usize::try_from(optin).unwrap_or(48 * 1024).max(48 * 1024);
     let k = Kernels {
         select_k: f("select_k")?,
+        select_k_warp: f("select_k_warp")?,
+        select_k_buf: f("select_k_buf")?,
         sort_k: f("sort_k")?,
         range_tile: f("range_tile")?,
         ivf_flat_scan: f("ivf_flat_scan")?,

@@ -86,7 +86,7 @@ pub(crate) fn knn_tile(
     dev: &GpuDevice,
     exec: &Exec,
     queries: &DevRows<'_>,
-    qnorm: &CudaSlice<f32>,
+    qnorm: &CudaView<'_, f32>,
     nq: usize,
     data: &DataSrc<'_>,
     n: usize,
@@ -125,7 +125,7 @@ pub(crate) fn knn_tile(
             rows: None,
             len: nx,
             mode,
-            qnorm: Some(qnorm),
+            qnorm: Some(qnorm.slice(..)),
             xnorm: Some(norms),
             id_base: x0 as i64,
             ids: None,
@@ -295,17 +295,18 @@ impl GpuIndexFlat {
         Ok(m.data.is_some())
     }
 
-    /// Runs `f` over query tiles with the data source ready: `f(q0, nq, queries, qnorm,
-    /// data, nx_t)`.
+    /// Runs `f` over query tiles with the data source ready: `f(q0, nq, exec, queries,
+    /// qnorm, data, nx_t)`. Host queries are uploaded tile by tile; resident ones are
+    /// sliced.
     fn for_query_tiles(
         &self,
-        queries: VectorsRef<'_>,
+        queries: QuerySrc<'_>,
         mut f: impl FnMut(
             usize,
             usize,
             &Exec,
             &DevRows<'_>,
-            &CudaSlice<f32>,
+            &CudaView<'_, f32>,
             &DataSrc<'_>,
             usize,
         ) -> Result<()>,
@@ -318,33 +319,103 @@ impl GpuIndexFlat {
         self.sync_mirror(&mut m)?;
         let d = self.cpu.dim();
         let n = self.cpu.len();
-        let (nx_t, nq_t) = tiles(n, queries.len(), &self.config);
+        let total = queries.len();
+        let (nx_t, nq_t) = tiles(n, total, &self.config);
         let data = match &m.data {
             Some((DevData::F32(v), nv)) => DataSrc::Device(DevRows::F32(v.as_view()), nv.as_view()),
             Some((DevData::F16(v), nv)) => DataSrc::Device(DevRows::F16(v.as_view()), nv.as_view()),
             None => DataSrc::Host(self.cpu.vectors().as_slice(), &self.norms, self.elem()),
         };
-        let qs = queries.as_slice();
         let mut q0 = 0;
-        while q0 < queries.len() {
-            let nq = nq_t.min(queries.len() - q0);
-            let part = &qs[q0 * d..(q0 + nq) * d];
-            let (qdev, qn) = match self.config.storage {
-                Storage::F32 => (DevQueries::F32(upload(&self.dev, part)?), sq_norms(part, d)),
-                Storage::F16 => {
-                    let r = round_f16(part);
-                    (
-                        DevQueries::F16(upload(&self.dev, &to_f16_bits(&r))?),
-                        sq_norms(&r, d),
-                    )
+        while q0 < total {
+            let nq = nq_t.min(total - q0);
+            match queries {
+                QuerySrc::Host(qs) => {
+                    let part = &qs.as_slice()[q0 * d..(q0 + nq) * d];
+                    let (qdev, qnorm) = upload_queries(&self.dev, self.config.storage, part, d)?;
+                    f(q0, nq, &exec, &qdev.rows(), &qnorm.as_view(), &data, nx_t)?;
                 }
-            };
-            let qnorm = upload(&self.dev, &qn)?;
-            let rows = qdev.rows();
-            f(q0, nq, &exec, &rows, &qnorm, &data, nx_t)?;
+                QuerySrc::Device(r) => {
+                    let rows = match &r.rows {
+                        DevQueries::F32(v) => DevRows::F32(v.slice(q0 * d..(q0 + nq) * d)),
+                        DevQueries::F16(v) => DevRows::F16(v.slice(q0 * d..(q0 + nq) * d)),
+                    };
+                    f(
+                        q0,
+                        nq,
+                        &exec,
+                        &rows,
+                        &r.norms.slice(q0..q0 + nq),
+                        &data,
+                        nx_t,
+                    )?;
+                }
+            }
             q0 += nq;
         }
         Ok(())
+    }
+
+    /// Copies queries to the device once, for several searches
+    /// ([`GpuIndexFlat::search_resident`]; k-means searches its points at every
+    /// iteration).
+    pub(crate) fn upload_resident(&self, queries: VectorsRef<'_>) -> Result<ResidentQueries> {
+        queries.check_dim(self.cpu.dim())?;
+        queries.check_finite()?;
+        if self.config.storage == Storage::F16 {
+            check_f16_range(queries)?;
+        }
+        let _exec = self.dev.lock();
+        let (rows, norms) = upload_queries(
+            &self.dev,
+            self.config.storage,
+            queries.as_slice(),
+            self.cpu.dim(),
+        )?;
+        Ok(ResidentQueries {
+            rows,
+            norms,
+            n: queries.len(),
+        })
+    }
+
+    /// [`Index::search_into`] for queries already on the device (checked when they were
+    /// uploaded).
+    pub(crate) fn search_resident(
+        &self,
+        queries: &ResidentQueries,
+        k: usize,
+        out: &mut SearchResults,
+    ) -> Result<()> {
+        if k == 0 || k > self.len() {
+            return Err(Error::invalid_param(
+                "k",
+                format!("k = {k} must be in 1..={}", self.len()),
+            ));
+        }
+        self.knn_into(QuerySrc::Device(queries), k, out)
+    }
+
+    /// The k-NN of checked queries into `out`.
+    fn knn_into(&self, queries: QuerySrc<'_>, k: usize, out: &mut SearchResults) -> Result<()> {
+        let metric = self.metric();
+        let (d, n) = (self.cpu.dim(), self.cpu.len());
+        out.reset(queries.len(), k, metric);
+        let (dist, labels) = out.parts_mut();
+        self.for_query_tiles(queries, |q0, nq, exec, rows, qnorm, data, nx_t| {
+            let (keys, ids) = knn_tile(
+                &self.dev, exec, rows, qnorm, nq, data, n, d, k, metric, nx_t,
+            )?;
+            finish_rows(
+                &self.dev,
+                metric,
+                nq * k,
+                &keys,
+                &ids,
+                &mut dist[q0 * k..(q0 + nq) * k],
+                &mut labels[q0 * k..(q0 + nq) * k],
+            )
+        })
     }
 
     /// What the GPU search does not take (id selectors) and queries f16 cannot hold.
@@ -391,6 +462,57 @@ pub(crate) fn check_f16_range(x: VectorsRef<'_>) -> Result<()> {
 enum DevQueries {
     F32(CudaSlice<f32>),
     F16(CudaSlice<u16>),
+}
+
+/// Queries and their norms held on the device across searches.
+pub(crate) struct ResidentQueries {
+    rows: DevQueries,
+    norms: CudaSlice<f32>,
+    n: usize,
+}
+
+impl ResidentQueries {
+    /// Number of queries.
+    pub(crate) fn len(&self) -> usize {
+        self.n
+    }
+}
+
+/// Where the queries of a search are.
+#[derive(Clone, Copy)]
+enum QuerySrc<'a> {
+    Host(VectorsRef<'a>),
+    Device(&'a ResidentQueries),
+}
+
+impl QuerySrc<'_> {
+    fn len(&self) -> usize {
+        match self {
+            QuerySrc::Host(q) => q.len(),
+            QuerySrc::Device(r) => r.n,
+        }
+    }
+}
+
+/// Uploads row-major queries in the storage's element type (f16: rounded first) with
+/// their squared norms.
+fn upload_queries(
+    dev: &GpuDevice,
+    storage: Storage,
+    part: &[f32],
+    d: usize,
+) -> Result<(DevQueries, CudaSlice<f32>)> {
+    let (rows, norms) = match storage {
+        Storage::F32 => (DevQueries::F32(upload(dev, part)?), sq_norms(part, d)),
+        Storage::F16 => {
+            let r = round_f16(part);
+            (
+                DevQueries::F16(upload(dev, &to_f16_bits(&r))?),
+                sq_norms(&r, d),
+            )
+        }
+    };
+    Ok((rows, upload(dev, &norms)?))
 }
 
 impl DevQueries {
@@ -451,24 +573,7 @@ impl Index for GpuIndexFlat {
     ) -> Result<()> {
         check_search(self, queries, k)?;
         self.check_queries(queries, params, "search with an id selector")?;
-        let metric = self.metric();
-        let (d, n) = (self.cpu.dim(), self.cpu.len());
-        out.reset(queries.len(), k, metric);
-        let (dist, labels) = out.parts_mut();
-        self.for_query_tiles(queries, |q0, nq, exec, rows, qnorm, data, nx_t| {
-            let (keys, ids) = knn_tile(
-                &self.dev, exec, rows, qnorm, nq, data, n, d, k, metric, nx_t,
-            )?;
-            finish_rows(
-                &self.dev,
-                metric,
-                nq * k,
-                &keys,
-                &ids,
-                &mut dist[q0 * k..(q0 + nq) * k],
-                &mut labels[q0 * k..(q0 + nq) * k],
-            )
-        })
+        self.knn_into(QuerySrc::Host(queries), k, out)
     }
 
     fn range_search(
@@ -490,51 +595,27 @@ impl Index for GpuIndexFlat {
             Metric::InnerProduct => -radius,
         };
         let dev = &self.dev;
-        self.for_query_tiles(queries, |q0, nq, exec, rows, qnorm, data, nx_t| {
-            let mut ip = alloc::<f32>(dev, nq * nx_t)?;
-            let mut counts = alloc::<i32>(dev, nq)?;
-            let mut staged: Option<(DevData, CudaSlice<f32>)> = None;
-            let mut x0 = 0;
-            while x0 < n {
-                let nx = nx_t.min(n - x0);
-                let (xrows, xnorm) = tile_of(dev, data, x0, nx, d, &mut staged)?;
-                gemm_ip(
-                    dev,
-                    exec,
-                    rows,
-                    nq,
-                    &xrows,
-                    nx,
-                    d,
-                    &mut ip.slice_mut(..nq * nx),
-                )?;
-                let ipv = ip.slice(..nq * nx);
-                ops::range_tile(
-                    dev,
-                    &ipv,
-                    nq,
-                    nx,
-                    metric,
-                    qnorm,
-                    &xnorm,
-                    key_limit,
-                    x0 as i64,
-                    &mut counts,
-                    None,
-                )?;
-                let c = download(dev, &counts.slice(..nq))?;
-                let mut offsets = Vec::with_capacity(nq);
-                let mut total = 0i64;
-                for &v in &c {
-                    offsets.push(total);
-                    total += i64::from(v.max(0));
-                }
-                if total > 0 {
-                    let tot = usize::try_from(total)
-                        .map_err(|_| Error::invalid_param("radius", "too many results"))?;
-                    let off = upload(dev, &offsets)?;
-                    let mut ok = alloc::<f32>(dev, tot)?;
-                    let mut oi = alloc::<i64>(dev, tot)?;
+        self.for_query_tiles(
+            QuerySrc::Host(queries),
+            |q0, nq, exec, rows, qnorm, data, nx_t| {
+                let mut ip = alloc::<f32>(dev, nq * nx_t)?;
+                let mut counts = alloc::<i32>(dev, nq)?;
+                let mut staged: Option<(DevData, CudaSlice<f32>)> = None;
+                let mut x0 = 0;
+                while x0 < n {
+                    let nx = nx_t.min(n - x0);
+                    let (xrows, xnorm) = tile_of(dev, data, x0, nx, d, &mut staged)?;
+                    gemm_ip(
+                        dev,
+                        exec,
+                        rows,
+                        nq,
+                        &xrows,
+                        nx,
+                        d,
+                        &mut ip.slice_mut(..nq * nx),
+                    )?;
+                    let ipv = ip.slice(..nq * nx);
                     ops::range_tile(
                         dev,
                         &ipv,
@@ -546,23 +627,50 @@ impl Index for GpuIndexFlat {
                         key_limit,
                         x0 as i64,
                         &mut counts,
-                        Some((&off, &mut ok, &mut oi)),
+                        None,
                     )?;
-                    let hk = download(dev, &ok.slice(..tot))?;
-                    let hi = download(dev, &oi.slice(..tot))?;
-                    for (q, (&o, &cnt)) in offsets.iter().zip(&c).enumerate() {
-                        let o = o as usize;
-                        let cnt = cnt.max(0) as usize;
-                        let list = &mut lists[q0 + q];
-                        for j in o..o + cnt {
-                            list.push((ops::key_to_distance(metric, hk[j]), hi[j]));
+                    let c = download(dev, &counts.slice(..nq))?;
+                    let mut offsets = Vec::with_capacity(nq);
+                    let mut total = 0i64;
+                    for &v in &c {
+                        offsets.push(total);
+                        total += i64::from(v.max(0));
+                    }
+                    if total > 0 {
+                        let tot = usize::try_from(total)
+                            .map_err(|_| Error::invalid_param("radius", "too many results"))?;
+                        let off = upload(dev, &offsets)?;
+                        let mut ok = alloc::<f32>(dev, tot)?;
+                        let mut oi = alloc::<i64>(dev, tot)?;
+                        ops::range_tile(
+                            dev,
+                            &ipv,
+                            nq,
+                            nx,
+                            metric,
+                            qnorm,
+                            &xnorm,
+                            key_limit,
+                            x0 as i64,
+                            &mut counts,
+                            Some((&off, &mut ok, &mut oi)),
+                        )?;
+                        let hk = download(dev, &ok.slice(..tot))?;
+                        let hi = download(dev, &oi.slice(..tot))?;
+                        for (q, (&o, &cnt)) in offsets.iter().zip(&c).enumerate() {
+                            let o = o as usize;
+                            let cnt = cnt.max(0) as usize;
+                            let list = &mut lists[q0 + q];
+                            for j in o..o + cnt {
+                                list.push((ops::key_to_distance(metric, hk[j]), hi[j]));
+                            }
                         }
                     }
+                    x0 += nx;
                 }
-                x0 += nx;
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         Ok(RangeSearchResults::from_lists(lists, metric))
     }
 

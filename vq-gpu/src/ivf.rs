@@ -550,7 +550,7 @@ impl<E: GpuEncoding> Index for GpuIndexIvf<E> {
                 dev,
                 &exec,
                 &DevRows::F32(qdev.as_view()),
-                &qnorm,
+                &qnorm.as_view(),
                 nb,
                 &coarse,
                 nlist,

@@ -196,6 +196,160 @@ extern "C" __global__ void select_k(
     }
 }
 
+// The key of candidate j of a row (as `row_get`, without the id).
+__device__ __forceinline__ float row_key(const Row& r, int j) {
+    if (j < r.a_len) {
+        return r.a_keys[j];
+    }
+    int c = j - r.a_len;
+    float v = r.b_vals[c];
+    if (r.b_mode == 1) {
+        return fmaxf(r.qnorm + r.xnorm[c] - 2.0f * v, 0.0f);
+    }
+    return r.b_mode == 2 ? -v : v;
+}
+
+// Sets up the Row of block q from `select_k`'s arguments (shared by the three selections).
+__device__ __forceinline__ Row make_row(
+    int q, const float* a_keys, const i64* a_ids, int a_len, const float* b_vals,
+    i64 b_row_stride, const i64* b_row_start, const int* b_row_len, int b_len, int b_mode,
+    const float* qnorm, const float* xnorm, i64 b_id_base, const i64* b_ids) {
+    Row r;
+    r.a_len = a_len;
+    r.a_keys = a_keys ? a_keys + (i64)q * a_len : 0;
+    r.a_ids = a_ids ? a_ids + (i64)q * a_len : 0;
+    i64 start = b_row_start ? b_row_start[q] : (i64)q * b_row_stride;
+    r.b_len = b_row_len ? b_row_len[q] : b_len;
+    r.b_vals = b_vals + start;
+    r.b_ids = b_ids ? b_ids + start : 0;
+    r.b_id_base = b_id_base;
+    r.b_mode = b_mode;
+    r.qnorm = qnorm ? qnorm[q] : 0.0f;
+    r.xnorm = xnorm;
+    return r;
+}
+
+#define VQ_FULL 0xffffffffu
+// A free slot of a selection list: sorts after every candidate (key bits of +inf are
+// 0xff800000, so even infinite keys are taken before it).
+#define VQ_NONE_KEY 0xffffffffu
+#define VQ_NONE_IDX 0x7fffffff
+
+// Candidate (u, j) goes before (v, i): by key bits, then by position in the row (the
+// carried results come first, then the columns in order, so equal keys keep the
+// smaller id for flat search).
+__device__ __forceinline__ bool cand_less(u32 u, int j, u32 v, int i) {
+    return u < v || (u == v && j < i);
+}
+
+// Inserts candidate (cu, cj) into a warp's sorted list (lane l holds the l-th smallest)
+// when it beats the k-th; returns the new k-th key bits. Warp-uniform arguments.
+__device__ __forceinline__ u32 warp_insert(u32& wk, int& wj, u32 cu, int cj, int k, u32 tau) {
+    if (!(cu < tau)) {
+        return tau;
+    }
+    const int lane = threadIdx.x & 31;
+    bool after = cand_less(cu, cj, wk, wj);  // my entry moves one lane up
+    u32 up_k = __shfl_up_sync(VQ_FULL, wk, 1);
+    int up_j = __shfl_up_sync(VQ_FULL, wj, 1);
+    int up_after = __shfl_up_sync(VQ_FULL, (int)after, 1);
+    if (after) {
+        if (lane > 0 && up_after) {
+            wk = up_k;
+            wj = up_j;
+        } else {
+            wk = cu;
+            wj = cj;
+        }
+    }
+    return __shfl_sync(VQ_FULL, wk, k - 1);
+}
+
+// The k smallest keys of each row, k <= 32, sorted: each warp keeps its best k in
+// registers (one per lane) and takes a strided share of the row in one pass — a
+// candidate costs a compare unless it beats the warp's k-th — then warp 0 merges the
+// warps' lists. Same arguments and output as `select_k` (rows shorter than k padded
+// with (+inf, -1)). blockDim.x: a multiple of 32, at most 1024; dynamic shared memory:
+// (blockDim.x / 32) * 32 * 8 bytes.
+extern "C" __global__ void __launch_bounds__(1024) select_k_warp(
+    const float* a_keys, const i64* a_ids, int a_len,
+    const float* b_vals, i64 b_row_stride, const i64* b_row_start, const int* b_row_len,
+    int b_len, int b_mode, const float* qnorm, const float* xnorm, i64 b_id_base,
+    const i64* b_ids,
+    int k, float* out_keys, i64* out_ids) {
+    extern __shared__ u32 wlists[];  // [warps][32] key bits, then [warps][32] positions
+    const int q = blockIdx.x;
+    const int tid = threadIdx.x;
+    const int nthreads = blockDim.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int nwarps = nthreads >> 5;
+    Row r = make_row(q, a_keys, a_ids, a_len, b_vals, b_row_stride, b_row_start, b_row_len,
+                     b_len, b_mode, qnorm, xnorm, b_id_base, b_ids);
+    const int total = r.a_len + r.b_len;
+    u32 wk = VQ_NONE_KEY;
+    int wj = VQ_NONE_IDX;
+    u32 tau = VQ_NONE_KEY;
+    // Four loads in flight per thread, then the compares.
+    for (int j0 = 0; j0 < total; j0 += 4 * nthreads) {
+        u32 u[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            int j = j0 + e * nthreads + tid;
+            u[e] = j < total ? key_bits(row_key(r, j)) : VQ_NONE_KEY;
+        }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            unsigned m = __ballot_sync(VQ_FULL, u[e] < tau);
+            while (m) {
+                int src = __ffs(m) - 1;
+                m &= m - 1;
+                u32 cu = __shfl_sync(VQ_FULL, u[e], src);
+                int cj = j0 + e * nthreads + warp * 32 + src;
+                tau = warp_insert(wk, wj, cu, cj, k, tau);
+            }
+        }
+    }
+    u32* sk = wlists;
+    int* sj = (int*)(wlists + nwarps * 32);
+    sk[warp * 32 + lane] = wk;
+    sj[warp * 32 + lane] = wj;
+    __syncthreads();
+    if (warp != 0) {
+        return;
+    }
+    for (int w = 1; w < nwarps; ++w) {
+        u32 cu_l = lane < k ? sk[w * 32 + lane] : VQ_NONE_KEY;
+        int cj_l = lane < k ? sj[w * 32 + lane] : VQ_NONE_IDX;
+        // Ties with the k-th go by position here (within a warp, positions arrive in
+        // order, so there a key equal to the k-th never wins).
+        int tau_j = __shfl_sync(VQ_FULL, wj, k - 1);
+        unsigned m = __ballot_sync(VQ_FULL, cand_less(cu_l, cj_l, tau, tau_j));
+        while (m) {
+            int src = __ffs(m) - 1;
+            m &= m - 1;
+            u32 cu = __shfl_sync(VQ_FULL, cu_l, src);
+            int cj = __shfl_sync(VQ_FULL, cj_l, src);
+            tau_j = __shfl_sync(VQ_FULL, wj, k - 1);
+            if (cand_less(cu, cj, tau, tau_j)) {
+                if (cu == tau) {
+                    tau = VQ_NONE_KEY;  // let warp_insert take the tie
+                }
+                tau = warp_insert(wk, wj, cu, cj, k, tau);
+            }
+        }
+    }
+    if (lane < k) {
+        float key = VQ_INF;
+        i64 id = -1;
+        if (wj != VQ_NONE_IDX) {
+            row_get(r, wj, key, id);
+        }
+        out_keys[(i64)q * k + lane] = key;
+        out_ids[(i64)q * k + lane] = id;
+    }
+}
+
 __device__ __forceinline__ bool pair_less(float ka, i64 ia, float kb, i64 ib) {
     // Padding (-1) sorts after every real id of the same key.
     u32 a = key_bits(ka);
@@ -207,6 +361,163 @@ __device__ __forceinline__ bool pair_less(float ka, i64 ia, float kb, i64 ib) {
     unsigned long long ub = (unsigned long long)ib;
     return ua < ub;
 }
+
+// The two orders the bitonic sort below is used with.
+struct CandOrder {
+    static __device__ __forceinline__ bool less(u32 u, int j, u32 v, int i) {
+        return cand_less(u, j, v, i);
+    }
+};
+struct PairOrder {
+    static __device__ __forceinline__ bool less(float ka, i64 ia, float kb, i64 ib) {
+        return pair_less(ka, ia, kb, ib);
+    }
+};
+
+// Sorts n pairs (keys[i], vals[i]) ascending by Ord::less, n a power of two, in memory
+// the whole block sees (bitonic network); every thread of the block calls it after a
+// barrier that makes the pairs visible, and it ends with one.
+template <class K, class V, class Ord>
+__device__ void bitonic_pairs(K* keys, V* vals, int n) {
+    const int tid = threadIdx.x;
+    const int nthreads = blockDim.x;
+    for (int size = 2; size <= n; size <<= 1) {
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = tid; i < n; i += nthreads) {
+                int p = i ^ stride;
+                if (p > i) {
+                    bool up = (i & size) == 0;
+                    bool swap = up ? Ord::less(keys[p], vals[p], keys[i], vals[i])
+                                   : Ord::less(keys[i], vals[i], keys[p], vals[p]);
+                    if (swap) {
+                        K tk = keys[i];
+                        keys[i] = keys[p];
+                        keys[p] = tk;
+                        V tv = vals[i];
+                        vals[i] = vals[p];
+                        vals[p] = tv;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    }
+}
+
+// Sorts n (key bits, position) pairs of shared memory ascending (bitonic over the next
+// power of two, padding with free slots); every thread of the block calls it.
+__device__ void block_sort_pairs(u32* bk, int* bj, int n) {
+    const int tid = threadIdx.x;
+    const int nthreads = blockDim.x;
+    int p2 = 1;
+    while (p2 < n) {
+        p2 <<= 1;
+    }
+    for (int i = n + tid; i < p2; i += nthreads) {
+        bk[i] = VQ_NONE_KEY;
+        bj[i] = VQ_NONE_IDX;
+    }
+    __syncthreads();
+    bitonic_pairs<u32, int, CandOrder>(bk, bj, p2);
+}
+
+#define VQ_BUF_CAP 4096
+
+// The k smallest keys of each row, 32 < k <= 2048, sorted: one pass over the row
+// appends the candidates below the current k-th key to a shared-memory buffer (one
+// atomic per warp and step); when the buffer could overflow it is sorted and cut to the
+// best k, which tightens the threshold. Same arguments and output as `select_k`.
+// blockDim.x * 8 <= 2048 (256 threads); dynamic shared memory: VQ_BUF_CAP * 8 bytes.
+extern "C" __global__ void __launch_bounds__(256) select_k_buf(
+    const float* a_keys, const i64* a_ids, int a_len,
+    const float* b_vals, i64 b_row_stride, const i64* b_row_start, const int* b_row_len,
+    int b_len, int b_mode, const float* qnorm, const float* xnorm, i64 b_id_base,
+    const i64* b_ids,
+    int k, float* out_keys, i64* out_ids) {
+    extern __shared__ u32 bufmem[];  // VQ_BUF_CAP key bits, then VQ_BUF_CAP positions
+    __shared__ int s_count;
+    __shared__ u32 s_tau;
+    const int q = blockIdx.x;
+    const int tid = threadIdx.x;
+    const int nthreads = blockDim.x;
+    const int lane = tid & 31;
+    const int round = nthreads * 8;
+    u32* bk = bufmem;
+    int* bj = (int*)(bufmem + VQ_BUF_CAP);
+    Row r = make_row(q, a_keys, a_ids, a_len, b_vals, b_row_stride, b_row_start, b_row_len,
+                     b_len, b_mode, qnorm, xnorm, b_id_base, b_ids);
+    const int total = r.a_len + r.b_len;
+    // The carried results (at most k <= 2048) start the buffer; when they are k, the
+    // largest of them is the threshold.
+    if (tid == 0) {
+        s_count = r.a_len;
+        s_tau = r.a_len >= k ? 0u : VQ_NONE_KEY;
+    }
+    __syncthreads();
+    for (int j = tid; j < r.a_len; j += nthreads) {
+        u32 u = key_bits(r.a_keys[j]);
+        bk[j] = u;
+        bj[j] = j;
+        if (r.a_len >= k) {
+            atomicMax(&s_tau, u);
+        }
+    }
+    __syncthreads();
+    u32 tau = s_tau;
+    for (int base = r.a_len; base < total; base += round) {
+        u32 u[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            int j = base + e * nthreads + tid;
+            u[e] = j < total ? key_bits(row_key(r, j)) : VQ_NONE_KEY;
+        }
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            bool take = u[e] < tau;
+            unsigned m = __ballot_sync(VQ_FULL, take);
+            if (m) {
+                int leader = __ffs(m) - 1;
+                int pos = 0;
+                if (lane == leader) {
+                    pos = atomicAdd(&s_count, __popc(m));
+                }
+                pos = __shfl_sync(VQ_FULL, pos, leader);
+                if (take) {
+                    int p = pos + __popc(m & ((1u << lane) - 1u));
+                    bk[p] = u[e];
+                    bj[p] = base + e * nthreads + tid;
+                }
+            }
+        }
+        __syncthreads();
+        int cnt = s_count;
+        __syncthreads();
+        if (cnt + round > VQ_BUF_CAP) {
+            block_sort_pairs(bk, bj, cnt);
+            if (tid == 0) {
+                s_count = cnt < k ? cnt : k;
+                if (cnt >= k) {
+                    s_tau = bk[k - 1];
+                }
+            }
+            __syncthreads();
+            tau = s_tau;
+        }
+    }
+    __syncthreads();
+    int cnt = s_count;
+    block_sort_pairs(bk, bj, cnt);
+    for (int i = tid; i < k; i += nthreads) {
+        float key = VQ_INF;
+        i64 id = -1;
+        if (i < cnt && bj[i] != VQ_NONE_IDX) {
+            row_get(r, bj[i], key, id);
+        }
+        out_keys[(i64)q * k + i] = key;
+        out_ids[(i64)q * k + i] = id;
+    }
+}
+
 
 // Sorts each row of k (key, id) pairs by key, then id (bitonic sort over kpad, the
 // next power of two). In shared memory when `scratch_keys` is null (kpad * 12 bytes of
@@ -239,27 +550,7 @@ extern "C" __global__ void __launch_bounds__(1024) sort_k(float* keys, i64* ids,
         }
     }
     __syncthreads();
-    for (int size = 2; size <= kpad; size <<= 1) {
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int j = tid; j < kpad; j += nthreads) {
-                int p = j ^ stride;
-                if (p > j) {
-                    bool up = (j & size) == 0;
-                    bool swap = up ? pair_less(sk[p], si[p], sk[j], si[j])
-                                   : pair_less(sk[j], si[j], sk[p], si[p]);
-                    if (swap) {
-                        float tk = sk[j];
-                        sk[j] = sk[p];
-                        sk[p] = tk;
-                        i64 ti = si[j];
-                        si[j] = si[p];
-                        si[p] = ti;
-                    }
-                }
-            }
-            __syncthreads();
-        }
-    }
+    bitonic_pairs<float, i64, PairOrder>(sk, si, kpad);
     for (int j = tid; j < k; j += nthreads) {
         rk[j] = sk[j];
         ri[j] = si[j];

@@ -16,6 +16,18 @@ pub(crate) const NULL: u64 = 0;
 /// Threads per block of the selection and scan kernels (8 warps).
 pub(crate) const BLOCK: u32 = 256;
 
+/// Largest `k` of the warp-register selection (`select_k_warp`: one list entry per lane).
+const WARP_SELECT_MAX: usize = 32;
+
+/// Largest `k` of the shared-buffer selection (`select_k_buf`): the buffer holds
+/// `BUF_SELECT_CAP` candidates, `k` kept plus one round of `BLOCK * 8` new ones.
+const BUF_SELECT_MAX: usize = 2048;
+
+/// `VQ_BUF_CAP` in kernels.cu.
+const BUF_SELECT_CAP: u32 = 4096;
+
+const _: () = assert!(BUF_SELECT_MAX + BLOCK as usize * 8 <= BUF_SELECT_CAP as usize);
+
 /// Largest `k` sorted in shared memory (2048 × 12 bytes); larger `k` sorts in global
 /// scratch memory.
 const SHARED_SORT_MAX: usize = 2048;
@@ -41,6 +53,65 @@ pub(crate) fn download<T: DeviceRepr + Default + Clone>(
 ) -> Result<Vec<T>> {
     dev.stream()
         .clone_dtoh(src)
+        .map_err(gpu_err("copy from the device"))
+}
+
+/// Element types whose every bit pattern is a value (what results come back as).
+pub(crate) trait Plain: DeviceRepr + Copy + Default {}
+impl Plain for f32 {}
+impl Plain for i64 {}
+
+/// Largest copy that goes through the page-locked staging buffer (larger ones use
+/// pageable memory rather than pinning more).
+const STAGED_MAX: usize = 1 << 30;
+
+/// Copies a device view into `dst` (`src.len()` values) through the device's
+/// page-locked staging buffer — several times faster than pageable memory — or
+/// directly when no staging buffer can be had.
+pub(crate) fn download_into<T: Plain>(
+    dev: &GpuDevice,
+    src: &CudaView<'_, T>,
+    dst: &mut [T],
+) -> Result<()> {
+    let n = src.len();
+    if dst.len() < n {
+        return Err(Error::Gpu("download: destination too short".into()));
+    }
+    let bytes = n * std::mem::size_of::<T>();
+    if n == 0 {
+        return Ok(());
+    }
+    if bytes <= STAGED_MAX {
+        let mut guard = dev.staging(bytes);
+        if let Some(pinned) = guard.as_mut() {
+            // SAFETY: the same device memory seen as its `bytes` bytes (u8 has no
+            // alignment or validity requirement).
+            let raw = unsafe { src.transmute::<u8>(bytes) }
+                .ok_or_else(|| Error::Gpu("download: view size".into()))?;
+            let host = pinned
+                .as_mut_slice()
+                .map_err(gpu_err("copy from the device"))?;
+            let host = &mut host[..bytes];
+            // The copy's size is its destination's: exactly `bytes` (a plain slice, so
+            // cudarc neither waits nor records; the synchronisation below does).
+            dev.stream()
+                .memcpy_dtoh(&raw, host)
+                .map_err(gpu_err("copy from the device"))?;
+            dev.stream()
+                .synchronize()
+                .map_err(gpu_err("copy from the device"))?;
+            // SAFETY: `host` holds `bytes` bytes, written by the copy the stream has
+            // completed; `dst` holds at least `n` values of T, a type whose every bit
+            // pattern is valid (`Plain`); the buffers do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(host.as_ptr(), dst.as_mut_ptr().cast::<u8>(), bytes);
+            }
+            return Ok(());
+        }
+    }
+    dev.stream()
+        .memcpy_dtoh(src, &mut dst[..n])
+        .and_then(|()| dev.stream().synchronize())
         .map_err(gpu_err("copy from the device"))
 }
 
@@ -172,7 +243,7 @@ pub(crate) struct SelectInput<'a> {
     /// 0: keys; 1: L2 from inner products and norms; 2: minus inner products.
     pub(crate) mode: i32,
     /// Query norms (mode 1).
-    pub(crate) qnorm: Option<&'a CudaSlice<f32>>,
+    pub(crate) qnorm: Option<CudaView<'a, f32>>,
     /// Data norms of the tile (mode 1).
     pub(crate) xnorm: Option<CudaView<'a, f32>>,
     /// The id of column 0 when ids are implicit.
@@ -202,13 +273,22 @@ pub(crate) fn select_k(
     let b_stride = input.row_stride as i64;
     let b_len = to_i32(input.len, "tile")?;
     let k32 = to_i32(k, "k")?;
+    // One pass with the best k in warp registers (k <= 32), one pass through a
+    // shared-memory buffer (k <= 2048), else the multi-pass radix selection.
+    let (func, shared_mem_bytes) = if k <= WARP_SELECT_MAX {
+        (&kern.select_k_warp, (BLOCK / 32) * 32 * 8)
+    } else if k <= BUF_SELECT_MAX {
+        (&kern.select_k_buf, BUF_SELECT_CAP * 8)
+    } else {
+        (&kern.select_k, (BLOCK / 32) * 256 * 4)
+    };
     let cfg = LaunchConfig {
         grid_dim: (to_u32(nrows, "queries")?, 1, 1),
         block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: (BLOCK / 32) * 256 * 4,
+        shared_mem_bytes,
     };
     let stream = dev.stream();
-    let mut b = stream.launch_builder(&kern.select_k);
+    let mut b = stream.launch_builder(func);
     match input.carry {
         Some((ck, ci)) => {
             b.arg(ck);
@@ -234,7 +314,7 @@ pub(crate) fn select_k(
     }
     b.arg(&b_len);
     b.arg(&input.mode);
-    match input.qnorm {
+    match &input.qnorm {
         Some(q) => b.arg(q),
         None => b.arg(&NULL),
     };
@@ -250,7 +330,8 @@ pub(crate) fn select_k(
     b.arg(&k32);
     b.arg(out_keys);
     b.arg(out_ids);
-    // SAFETY: the argument list matches `select_k`'s signature in kernels.cu (pointers
+    // SAFETY: the argument list matches the signature that `select_k`, `select_k_warp`
+    // and `select_k_buf` share in kernels.cu (pointers
     // as device buffers or NULL, i32/i64 scalars in order); every buffer holds the rows
     // the grid reads: `carry` and `out` nrows × k, part B the rows described by the
     // stride/len or the starts/lengths, which the callers built from the same sizes.
@@ -324,15 +405,16 @@ pub(crate) fn finish_rows(
     dist_out: &mut [f32],
     label_out: &mut [Label],
 ) -> Result<()> {
-    let hk = download(dev, &keys.slice(..n))?;
-    let hi = download(dev, &ids.slice(..n))?;
-    for (((d, l), &k), &i) in dist_out.iter_mut().zip(label_out).zip(&hk).zip(&hi) {
-        if i < 0 {
+    // Straight into the caller's rows (no intermediate vectors: k = 1000 over 10,000
+    // queries is 120 MB of results), then converted in place.
+    download_into(dev, &keys.slice(..n), &mut dist_out[..n])?;
+    download_into(dev, &ids.slice(..n), &mut label_out[..n])?;
+    for (d, l) in dist_out[..n].iter_mut().zip(&mut label_out[..n]) {
+        if *l < 0 {
             *d = metric.worst();
             *l = -1;
         } else {
-            *d = key_to_distance(metric, k);
-            *l = i;
+            *d = key_to_distance(metric, *d);
         }
     }
     Ok(())
@@ -346,7 +428,7 @@ pub(crate) fn range_tile(
     nq: usize,
     ncols: usize,
     metric: Metric,
-    qnorm: &CudaSlice<f32>,
+    qnorm: &CudaView<'_, f32>,
     xnorm: &CudaView<'_, f32>,
     key_limit: f32,
     id_base: i64,
