@@ -65,6 +65,39 @@ __device__ __forceinline__ void row_get(const Row& r, int j, float& key, i64& id
     id = r.b_ids ? r.b_ids[c] : r.b_id_base + c;
 }
 
+// The key of candidate j of a row (as `row_get`, without the id).
+__device__ __forceinline__ float row_key(const Row& r, int j) {
+    if (j < r.a_len) {
+        return r.a_keys[j];
+    }
+    int c = j - r.a_len;
+    float v = r.b_vals[c];
+    if (r.b_mode == 1) {
+        return fmaxf(r.qnorm + r.xnorm[c] - 2.0f * v, 0.0f);
+    }
+    return r.b_mode == 2 ? -v : v;
+}
+
+// Sets up the Row of block q from `select_k`'s arguments (shared by the three selections).
+__device__ __forceinline__ Row make_row(
+    int q, const float* a_keys, const i64* a_ids, int a_len, const float* b_vals,
+    i64 b_row_stride, const i64* b_row_start, const int* b_row_len, int b_len, int b_mode,
+    const float* qnorm, const float* xnorm, i64 b_id_base, const i64* b_ids) {
+    Row r;
+    r.a_len = a_len;
+    r.a_keys = a_keys ? a_keys + (i64)q * a_len : 0;
+    r.a_ids = a_ids ? a_ids + (i64)q * a_len : 0;
+    i64 start = b_row_start ? b_row_start[q] : (i64)q * b_row_stride;
+    r.b_len = b_row_len ? b_row_len[q] : b_len;
+    r.b_vals = b_vals + start;
+    r.b_ids = b_ids ? b_ids + start : 0;
+    r.b_id_base = b_id_base;
+    r.b_mode = b_mode;
+    r.qnorm = qnorm ? qnorm[q] : 0.0f;
+    r.xnorm = xnorm;
+    return r;
+}
+
 // The k smallest keys of each row (unsorted), by radix selection on the key bits:
 // four passes of 8 bits find the k-th smallest key exactly, one more pass writes the
 // keys below it and as many ties as needed. Any k works (no register-resident queue);
@@ -90,18 +123,8 @@ extern "C" __global__ void select_k(
     const int warp = tid >> 5;
     const int nwarps = nthreads >> 5;
 
-    Row r;
-    r.a_len = a_len;
-    r.a_keys = a_keys ? a_keys + (i64)q * a_len : 0;
-    r.a_ids = a_ids ? a_ids + (i64)q * a_len : 0;
-    i64 start = b_row_start ? b_row_start[q] : (i64)q * b_row_stride;
-    r.b_len = b_row_len ? b_row_len[q] : b_len;
-    r.b_vals = b_vals + start;
-    r.b_ids = b_ids ? b_ids + start : 0;
-    r.b_id_base = b_id_base;
-    r.b_mode = b_mode;
-    r.qnorm = qnorm ? qnorm[q] : 0.0f;
-    r.xnorm = xnorm;
+    Row r = make_row(q, a_keys, a_ids, a_len, b_vals, b_row_stride, b_row_start, b_row_len,
+                     b_len, b_mode, qnorm, xnorm, b_id_base, b_ids);
     const int total = r.a_len + r.b_len;
     float* ok = out_keys + (i64)q * k;
     i64* oi = out_ids + (i64)q * k;
@@ -194,39 +217,6 @@ extern "C" __global__ void select_k(
             }
         }
     }
-}
-
-// The key of candidate j of a row (as `row_get`, without the id).
-__device__ __forceinline__ float row_key(const Row& r, int j) {
-    if (j < r.a_len) {
-        return r.a_keys[j];
-    }
-    int c = j - r.a_len;
-    float v = r.b_vals[c];
-    if (r.b_mode == 1) {
-        return fmaxf(r.qnorm + r.xnorm[c] - 2.0f * v, 0.0f);
-    }
-    return r.b_mode == 2 ? -v : v;
-}
-
-// Sets up the Row of block q from `select_k`'s arguments (shared by the three selections).
-__device__ __forceinline__ Row make_row(
-    int q, const float* a_keys, const i64* a_ids, int a_len, const float* b_vals,
-    i64 b_row_stride, const i64* b_row_start, const int* b_row_len, int b_len, int b_mode,
-    const float* qnorm, const float* xnorm, i64 b_id_base, const i64* b_ids) {
-    Row r;
-    r.a_len = a_len;
-    r.a_keys = a_keys ? a_keys + (i64)q * a_len : 0;
-    r.a_ids = a_ids ? a_ids + (i64)q * a_len : 0;
-    i64 start = b_row_start ? b_row_start[q] : (i64)q * b_row_stride;
-    r.b_len = b_row_len ? b_row_len[q] : b_len;
-    r.b_vals = b_vals + start;
-    r.b_ids = b_ids ? b_ids + start : 0;
-    r.b_id_base = b_id_base;
-    r.b_mode = b_mode;
-    r.qnorm = qnorm ? qnorm[q] : 0.0f;
-    r.xnorm = xnorm;
-    return r;
 }
 
 #define VQ_FULL 0xffffffffu
