@@ -21,6 +21,23 @@ pub(crate) struct BuildScratch {
     tmp: Vec<f32>,
     tmp2: Vec<f32>,
     ids: Vec<u32>,
+    /// Positions in `sel` of the links the heuristic kept that were not known to it.
+    fresh: Vec<u32>,
+    /// Per candidate of a re-selection: kept together by the list's last selection.
+    known: Vec<bool>,
+    /// A re-selection's candidates with those flags, while they are sorted.
+    flagged: Vec<(Near, bool)>,
+}
+
+impl BuildScratch {
+    /// The buffers [`select_neighbors`] works in.
+    fn select(&mut self) -> SelectScratch<'_> {
+        SelectScratch {
+            dec: &mut self.dec,
+            tmp: &mut self.tmp,
+            fresh: &mut self.fresh,
+        }
+    }
 }
 
 thread_local! {
@@ -61,36 +78,51 @@ pub(crate) fn node_vector<'b, S: HnswStorage>(
 /// Malkov's neighbour-selection heuristic over `cands` (sorted nearest first, distances to
 /// the base node): a candidate is kept unless an already kept neighbour is closer to it than
 /// the base is. At most `cap` are kept, in `out`.
+///
+/// `known` is empty, or flags the candidates (one per candidate) that an earlier run of the
+/// heuristic kept together for the same base: none of them is closer to a later one than the
+/// base, so pairs of flagged candidates are not compared again (the result is the same).
+/// Re-selecting a full list for one new link then costs about one distance per kept link
+/// instead of one per pair.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn select_neighbors<S: HnswStorage>(
     s: &S,
     cands: &[Near],
+    known: &[bool],
     cap: usize,
     out: &mut Vec<Near>,
     dec: &mut Vec<f32>,
     tmp: &mut Vec<f32>,
+    fresh: &mut Vec<u32>,
 ) {
     out.clear();
     dec.clear();
+    fresh.clear();
     let k = Kernels::get();
     let metric = s.metric();
     let d = s.dim();
-    for c in cands {
+    for (ci, c) in cands.iter().enumerate() {
         if out.len() >= cap {
             break;
         }
+        let was_kept = known.get(ci).copied().unwrap_or(false);
         let cv = node_vector(s, c.id, tmp);
-        let mut good = true;
-        for (i, r) in out.iter().enumerate() {
-            let rv = match s.raw(r.id) {
+        let dominated = |i: usize| {
+            let rv = match s.raw(out[i].id) {
                 Some(v) => v,
                 None => &dec[i * d..][..d],
             };
-            if vector_distance(k, metric, cv, rv) < c.d {
-                good = false;
-                break;
-            }
-        }
+            vector_distance(k, metric, cv, rv) < c.d
+        };
+        let good = if was_kept {
+            !fresh.iter().any(|&i| dominated(i as usize))
+        } else {
+            !(0..out.len()).any(dominated)
+        };
         if good {
+            if !was_kept {
+                fresh.push(out.len() as u32);
+            }
             out.push(*c);
             if s.raw(c.id).is_none() {
                 dec.extend_from_slice(cv);
@@ -104,32 +136,58 @@ pub(crate) fn select_neighbors<S: HnswStorage>(
 /// holds links them all, as Faiss's `shrink_neighbor_list` leaves such a list alone: with
 /// `efConstruction` below `2·M` level 0 becomes denser and reaches higher recall per `ef`.
 /// Otherwise (and always with the rule off) the heuristic selects.
+/// Returns how many of them the heuristic chose (the list's pruned prefix): all of them,
+/// or none when every candidate was linked.
 fn new_links<S: HnswStorage>(
     g: &Hnsw,
     s: &S,
     cands: &[Near],
     level: usize,
     out: &mut Vec<Near>,
-    dec: &mut Vec<f32>,
-    tmp: &mut Vec<f32>,
-) {
+    sc: &mut SelectScratch<'_>,
+) -> usize {
     if g.link_all && cands.len() < g.capacity(level) {
         out.clear();
         out.extend_from_slice(cands);
+        0
     } else {
-        select_neighbors(s, cands, g.capacity(level), out, dec, tmp);
+        select_neighbors(
+            s,
+            cands,
+            &[],
+            g.capacity(level),
+            out,
+            sc.dec,
+            sc.tmp,
+            sc.fresh,
+        );
+        out.len()
     }
 }
 
-/// Sorts nearest first and drops repeated nodes (keeping the nearest copy).
-fn sort_dedup(v: &mut Vec<Near>) {
-    v.sort_unstable();
-    let mut seen = std::collections::HashSet::with_capacity(v.len());
-    v.retain(|n| seen.insert(n.id));
+/// Buffers of [`select_neighbors`] borrowed from a [`BuildScratch`].
+struct SelectScratch<'a> {
+    dec: &'a mut Vec<f32>,
+    tmp: &'a mut Vec<f32>,
+    fresh: &'a mut Vec<u32>,
+}
+
+/// Sorts nearest first (by `near`) and drops repeated nodes, keeping the nearest copy.
+fn sort_dedup_by<T>(v: &mut Vec<T>, near: impl Fn(&T) -> Near) {
+    v.sort_unstable_by_key(&near);
+    // Repeats are rare (callers mostly pass distinct nodes): look for one before building
+    // a set.
+    let mut ids: Vec<u32> = v.iter().map(|x| near(x).id).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        let mut seen = std::collections::HashSet::with_capacity(v.len());
+        v.retain(|x| seen.insert(near(x).id));
+    }
 }
 
 /// Re-selects `target`'s list on `level` from its current neighbours plus `extra` (with
-/// their distances to `target`), keeping at most `cap`.
+/// their distances to `target`), keeping at most `cap`. The links of the list's pruned
+/// prefix are known to the heuristic ([`select_neighbors`]); the new list is all pruned.
 fn reprune<S: HnswStorage>(
     g: &Hnsw,
     s: &S,
@@ -141,28 +199,33 @@ fn reprune<S: HnswStorage>(
     let k = Kernels::get();
     let metric = s.metric();
     g.neighbors_into(target, level, &mut sc.ids);
+    let pruned = g.pruned_prefix(target, level);
     let tv = node_vector(s, target, &mut sc.tmp2);
-    sc.cands.clear();
-    for &x in &sc.ids {
+    sc.flagged.clear();
+    for (i, &x) in sc.ids.iter().enumerate() {
         let xv = node_vector(s, x, &mut sc.tmp);
-        sc.cands.push(Near {
-            d: vector_distance(k, metric, tv, xv),
-            id: x,
-        });
+        let d = vector_distance(k, metric, tv, xv);
+        sc.flagged.push((Near { d, id: x }, i < pruned));
     }
-    sc.cands.extend_from_slice(extra);
-    sort_dedup(&mut sc.cands);
+    sc.flagged.extend(extra.iter().map(|&n| (n, false)));
+    sort_dedup_by(&mut sc.flagged, |x| x.0);
+    sc.cands.clear();
+    sc.cands.extend(sc.flagged.iter().map(|x| x.0));
+    sc.known.clear();
+    sc.known.extend(sc.flagged.iter().map(|x| x.1));
     select_neighbors(
         s,
         &sc.cands,
+        &sc.known,
         g.capacity(level),
         &mut sc.sel,
         &mut sc.dec,
         &mut sc.tmp,
+        &mut sc.fresh,
     );
     sc.ids.clear();
     sc.ids.extend(sc.sel.iter().map(|n| n.id));
-    g.set_neighbors(target, level, &sc.ids);
+    g.set_pruned_neighbors(target, level, &sc.ids, sc.ids.len());
 }
 
 /// Whether `id` is marked deleted in the bit set.
@@ -261,14 +324,14 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
             level_candidates(g, &mut q, l, &mut start, &mut sc.search, &mut cands, |id| {
                 id != node && !is_deleted(deleted, id)
             });
-            new_links(g, self.s, &cands, l, &mut sc.sel, &mut sc.dec, &mut sc.tmp);
+            let mut sel = std::mem::take(&mut sc.sel);
+            let pruned = new_links(g, self.s, &cands, l, &mut sel, &mut sc.select());
             sc.cands = cands;
-            let sel = std::mem::take(&mut sc.sel);
             sc.ids.clear();
             sc.ids.extend(sel.iter().map(|n| n.id));
             {
                 let _l = self.lock(node);
-                g.set_neighbors(node, l, &sc.ids);
+                g.set_pruned_neighbors(node, l, &sc.ids, pruned);
             }
             for nb in &sel {
                 self.add_link(nb.id, node, l, nb.d, sc);
@@ -321,6 +384,8 @@ pub(crate) fn build_locked<S: HnswStorage>(
 /// One batch member's chosen neighbours per level (level 0 first).
 struct Plan {
     lists: Vec<Vec<Near>>,
+    /// Per level, how many of the list's first links the heuristic chose.
+    pruned: Vec<usize>,
 }
 
 /// Inserts `slots` in batches: each batch's neighbours are chosen in parallel against the
@@ -393,21 +458,24 @@ fn plan_one<S: HnswStorage>(
         }
     }
     let mut lists = Vec::with_capacity(level + 1);
+    let mut pruned = Vec::with_capacity(level + 1);
     for (l, w) in per_level.iter_mut().enumerate() {
-        sort_dedup(w);
-        new_links(g, s, w, l, &mut sc.sel, &mut sc.dec, &mut sc.tmp);
-        lists.push(sc.sel.clone());
+        sort_dedup_by(w, |n| *n);
+        let mut sel = std::mem::take(&mut sc.sel);
+        pruned.push(new_links(g, s, w, l, &mut sel, &mut sc.select()));
+        lists.push(sel.clone());
+        sc.sel = sel;
     }
-    Ok(Plan { lists })
+    Ok(Plan { lists, pruned })
 }
 
 fn apply_plans<S: HnswStorage>(g: &mut Hnsw, s: &S, batch: &[u32], plans: &[Plan]) {
     let gr: &Hnsw = g;
     // Forward lists: each member writes only its own.
     batch.par_iter().zip(plans).for_each(|(&node, p)| {
-        for (l, list) in p.lists.iter().enumerate() {
+        for (l, (list, &pruned)) in p.lists.iter().zip(&p.pruned).enumerate() {
             let ids: Vec<u32> = list.iter().map(|n| n.id).collect();
-            gr.set_neighbors(node, l, &ids);
+            gr.set_pruned_neighbors(node, l, &ids, pruned);
         }
     });
     // Reverse links grouped by (level, target), in batch order within a group.
@@ -528,12 +596,15 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
                     select_neighbors(
                         s,
                         &cands,
+                        &[],
                         g.capacity(level),
                         &mut sc.sel,
                         &mut sc.dec,
                         &mut sc.tmp,
+                        &mut sc.fresh,
                     );
                     sc.cands = cands;
+                    let pruned = sc.sel.len();
                     // Back-fill to half the capacity with the nearest candidates the
                     // heuristic passed over: a repaired node has lost in-links as well, and
                     // the extra out-links keep its region well connected.
@@ -549,7 +620,7 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
                         }
                     }
                     let ids: Vec<u32> = sc.sel.iter().map(|n| n.id).collect();
-                    g.set_neighbors(u, level, &ids);
+                    g.set_pruned_neighbors(u, level, &ids, pruned);
                     // New edges u → v also get v → u, as an insertion links both ways.
                     sc.sel
                         .iter()
@@ -651,4 +722,174 @@ pub(crate) fn link_unreachable<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64])
         }
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use vq_core::{Index, Label, Metric, Vectors};
+
+    use super::*;
+    use crate::IndexHnswFlat;
+    use crate::storage::FlatStorage;
+
+    /// `n` vectors of small integers: every distance is exact in `f32`, whatever the order
+    /// of the sums, so the heuristic's decisions can be replayed exactly.
+    fn integer_data(n: usize, d: usize, seed: u64) -> Vectors {
+        let mut z = seed;
+        let v: Vec<f32> = (0..n * d)
+            .map(|_| {
+                z = z
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((z >> 33) % 16) as f32
+            })
+            .collect();
+        Vectors::new(v, d).unwrap()
+    }
+
+    fn exact(x: &Vectors, a: u32, b: u32) -> f32 {
+        x.row(a as usize)
+            .iter()
+            .zip(x.row(b as usize))
+            .map(|(p, q)| (p - q) * (p - q))
+            .sum()
+    }
+
+    /// Every list's pruned prefix is what the heuristic keeps: nearest first, and no link
+    /// of it closer to a later one than the node is.
+    fn check_prefixes(idx: &IndexHnswFlat, x: &Vectors) -> usize {
+        let g = idx.graph();
+        let mut total = 0;
+        for u in 0..g.len() as u32 {
+            if idx.is_removed_slot(u as usize) {
+                continue;
+            }
+            for l in 0..=g.level(u as usize).unwrap() {
+                let links = g.neighbors(u as usize, l);
+                let h = g.pruned_prefix(u, l);
+                total += h;
+                let near: Vec<Near> = links[..h]
+                    .iter()
+                    .map(|&v| Near {
+                        d: exact(x, u, v),
+                        id: v,
+                    })
+                    .collect();
+                for j in 0..h {
+                    if j > 0 {
+                        assert!(near[j - 1] < near[j], "node {u} level {l}: prefix order");
+                    }
+                    for i in 0..j {
+                        assert!(
+                            exact(x, near[j].id, near[i].id) >= near[j].d,
+                            "node {u} level {l}: link {i} dominates link {j}"
+                        );
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn pruned_prefixes_hold_after_builds_and_removals() {
+        let x = integer_data(1500, 8, 7);
+        for deterministic in [false, true] {
+            for link_all in [true, false] {
+                let mut idx = IndexHnswFlat::new(8, 4, Metric::L2).unwrap();
+                idx.set_deterministic(deterministic);
+                idx.set_link_all_candidates(link_all);
+                idx.add(x.as_ref().slice(0..1000)).unwrap();
+                idx.add(x.as_ref().slice(1000..1500)).unwrap();
+                let h = check_prefixes(&idx, &x);
+                // Lists fill and get re-selected: most links end up in pruned prefixes.
+                assert!(h > 1500, "{deterministic} {link_all}: {h}");
+                idx.remove_ids(&|id: Label| id % 4 == 1).unwrap();
+                check_prefixes(&idx, &x);
+                // Saved files hold the counts only; loaded lists have no pruned prefix.
+                let mut buf = Vec::new();
+                idx.write_to(&mut buf).unwrap();
+                let back = IndexHnswFlat::read_from(&mut buf.as_slice()).unwrap();
+                let g = back.graph();
+                for u in 0..g.len() {
+                    for l in 0..=g.level(u).unwrap() {
+                        assert_eq!(g.pruned_prefix(u as u32, l), 0);
+                        assert_eq!(g.neighbors(u, l), idx.graph().neighbors(u, l));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_candidates_give_the_full_heuristic_result() {
+        let x = integer_data(400, 6, 3);
+        let mut s = FlatStorage::new(6, Metric::L2).unwrap();
+        s.push(x.as_ref()).unwrap();
+        let (mut out, mut full) = (Vec::new(), Vec::new());
+        let (mut dec, mut tmp, mut fresh) = (Vec::new(), Vec::new(), Vec::new());
+        let mut z = 99u64;
+        let mut next = |m: u64| {
+            z = z
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (z >> 33) % m
+        };
+        let mut differ = 0;
+        for round in 0..300 {
+            let base = next(400) as u32;
+            let near = |id: u32| Near {
+                d: exact(&x, base, id),
+                id,
+            };
+            // A first selection over some nodes, then a re-selection over what it kept
+            // plus a few more (as a full list with new links).
+            let mut first: Vec<Near> = (0..40)
+                .map(|_| next(400) as u32)
+                .filter(|&v| v != base)
+                .map(near)
+                .collect();
+            sort_dedup_by(&mut first, |n| *n);
+            let cap = 4 + round % 12;
+            select_neighbors(
+                &s,
+                &first,
+                &[],
+                cap,
+                &mut out,
+                &mut dec,
+                &mut tmp,
+                &mut fresh,
+            );
+            let mut again: Vec<(Near, bool)> = out.iter().map(|&n| (n, true)).collect();
+            again.extend(
+                (0..1 + round % 5)
+                    .map(|_| next(400) as u32)
+                    .filter(|&v| v != base)
+                    .map(|v| (near(v), false)),
+            );
+            sort_dedup_by(&mut again, |x| x.0);
+            let cands: Vec<Near> = again.iter().map(|x| x.0).collect();
+            let known: Vec<bool> = again.iter().map(|x| x.1).collect();
+            select_neighbors(
+                &s, &cands, &known, cap, &mut out, &mut dec, &mut tmp, &mut fresh,
+            );
+            select_neighbors(
+                &s,
+                &cands,
+                &[],
+                cap,
+                &mut full,
+                &mut dec,
+                &mut tmp,
+                &mut fresh,
+            );
+            assert_eq!(out, full, "round {round}");
+            // The new candidates do change selections (the test is not vacuous).
+            differ += usize::from(full.len() != cands.len());
+        }
+        assert!(differ > 30, "{differ}");
+    }
 }

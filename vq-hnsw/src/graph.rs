@@ -1,8 +1,10 @@
 //! The HNSW graph: levels, adjacency lists, entry point, and the searches over it.
 //!
-//! Every adjacency list is a fixed block of `cap + 1` atomic `u32` (slot 0 holds the count),
-//! so the graph can be read and extended by several threads at once without `unsafe`:
-//! relaxed atomic loads compile to plain loads, and writers of one list hold its lock.
+//! Every adjacency list is a fixed block of `cap + 1` atomic `u32`, so the graph can be read
+//! and extended by several threads at once without `unsafe`: relaxed atomic loads compile to
+//! plain loads, and writers of one list hold its lock. Slot 0 holds the count in its low 16
+//! bits and, in its high 16 bits, how many of the first links the neighbour-selection
+//! heuristic chose together (see [`Hnsw::pruned_prefix`]); saved files hold the count only.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
@@ -12,6 +14,15 @@ use vq_core::{Error, Result};
 
 /// Marks an absent node (no entry point yet, a missing list).
 pub(crate) const NONE: u32 = u32::MAX;
+
+/// Bits of a list's first slot that hold its count (the rest: the pruned prefix).
+const COUNT_MASK: u32 = 0xFFFF;
+
+/// The number of links in a list block (the low bits of its first slot, bounded by the block).
+#[inline]
+pub(crate) fn list_count(l: &[AtomicU32]) -> usize {
+    ((l[0].load(Relaxed) & COUNT_MASK) as usize).min(l.len() - 1)
+}
 
 /// Highest level a node can be drawn at (P = M^-30 is far below anything drawn in practice).
 const MAX_LEVEL: usize = 30;
@@ -286,30 +297,46 @@ impl Hnsw {
     #[inline]
     pub(crate) fn neighbors_into(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         let l = self.list(node, level);
-        let cnt = (l[0].load(Relaxed) as usize).min(l.len() - 1);
+        let cnt = list_count(l);
         out.clear();
         out.extend(l[1..=cnt].iter().map(|a| a.load(Relaxed)));
     }
 
     /// Replaces a list (ids first, then the count). The caller holds the node's lock.
     pub(crate) fn set_neighbors(&self, node: u32, level: usize, ids: &[u32]) {
+        self.set_pruned_neighbors(node, level, ids, 0);
+    }
+
+    /// [`Hnsw::set_neighbors`], recording that the first `pruned` of `ids` are what one run
+    /// of the neighbour-selection heuristic kept (see [`Hnsw::pruned_prefix`]).
+    pub(crate) fn set_pruned_neighbors(&self, node: u32, level: usize, ids: &[u32], pruned: usize) {
         let l = self.list(node, level);
         let n = ids.len().min(l.len() - 1);
         for (a, &id) in l[1..=n].iter().zip(ids) {
             a.store(id, Relaxed);
         }
-        l[0].store(n as u32, Relaxed);
+        l[0].store(n as u32 | (pruned.min(n) as u32) << 16, Relaxed);
     }
 
-    /// Appends `id` when there is room; false when the list is full.
+    /// How many of the first links of `node` on `level` one run of the neighbour-selection
+    /// heuristic kept, in its order (nearest first): no one of them is closer to a later one
+    /// than `node` is, so re-selecting the list need not compare those pairs again. Links
+    /// appended after them, or written any other way, are not counted.
+    pub(crate) fn pruned_prefix(&self, node: u32, level: usize) -> usize {
+        let l = self.list(node, level);
+        ((l[0].load(Relaxed) >> 16) as usize).min(list_count(l))
+    }
+
+    /// Appends `id` when there is room (the pruned prefix stays); false when the list is full.
     pub(crate) fn try_append(&self, node: u32, level: usize, id: u32) -> bool {
         let l = self.list(node, level);
-        let cnt = l[0].load(Relaxed) as usize;
+        let w = l[0].load(Relaxed);
+        let cnt = (w & COUNT_MASK) as usize;
         if cnt + 1 >= l.len() {
             return false;
         }
         l[cnt + 1].store(id, Relaxed);
-        l[0].store(cnt as u32 + 1, Relaxed);
+        l[0].store(w + 1, Relaxed);
         true
     }
 
@@ -390,7 +417,7 @@ impl Hnsw {
     ) -> (u32, f32) {
         loop {
             let l = self.list(cur, level);
-            let cnt = (l[0].load(Relaxed) as usize).min(l.len() - 1);
+            let cnt = list_count(l);
             for a in &l[1..=cnt] {
                 dist.prefetch(a.load(Relaxed));
             }
@@ -512,7 +539,7 @@ impl Hnsw {
                 break;
             }
             let l = self.list(c.id, level);
-            let cnt = (l[0].load(Relaxed) as usize).min(l.len() - 1);
+            let cnt = list_count(l);
             buf.clear();
             for a in &l[1..=cnt] {
                 let nb = a.load(Relaxed);

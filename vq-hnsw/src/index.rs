@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use rayon::prelude::*;
 use vq_core::persist::{DType, StateReader, StateWriter};
@@ -283,8 +284,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
                 ));
             }
             for l in 0..=lu {
-                let list = g.list(u as u32, l);
-                let cnt = list[0].load(std::sync::atomic::Ordering::Relaxed) as usize;
+                let cnt = crate::graph::list_count(g.list(u as u32, l));
                 if cnt > g.capacity(l) {
                     return bad(format!("node {u} has {cnt} links on level {l}"));
                 }
@@ -464,18 +464,16 @@ impl<S: HnswStorage> IndexHnsw<S> {
         w.u8(u8::from(self.deterministic) | u8::from(g.link_all) << 1)?;
         self.storage.write(&mut w)?;
         w.bytes(&g.levels)?;
-        w.u32s(
-            g.links0
-                .iter()
-                .map(|a| a.load(std::sync::atomic::Ordering::Relaxed)),
-        )?;
+        // Each block as count then links: the count slot's pruned-prefix bits are working
+        // state of the builder, not part of the format.
+        fn block(list: &[AtomicU32]) -> impl Iterator<Item = u32> + '_ {
+            let cnt = crate::graph::list_count(list) as u32;
+            std::iter::once(cnt).chain(list[1..].iter().map(|a| a.load(Relaxed)))
+        }
+        w.u32s((0..self.slots() as u32).flat_map(|u| block(g.list(u, 0))))?;
         for u in 0..self.slots() as u32 {
             for l in 1..=g.levels[u as usize] as usize {
-                w.u32s(
-                    g.list(u, l)
-                        .iter()
-                        .map(|a| a.load(std::sync::atomic::Ordering::Relaxed)),
-                )?;
+                w.u32s(block(g.list(u, l)))?;
             }
         }
         w.u32(g.entry)?;

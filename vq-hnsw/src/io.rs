@@ -87,8 +87,8 @@ impl<'a> Writer<'a> {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn u32s(&mut self, v: impl ExactSizeIterator<Item = u32>) -> Result<()> {
-        let mut b = Vec::with_capacity(CHUNK.min(4 * v.len()));
+    pub fn u32s(&mut self, v: impl Iterator<Item = u32>) -> Result<()> {
+        let mut b = Vec::with_capacity(CHUNK.min(4 * v.size_hint().0));
         for x in v {
             b.extend_from_slice(&x.to_le_bytes());
             if b.len() >= CHUNK {
