@@ -124,11 +124,12 @@ pub struct Hnsw {
     pub(crate) seed: u64,
     /// Top level of every node.
     pub(crate) levels: Vec<u8>,
-    /// Level 0: `n × (2M + 1)`, count first.
+    /// Level 0: `n × (2M + 1)`, the count slot first (see the module docs).
     pub(crate) links0: Vec<AtomicU32>,
     /// Per node, the index of its level-1 list in `upper` (`NONE` for level-0 nodes).
     pub(crate) upper_off: Vec<u32>,
-    /// Upper-level lists, `M + 1` values each (count first); a node's levels are consecutive.
+    /// Upper-level lists, `M + 1` values each (the count slot first); a node's levels are
+    /// consecutive.
     pub(crate) upper: Vec<AtomicU32>,
     pub(crate) entry: u32,
     pub(crate) max_level: usize,
@@ -137,6 +138,8 @@ pub struct Hnsw {
     /// Faiss's rule: a new node links every candidate its beam found when they are fewer
     /// than its list holds (otherwise the heuristic selects).
     pub(crate) link_all: bool,
+    /// Re-selections ignore pruned prefixes (tests compare the graphs both ways).
+    pub(crate) full_reselect: bool,
 }
 
 impl Clone for Hnsw {
@@ -155,6 +158,7 @@ impl Clone for Hnsw {
             max_level: self.max_level,
             draws: self.draws,
             link_all: self.link_all,
+            full_reselect: self.full_reselect,
         }
     }
 }
@@ -212,6 +216,7 @@ impl Hnsw {
             max_level: 0,
             draws: 0,
             link_all: true,
+            full_reselect: false,
         })
     }
 
@@ -280,7 +285,7 @@ impl Hnsw {
         out
     }
 
-    /// The list block of `node` on `level` (count first). The caller checks the level.
+    /// The list block of `node` on `level` (the count slot first). The caller checks the level.
     #[inline]
     pub(crate) fn list(&self, node: u32, level: usize) -> &[AtomicU32] {
         if level == 0 {
@@ -302,7 +307,8 @@ impl Hnsw {
         out.extend(l[1..=cnt].iter().map(|a| a.load(Relaxed)));
     }
 
-    /// Replaces a list (ids first, then the count). The caller holds the node's lock.
+    /// Replaces a list (ids first, then the count), with no pruned prefix. The caller holds
+    /// the node's lock.
     pub(crate) fn set_neighbors(&self, node: u32, level: usize, ids: &[u32]) {
         self.set_pruned_neighbors(node, level, ids, 0);
     }
@@ -319,9 +325,10 @@ impl Hnsw {
     }
 
     /// How many of the first links of `node` on `level` one run of the neighbour-selection
-    /// heuristic kept, in its order (nearest first): no one of them is closer to a later one
-    /// than `node` is, so re-selecting the list need not compare those pairs again. Links
-    /// appended after them, or written any other way, are not counted.
+    /// heuristic kept, in its order (nearest first), all scored with the storage's symmetric
+    /// distance between stored vectors: under that distance no one of them is closer to a
+    /// later one than `node` is, so re-selecting the list need not compare those pairs
+    /// again. Links appended after them, or written any other way, are not counted.
     pub(crate) fn pruned_prefix(&self, node: u32, level: usize) -> usize {
         let l = self.list(node, level);
         ((l[0].load(Relaxed) >> 16) as usize).min(list_count(l))

@@ -158,6 +158,12 @@ impl<S: HnswStorage> IndexHnsw<S> {
         &self.graph
     }
 
+    /// The graph, to change test-only switches.
+    #[cfg(test)]
+    pub(crate) fn graph_mut(&mut self) -> &mut Hnsw {
+        &mut self.graph
+    }
+
     /// The storage behind the graph.
     pub fn storage(&self) -> &S {
         &self.storage
@@ -284,9 +290,13 @@ impl<S: HnswStorage> IndexHnsw<S> {
                 ));
             }
             for l in 0..=lu {
-                let cnt = crate::graph::list_count(g.list(u as u32, l));
-                if cnt > g.capacity(l) {
-                    return bad(format!("node {u} has {cnt} links on level {l}"));
+                // The raw count slot: count in the low 16 bits, pruned prefix above.
+                let w = g.list(u as u32, l)[0].load(Relaxed);
+                let (cnt, pruned) = ((w & 0xFFFF) as usize, (w >> 16) as usize);
+                if cnt > g.capacity(l) || pruned > cnt {
+                    return bad(format!(
+                        "node {u} has {cnt} links on level {l} (pruned prefix {pruned})"
+                    ));
                 }
                 for v in g.neighbors(u, l) {
                     if v as usize >= n || v as usize == u {

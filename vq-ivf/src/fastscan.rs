@@ -850,11 +850,14 @@ impl SumReservoir {
         let (thr, mut n) = (self.thr, self.n);
         // The candidates' ids are looked up after the scan, at random in the list's ids,
         // which the scan itself does not read: a sub-block that reports anything has its
-        // 32 ids (four cache lines) requested now, so they arrive while the scan goes on.
-        // (Requesting a whole list's ids up front, 122 lines for 1,000 vectors, stalls
-        // the core on its miss buffers: 5% slower at nprobe = 1 on 1M vectors.)
+        // 32 ids (256 bytes: four or five cache lines) requested now, so they arrive while
+        // the scan goes on. (Requesting a whole list's ids up front, about 125 lines for
+        // 1,000 vectors, stalls the core on its miss buffers: 6% slower at nprobe = 1 on
+        // 1M vectors.)
         if mask != 0 {
-            vq_core::distance::prefetch(&ids[base.min(ids.len())..], 4);
+            let sub = &ids[base.min(ids.len())..(base + SUB_BLOCK).min(ids.len())];
+            vq_core::distance::prefetch(sub, 4);
+            vq_core::distance::prefetch(&sub[sub.len().saturating_sub(1)..], 1);
         }
         while mask != 0 {
             let i = mask.trailing_zeros() as usize;
