@@ -172,17 +172,11 @@ struct SelectScratch<'a> {
     fresh: &'a mut Vec<u32>,
 }
 
-/// Sorts nearest first (by `near`) and drops repeated nodes, keeping the nearest copy.
-fn sort_dedup_by<T>(v: &mut Vec<T>, near: impl Fn(&T) -> Near) {
-    v.sort_unstable_by_key(&near);
-    // Repeats are rare (callers mostly pass distinct nodes): look for one before building
-    // a set.
-    let mut ids: Vec<u32> = v.iter().map(|x| near(x).id).collect();
-    ids.sort_unstable();
-    if ids.windows(2).any(|w| w[0] == w[1]) {
-        let mut seen = std::collections::HashSet::with_capacity(v.len());
-        v.retain(|x| seen.insert(near(x).id));
-    }
+/// Sorts nearest first and drops repeated nodes (keeping the nearest copy).
+fn sort_dedup(v: &mut Vec<Near>) {
+    v.sort_unstable();
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    v.retain(|n| seen.insert(n.id));
 }
 
 /// Re-selects `target`'s list on `level` from its current neighbours plus the nodes
@@ -210,7 +204,10 @@ fn reprune<S: HnswStorage>(
         let d = vector_distance(k, metric, tv, xv);
         sc.flagged.push((Near { d, id: x }, i < pruned));
     }
-    sort_dedup_by(&mut sc.flagged, |x| x.0);
+    // Every distance is one function of the two stored vectors, so a node listed twice
+    // (callers pass new links that are not in the list already) sorts next to itself.
+    sc.flagged.sort_unstable_by_key(|x| x.0);
+    sc.flagged.dedup_by_key(|x| x.0.id);
     sc.cands.clear();
     sc.cands.extend(sc.flagged.iter().map(|x| x.0));
     sc.known.clear();
@@ -459,7 +456,7 @@ fn plan_one<S: HnswStorage>(
     }
     let mut lists = Vec::with_capacity(level + 1);
     for (l, w) in per_level.iter_mut().enumerate() {
-        sort_dedup_by(w, |n| *n);
+        sort_dedup(w);
         let mut sel = std::mem::take(&mut sc.sel);
         new_links(g, s, w, l, &mut sel, &mut sc.select());
         lists.push(sel.clone());
@@ -850,7 +847,7 @@ mod tests {
                 .filter(|&v| v != base)
                 .map(near)
                 .collect();
-            sort_dedup_by(&mut first, |n| *n);
+            sort_dedup(&mut first);
             let cap = 4 + round % 12;
             select_neighbors(
                 &s,
@@ -869,7 +866,8 @@ mod tests {
                     .filter(|&v| v != base)
                     .map(|v| (near(v), false)),
             );
-            sort_dedup_by(&mut again, |x| x.0);
+            again.sort_unstable_by_key(|x| x.0);
+            again.dedup_by_key(|x| x.0.id);
             let cands: Vec<Near> = again.iter().map(|x| x.0).collect();
             let known: Vec<bool> = again.iter().map(|x| x.1).collect();
             select_neighbors(
