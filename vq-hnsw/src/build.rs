@@ -9,6 +9,7 @@ use vq_core::distance::Kernels;
 use vq_core::{Result, VectorsRef};
 
 use crate::graph::{Hnsw, NONE, Near, NodeDistance, Scratch};
+use crate::steer::{SteerCodes, rescore};
 use crate::storage::{HnswStorage, vector_distance};
 
 /// Working memory of one builder thread.
@@ -27,6 +28,8 @@ pub(crate) struct BuildScratch {
     known: Vec<bool>,
     /// A re-selection's candidates with those flags, while they are sorted.
     flagged: Vec<(Near, bool)>,
+    /// Per-query terms of a [`crate::steer::SteerQuery`].
+    steer: Vec<f32>,
 }
 
 impl BuildScratch {
@@ -262,22 +265,40 @@ fn level_candidates<D: NodeDistance>(
     }
 }
 
+/// The build's steering codes ([`crate::steer`]) when they pay: raw storage, steering on,
+/// and enough nodes to add that coding every stored vector (about one distance's work per
+/// vector) is small beside inserting them (hundreds of distances each).
+pub(crate) fn steer_codes<S: HnswStorage>(g: &Hnsw, s: &S, adding: usize) -> Option<SteerCodes> {
+    if !g.steer || adding.saturating_mul(64) < s.len() {
+        return None;
+    }
+    let rows = s.raw_rows()?;
+    Some(SteerCodes::new(rows, s.dim(), s.metric()))
+}
+
 /// Shared state of a parallel (lock-based) build.
 pub(crate) struct LockedBuild<'a, S> {
     g: &'a Hnsw,
     s: &'a S,
     deleted: &'a [u64],
+    steer: Option<SteerCodes>,
     locks: Vec<Mutex<()>>,
     entry: Mutex<(u32, usize)>,
 }
 
 impl<'a, S: HnswStorage> LockedBuild<'a, S> {
-    pub(crate) fn new(g: &'a Hnsw, s: &'a S, deleted: &'a [u64]) -> Self {
+    pub(crate) fn new(
+        g: &'a Hnsw,
+        s: &'a S,
+        deleted: &'a [u64],
+        steer: Option<SteerCodes>,
+    ) -> Self {
         let nlocks = g.len().next_power_of_two().clamp(1, 1 << 16);
         LockedBuild {
             g,
             s,
             deleted,
+            steer,
             locks: (0..nlocks).map(|_| Mutex::new(())).collect(),
             entry: Mutex::new((g.entry, g.max_level)),
         }
@@ -295,14 +316,35 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
 
     /// Inserts `node` (storage written, lists empty) with `x` its original vector.
     pub(crate) fn insert(&self, node: u32, x: &[f32], sc: &mut BuildScratch) -> Result<()> {
+        let mut q = self.s.query(x)?;
+        match &self.steer {
+            Some(st) => {
+                let mut buf = std::mem::take(&mut sc.steer);
+                let mut nav = st.query(x, &mut buf);
+                self.insert_with(node, &mut nav, Some(&mut q), sc);
+                sc.steer = buf;
+            }
+            None => self.insert_with(node, &mut q, None::<&mut S::Query<'_>>, sc),
+        }
+        Ok(())
+    }
+
+    /// [`LockedBuild::insert`] with the searches scored by `nav`, and the candidates they
+    /// find scored again by `exact` when given.
+    fn insert_with<D: NodeDistance, E: NodeDistance>(
+        &self,
+        node: u32,
+        nav: &mut D,
+        mut exact: Option<&mut E>,
+        sc: &mut BuildScratch,
+    ) {
         let g = self.g;
         let level = g.levels[node as usize] as usize;
-        let mut q = self.s.query(x)?;
         let mut guard = self.entry.lock().unwrap_or_else(|e| e.into_inner());
         let (ep, maxl) = *guard;
         if ep == NONE {
             *guard = (node, level);
-            return Ok(());
+            return;
         }
         let hold = if level > maxl {
             Some(guard)
@@ -311,18 +353,21 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
             None
         };
         let mut cur = ep;
-        let mut dcur = q.distance(ep);
+        let mut dcur = nav.distance(ep);
         for l in (level + 1..=maxl).rev() {
-            (cur, dcur) = g.greedy(&mut q, l, cur, dcur);
+            (cur, dcur) = g.greedy(nav, l, cur, dcur);
         }
         let deleted = self.deleted;
         let mut start = Near { d: dcur, id: cur };
         for l in (0..=level.min(maxl)).rev() {
             let mut cands = std::mem::take(&mut sc.cands);
             cands.clear();
-            level_candidates(g, &mut q, l, &mut start, &mut sc.search, &mut cands, |id| {
+            level_candidates(g, nav, l, &mut start, &mut sc.search, &mut cands, |id| {
                 id != node && !is_deleted(deleted, id)
             });
+            if let Some(e) = exact.as_mut() {
+                rescore(&mut **e, &mut cands);
+            }
             let mut sel = std::mem::take(&mut sc.sel);
             new_links(g, self.s, &cands, l, &mut sel, &mut sc.select());
             sc.cands = cands;
@@ -340,7 +385,6 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
         if let Some(mut h) = hold {
             *h = (node, level);
         }
-        Ok(())
     }
 
     /// Adds the link `target → src` on `level`, re-selecting `target`'s list when full.
@@ -363,7 +407,8 @@ pub(crate) fn build_locked<S: HnswStorage>(
     slots: &[u32],
     x: VectorsRef<'_>,
 ) -> Result<()> {
-    let b = LockedBuild::new(g, s, deleted);
+    let steer = steer_codes(g, s, slots.len());
+    let b = LockedBuild::new(g, s, deleted, steer);
     // The first node alone: it becomes the entry point every other insertion starts from.
     let first = usize::from(g.entry == NONE).min(slots.len());
     for (i, &slot) in slots[..first].iter().enumerate() {
@@ -396,6 +441,7 @@ pub(crate) fn build_deterministic<S: HnswStorage>(
     slots: &[u32],
     x: VectorsRef<'_>,
 ) -> Result<()> {
+    let steer = steer_codes(g, s, slots.len());
     let mut done = 0usize;
     let mut linked = g.len() - slots.len();
     while done < slots.len() {
@@ -405,7 +451,11 @@ pub(crate) fn build_deterministic<S: HnswStorage>(
         let plans: Vec<Plan> = (0..bsize)
             .into_par_iter()
             .with_min_len(4)
-            .map(|bi| with_build_scratch(|sc| plan_one(g, s, deleted, batch, rows, bi, sc)))
+            .map(|bi| {
+                with_build_scratch(|sc| {
+                    plan_one(g, s, steer.as_ref(), deleted, batch, rows, bi, sc)
+                })
+            })
             .collect::<Result<_>>()?;
         apply_plans(g, s, batch, &plans);
         done += bsize;
@@ -414,9 +464,11 @@ pub(crate) fn build_deterministic<S: HnswStorage>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn plan_one<S: HnswStorage>(
     g: &Hnsw,
     s: &S,
+    steer: Option<&SteerCodes>,
     deleted: &[u64],
     batch: &[u32],
     rows: VectorsRef<'_>,
@@ -425,28 +477,21 @@ fn plan_one<S: HnswStorage>(
 ) -> Result<Plan> {
     let node = batch[bi];
     let level = g.levels[node as usize] as usize;
-    let mut q = s.query(rows.row(bi))?;
-    let mut per_level: Vec<Vec<Near>> = vec![Vec::new(); level + 1];
-    if g.entry != NONE {
-        let maxl = g.max_level;
-        let mut cur = g.entry;
-        let mut dcur = q.distance(cur);
-        for l in (level + 1..=maxl).rev() {
-            (cur, dcur) = g.greedy(&mut q, l, cur, dcur);
+    let x = rows.row(bi);
+    let mut q = s.query(x)?;
+    let mut per_level = match steer {
+        Some(st) => {
+            let mut buf = std::mem::take(&mut sc.steer);
+            let mut nav = st.query(x, &mut buf);
+            let mut w = plan_candidates(g, &mut nav, deleted, node, level, sc);
+            for l in &mut w {
+                rescore(&mut q, l);
+            }
+            sc.steer = buf;
+            w
         }
-        let mut start = Near { d: dcur, id: cur };
-        for l in (0..=level.min(maxl)).rev() {
-            level_candidates(
-                g,
-                &mut q,
-                l,
-                &mut start,
-                &mut sc.search,
-                &mut per_level[l],
-                |id| id != node && !is_deleted(deleted, id),
-            );
-        }
-    }
+        None => plan_candidates(g, &mut q, deleted, node, level, sc),
+    };
     for &other in &batch[..bi] {
         let ol = g.levels[other as usize] as usize;
         let d = q.distance(other);
@@ -463,6 +508,40 @@ fn plan_one<S: HnswStorage>(
         sc.sel = sel;
     }
     Ok(Plan { lists })
+}
+
+/// A batch member's candidates per level (level 0 first) in the graph before the batch,
+/// scored by `q`.
+fn plan_candidates<D: NodeDistance>(
+    g: &Hnsw,
+    q: &mut D,
+    deleted: &[u64],
+    node: u32,
+    level: usize,
+    sc: &mut BuildScratch,
+) -> Vec<Vec<Near>> {
+    let mut per_level: Vec<Vec<Near>> = vec![Vec::new(); level + 1];
+    if g.entry != NONE {
+        let maxl = g.max_level;
+        let mut cur = g.entry;
+        let mut dcur = q.distance(cur);
+        for l in (level + 1..=maxl).rev() {
+            (cur, dcur) = g.greedy(q, l, cur, dcur);
+        }
+        let mut start = Near { d: dcur, id: cur };
+        for l in (0..=level.min(maxl)).rev() {
+            level_candidates(
+                g,
+                q,
+                l,
+                &mut start,
+                &mut sc.search,
+                &mut per_level[l],
+                |id| id != node && !is_deleted(deleted, id),
+            );
+        }
+    }
+    per_level
 }
 
 fn apply_plans<S: HnswStorage>(g: &mut Hnsw, s: &S, batch: &[u32], plans: &[Plan]) {
@@ -895,10 +974,22 @@ mod tests {
         assert!(differ > 10, "{differ}");
     }
 
-    /// Builds whose re-selections use the pruned prefixes give the same graphs as builds
-    /// whose re-selections compare every pair, for raw, SQ and PQ storage (whose searches
-    /// score with asymmetric distances), in both build modes.
-    fn same_graph_both_ways<S: HnswStorage>(make: impl Fn() -> IndexHnsw<S>, x: &Vectors) {
+    /// Level lists of every node, level 0 first.
+    fn all_lists<S: HnswStorage>(idx: &IndexHnsw<S>) -> Vec<Vec<u32>> {
+        let g = idx.graph();
+        (0..g.len())
+            .flat_map(|u| (0..=g.level(u).unwrap()).map(move |l| (u, l)))
+            .map(|(u, l)| g.neighbors(u, l))
+            .collect()
+    }
+
+    /// 1-thread builds of `x` give the same graph with `switch(index, false)` and with
+    /// `switch(index, true)`, in both build modes and under both linking rules.
+    fn same_graph_both_ways<S: HnswStorage>(
+        make: impl Fn() -> IndexHnsw<S>,
+        x: &Vectors,
+        switch: impl Fn(&mut IndexHnsw<S>, bool),
+    ) {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
@@ -907,18 +998,14 @@ mod tests {
             for link_all in [true, false] {
                 let graphs: Vec<Vec<Vec<u32>>> = [false, true]
                     .iter()
-                    .map(|&full| {
+                    .map(|&on| {
                         let mut idx = make();
                         idx.set_deterministic(deterministic);
                         idx.set_link_all_candidates(link_all);
-                        idx.graph_mut().full_reselect = full;
+                        switch(&mut idx, on);
                         idx.train(x.as_ref()).unwrap();
                         pool.install(|| idx.add(x.as_ref())).unwrap();
-                        let g = idx.graph();
-                        (0..g.len())
-                            .flat_map(|u| (0..=g.level(u).unwrap()).map(move |l| (u, l)))
-                            .map(|(u, l)| g.neighbors(u, l))
-                            .collect()
+                        all_lists(&idx)
                     })
                     .collect();
                 assert!(
@@ -929,6 +1016,111 @@ mod tests {
         }
     }
 
+    #[test]
+    fn coded_builds_give_the_exact_build_graph_when_the_codes_are_exact() {
+        // Integers 0..=255 with every component's range exactly [0, 255]: the 8-bit codes
+        // are the values themselves, so the coded searches score exactly what the raw ones
+        // do and the graphs must be identical (this checks the plumbing: both searches,
+        // the candidates' rescoring, both build modes, both linking rules).
+        let (n, d) = (1500, 12);
+        let mut v = integer_data(n, d, 3).as_slice().to_vec();
+        for x in &mut v {
+            *x = (*x * 17.0).min(255.0);
+        }
+        v[..d].fill(0.0);
+        v[d..2 * d].fill(255.0);
+        let x = Vectors::new(v, d).unwrap();
+        let codes = SteerCodes::new(x.as_slice(), d, Metric::L2);
+        assert_eq!(codes.len(), n);
+        assert!(codes.steps().iter().all(|&s| s == 1.0));
+        same_graph_both_ways(
+            || IndexHnswFlat::new(d, 8, Metric::L2).unwrap(),
+            &x,
+            |idx, on| idx.set_coded_build(on),
+        );
+    }
+
+    #[test]
+    fn coded_builds_are_used_only_for_raw_storage_and_large_enough_adds() {
+        let x = integer_data(640, 8, 4);
+        let mut s = FlatStorage::new(8, Metric::L2).unwrap();
+        s.push(x.as_ref()).unwrap();
+        let mut g = Hnsw::new(8).unwrap();
+        assert!(steer_codes(&g, &s, 10).is_some());
+        assert!(steer_codes(&g, &s, 9).is_none(), "9 of 640 is under 1/64");
+        g.steer = false;
+        assert!(steer_codes(&g, &s, 640).is_none());
+        let g = Hnsw::new(8).unwrap();
+        let mut sq = crate::storage::CodecStorage::new(
+            vq_pq::ScalarQuantizer::new(8, vq_pq::SqType::Q8).unwrap(),
+            Metric::L2,
+        );
+        sq.train(x.as_ref()).unwrap();
+        sq.push(x.as_ref()).unwrap();
+        assert!(steer_codes(&g, &sq, 640).is_none());
+    }
+
+    #[test]
+    fn coded_builds_choose_links_by_exact_distances() {
+        // The last node a 1-thread build inserts keeps its level-0 list as chosen: under
+        // Faiss's rule all its candidates (fewer than 2M), nearest first by the distances
+        // they were rescored with, which must be the exact ones, not the codes'.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for seed in [1, 2, 3] {
+            let s = vq_core::synthetic::SyntheticSpec::new(2000, 24, 0)
+                .with_seed(seed)
+                .generate()
+                .unwrap();
+            let x = s.base;
+            let mut idx = IndexHnswFlat::new(24, 32, Metric::L2).unwrap();
+            pool.install(|| idx.add(x.as_ref())).unwrap();
+            let last = x.len() - 1;
+            let nb = idx.graph().neighbors(last, 0);
+            assert_eq!(nb.len(), 40);
+            let d: Vec<f32> = nb
+                .iter()
+                .map(|&v| vq_core::distance::l2_sqr(x.row(last), x.row(v as usize)))
+                .collect();
+            assert!(d.windows(2).all(|w| w[0] <= w[1]), "seed {seed}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn coded_builds_reach_the_exact_builds_recall() {
+        // Lossy codes (continuous clustered data): the coded build's graph differs, its
+        // recall must not.
+        for metric in [Metric::L2, Metric::InnerProduct] {
+            let s = vq_core::synthetic::SyntheticSpec::new(6000, 24, 200)
+                .with_seed(8)
+                .generate()
+                .unwrap();
+            let mut flat = vq_core::IndexFlat::new(24, metric).unwrap();
+            flat.add(s.base.as_ref()).unwrap();
+            let p = vq_core::SearchParams::new();
+            let want = vq_core::eval::GroundTruth::from_results(
+                &flat.search(s.queries.as_ref(), 10, &p).unwrap(),
+            );
+            let recall = |coded: bool| {
+                let mut idx = IndexHnswFlat::new(24, 16, metric).unwrap();
+                idx.set_coded_build(coded);
+                idx.set_deterministic(true);
+                idx.add(s.base.as_ref()).unwrap();
+                let p = vq_core::SearchParams::new().with_ef_search(48);
+                let got = idx.search(s.queries.as_ref(), 10, &p).unwrap();
+                vq_core::eval::intersection_recall(&got, &want, 10).unwrap()
+            };
+            let (on, off) = (recall(true), recall(false));
+            assert!(off > 0.9, "{metric:?}: exact build {off}");
+            assert!(on >= off - 0.02, "{metric:?}: coded {on}, exact {off}");
+        }
+    }
+
+    /// Builds whose re-selections use the pruned prefixes give the same graphs as builds
+    /// whose re-selections compare every pair, for raw, SQ and PQ storage (whose searches
+    /// score with asymmetric distances), in both build modes.
     #[test]
     fn pruned_prefixes_change_no_graph() {
         let mut z = 5u64;
@@ -941,14 +1133,19 @@ mod tests {
             })
             .collect();
         let x = Vectors::new(v, 16).unwrap();
-        same_graph_both_ways(|| IndexHnswFlat::new(16, 4, Metric::L2).unwrap(), &x);
+        fn full<S: HnswStorage>(idx: &mut IndexHnsw<S>, on: bool) {
+            idx.graph_mut().full_reselect = on;
+        }
+        same_graph_both_ways(|| IndexHnswFlat::new(16, 4, Metric::L2).unwrap(), &x, full);
         same_graph_both_ways(
             || crate::IndexHnswSq::new_sq(16, 4, vq_pq::SqType::Q8, Metric::L2).unwrap(),
             &x,
+            full,
         );
         same_graph_both_ways(
             || crate::IndexHnswPq::new_pq(16, 4, 4, 4, Metric::L2).unwrap(),
             &x,
+            full,
         );
     }
 }

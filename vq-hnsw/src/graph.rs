@@ -140,6 +140,8 @@ pub struct Hnsw {
     pub(crate) link_all: bool,
     /// Re-selections ignore pruned prefixes (tests compare the graphs both ways).
     pub(crate) full_reselect: bool,
+    /// Builds over raw vectors steer their searches with 8-bit codes ([`crate::steer`]).
+    pub(crate) steer: bool,
 }
 
 impl Clone for Hnsw {
@@ -159,6 +161,7 @@ impl Clone for Hnsw {
             draws: self.draws,
             link_all: self.link_all,
             full_reselect: self.full_reselect,
+            steer: self.steer,
         }
     }
 }
@@ -217,6 +220,7 @@ impl Hnsw {
             draws: 0,
             link_all: true,
             full_reselect: false,
+            steer: true,
         })
     }
 

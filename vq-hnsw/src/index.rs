@@ -44,8 +44,9 @@ impl Write for SinkWrite<'_> {
     }
 }
 /// Version 2 added bit 1 of the build-flags byte (`linkAllCandidates`); version 1 files
-/// (flags 0 or 1) are read with the rule off, as they were built.
-const VERSION: u32 = 2;
+/// (flags 0 or 1) are read with the rule off, as they were built. Version 3 added bit 2
+/// (`codedBuild=0`); earlier files are read with coded builds on, the default.
+const VERSION: u32 = 3;
 
 /// An HNSW index over raw vectors (`"HNSW32"`, Faiss's `IndexHNSWFlat`).
 pub type IndexHnswFlat = IndexHnsw<FlatStorage>;
@@ -218,6 +219,28 @@ impl<S: HnswStorage> IndexHnsw<S> {
     /// `linkAllCandidates=0/1`.
     pub fn set_link_all_candidates(&mut self, on: bool) {
         self.graph.link_all = on;
+    }
+
+    /// Chooses how a build over raw vectors finds each new node's candidates.
+    ///
+    /// On (the default): the build keeps a temporary copy of every stored vector quantized
+    /// to one byte per component (per-component min/max ranges, as `SQ8`) and its beam
+    /// searches score those codes, a quarter of the bytes of a raw row; the candidates they
+    /// find are scored again with exact distances before any link is chosen, so neighbour
+    /// selection and re-selection see exact distances as before, and only the search's path
+    /// can differ. It is used when a call adds at least 1/64 of the stored vectors (coding
+    /// them all costs about one distance each) and dropped when the call returns: the index
+    /// stays as small as without it. Off: the searches score the raw vectors, as Faiss's
+    /// build does. No effect on SQ or PQ storage, whose searches score their codes anyway.
+    /// Build parameter `codedBuild=0/1`.
+    pub fn set_coded_build(&mut self, on: bool) {
+        self.graph.steer = on;
+    }
+
+    /// Whether builds over raw vectors steer their searches with 8-bit codes
+    /// ([`IndexHnsw::set_coded_build`]).
+    pub fn coded_build(&self) -> bool {
+        self.graph.steer
     }
 
     /// Whether the deterministic build is on.
@@ -471,7 +494,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
         }
         w.u64(g.seed)?;
         w.u64(g.draws)?;
-        w.u8(u8::from(self.deterministic) | u8::from(g.link_all) << 1)?;
+        w.u8(u8::from(self.deterministic) | u8::from(g.link_all) << 1 | u8::from(!g.steer) << 2)?;
         self.storage.write(&mut w)?;
         w.bytes(&g.levels)?;
         // Each block as count then links: the count slot's pruned-prefix bits are working
@@ -551,7 +574,12 @@ impl<S: HnswStorage> IndexHnsw<S> {
         let seed = r.u64()?;
         let draws = r.u64()?;
         let flags = r.u8()?;
-        if flags > if version == 1 { 1 } else { 3 } {
+        let known = match version {
+            1 => 1,
+            2 => 3,
+            _ => 7,
+        };
+        if flags > known {
             return Err(r.bad(format!("unknown build flags {flags:#x}")));
         }
         let deterministic = flags & 1 == 1;
@@ -562,6 +590,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
         let mut g = Hnsw::new(m)?;
         g.ef_construction = efc;
         g.link_all = flags & 2 == 2;
+        g.steer = flags & 4 == 0;
         g.ef_search = efs;
         g.seed = seed;
         g.draws = draws;
@@ -1044,10 +1073,14 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
                 self.set_link_all_candidates(flag(value)?);
                 Ok(())
             }
+            "codedBuild" => {
+                self.set_coded_build(flag(value)?);
+                Ok(())
+            }
             _ => Err(Error::invalid_param(
                 name,
                 format!(
-                    "not a build parameter of {} (known: efConstruction, efSearch, seed, deterministic, linkAllCandidates)",
+                    "not a build parameter of {} (known: efConstruction, efSearch, seed, deterministic, linkAllCandidates, codedBuild)",
                     self.describe()
                 ),
             )),

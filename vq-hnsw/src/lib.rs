@@ -6,6 +6,7 @@ mod build;
 mod graph;
 mod index;
 pub mod io;
+mod steer;
 mod storage;
 
 pub use graph::Hnsw;

@@ -55,6 +55,11 @@ pub trait HnswStorage: Send + Sync + Debug {
     fn decode(&self, id: u32, out: &mut [f32]);
     /// The raw vector of `id` when the storage keeps raw vectors.
     fn raw(&self, id: u32) -> Option<&[f32]>;
+    /// Every raw vector, slot by slot (`len × dim`, row-major), when the storage keeps
+    /// raw vectors; `None` (the default) for codes.
+    fn raw_rows(&self) -> Option<&[f32]> {
+        None
+    }
     /// A distance computer for `query` (already validated).
     ///
     /// # Errors
@@ -250,6 +255,9 @@ impl HnswStorage for FlatStorage {
     }
     fn raw(&self, id: u32) -> Option<&[f32]> {
         self.data.get(id as usize * self.d..)?.get(..self.d)
+    }
+    fn raw_rows(&self) -> Option<&[f32]> {
+        Some(&self.data)
     }
     fn query<'a>(&'a self, query: &'a [f32]) -> Result<FlatQuery<'a>> {
         if query.len() != self.d {

@@ -147,50 +147,75 @@ fn link_all_candidates_follows_faiss_and_can_be_turned_off() {
 }
 
 #[test]
-fn build_flags_round_trip_and_version_1_streams_read_with_the_rule_off() {
+fn build_flags_round_trip_and_older_streams_read_as_they_were_built() {
     // magic, version, kind "flat" (length-prefixed), metric, d M efC efS n, seed, draws.
     const FLAGS: usize = 8 + 4 + 8 + 4 + 1 + 5 * 8 + 8 + 8;
     let (x, q) = data(300, 4, 5, 41);
     for det in [false, true] {
         for on in [false, true] {
-            let mut idx = IndexHnswFlat::new(4, 8, Metric::L2).unwrap();
-            idx.set_deterministic(det);
-            idx.set_link_all_candidates(on);
-            idx.add(x.as_ref()).unwrap();
-            let mut buf = Vec::new();
-            idx.write_to(&mut buf).unwrap();
-            assert_eq!(buf[FLAGS], u8::from(det) | u8::from(on) << 1);
-            let back = IndexHnswFlat::read_from(&mut buf.as_slice()).unwrap();
-            assert_eq!(back.deterministic(), det);
-            assert_eq!(back.graph().links_all_candidates(), on);
-            let p = SearchParams::new();
-            assert_eq!(
-                back.search(q.as_ref(), 5, &p).unwrap(),
-                idx.search(q.as_ref(), 5, &p).unwrap()
-            );
-            // Unknown flag bits, and a newer version: errors.
-            let mut bad = buf.clone();
-            bad[FLAGS] |= 4;
-            assert!(IndexHnswFlat::read_from(&mut bad.as_slice()).is_err());
-            let mut newer = buf.clone();
-            newer[8..12].copy_from_slice(&3u32.to_le_bytes());
-            assert!(matches!(
-                IndexHnswFlat::read_from(&mut newer.as_slice()),
-                Err(Error::UnsupportedVersion { .. })
-            ));
-            // Version 1 (before the flag): read with the rule off; bit 1 set is corrupt.
-            let mut v1 = buf.clone();
-            v1[8..12].copy_from_slice(&1u32.to_le_bytes());
-            match IndexHnswFlat::read_from(&mut v1.as_slice()) {
-                Ok(old) => {
-                    assert!(!on);
-                    assert!(!old.graph().links_all_candidates());
-                    assert_eq!(old.deterministic(), det);
+            for coded in [false, true] {
+                let mut idx = IndexHnswFlat::new(4, 8, Metric::L2).unwrap();
+                idx.set_deterministic(det);
+                idx.set_link_all_candidates(on);
+                idx.set_coded_build(coded);
+                idx.add(x.as_ref()).unwrap();
+                let mut buf = Vec::new();
+                idx.write_to(&mut buf).unwrap();
+                assert_eq!(buf[8..12], 3u32.to_le_bytes());
+                assert_eq!(
+                    buf[FLAGS],
+                    u8::from(det) | u8::from(on) << 1 | u8::from(!coded) << 2
+                );
+                let back = IndexHnswFlat::read_from(&mut buf.as_slice()).unwrap();
+                assert_eq!(back.deterministic(), det);
+                assert_eq!(back.graph().links_all_candidates(), on);
+                assert_eq!(back.coded_build(), coded);
+                let p = SearchParams::new();
+                assert_eq!(
+                    back.search(q.as_ref(), 5, &p).unwrap(),
+                    idx.search(q.as_ref(), 5, &p).unwrap()
+                );
+                // Unknown flag bits, and a newer version: errors.
+                let mut bad = buf.clone();
+                bad[FLAGS] |= 8;
+                assert!(IndexHnswFlat::read_from(&mut bad.as_slice()).is_err());
+                let mut newer = buf.clone();
+                newer[8..12].copy_from_slice(&4u32.to_le_bytes());
+                assert!(matches!(
+                    IndexHnswFlat::read_from(&mut newer.as_slice()),
+                    Err(Error::UnsupportedVersion { .. })
+                ));
+                // Version 2 (before the coded-build bit): read with it on; bit 2 is corrupt.
+                let mut v2 = buf.clone();
+                v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+                match IndexHnswFlat::read_from(&mut v2.as_slice()) {
+                    Ok(old) => {
+                        assert!(coded);
+                        assert!(old.coded_build());
+                        assert_eq!(old.graph().links_all_candidates(), on);
+                    }
+                    Err(e) => assert!(!coded, "{e}"),
                 }
-                Err(e) => assert!(on, "{e}"),
+                // Version 1 (before the rule's bit): read with the rule off; bits 1 and 2
+                // set are corrupt.
+                let mut v1 = buf.clone();
+                v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+                match IndexHnswFlat::read_from(&mut v1.as_slice()) {
+                    Ok(old) => {
+                        assert!(!on && coded);
+                        assert!(!old.graph().links_all_candidates());
+                        assert_eq!(old.deterministic(), det);
+                    }
+                    Err(e) => assert!(on || !coded, "{e}"),
+                }
             }
         }
     }
+    let mut idx = IndexHnswFlat::new(4, 8, Metric::L2).unwrap();
+    assert!(idx.coded_build());
+    idx.set_build_param("codedBuild", "0").unwrap();
+    assert!(!idx.coded_build());
+    assert!(idx.set_build_param("codedBuild", "maybe").is_err());
 }
 
 #[test]

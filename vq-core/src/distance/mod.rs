@@ -102,6 +102,7 @@ type NyFn = unsafe fn(&[f32], &[f32], &mut [f32]);
 type HitsFn = unsafe fn(&[f32], &[f32], f32, &[f32], &mut Vec<u32>);
 type FourFn = unsafe fn(&[f32], [&[f32]; 4]) -> [f32; 4];
 type FourAheadFn = unsafe fn(&[f32], [&[f32]; 4], [&[f32]; 4]) -> [f32; 4];
+type BytesFourFn = unsafe fn(&[f32], &[f32], [&[u8]; 4], [&[u8]; 4]) -> [f32; 4];
 
 /// A table of distance kernels for one [`SimdLevel`].
 ///
@@ -120,6 +121,8 @@ pub struct Kernels {
     inner_product_4: FourFn,
     l2_sqr_4_ahead: FourAheadFn,
     inner_product_4_ahead: FourAheadFn,
+    u8_l2_4_ahead: BytesFourFn,
+    u8_dot_4_ahead: BytesFourFn,
 }
 
 impl fmt::Debug for Kernels {
@@ -166,6 +169,8 @@ impl Kernels {
                 prefetch_rows(next, x.len());
                 scalar::inner_product_4(x, ys)
             },
+            u8_l2_4_ahead: bytes_plain::<true>,
+            u8_dot_4_ahead: bytes_plain::<false>,
         }
     }
 
@@ -194,6 +199,8 @@ impl Kernels {
                     prefetch_rows(next, x.len());
                     portable::inner_product_4(x, ys)
                 },
+                u8_l2_4_ahead: bytes_plain::<true>,
+                u8_dot_4_ahead: bytes_plain::<false>,
             },
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2 => Kernels {
@@ -208,6 +215,8 @@ impl Kernels {
                 inner_product_4: x86::inner_product_4_avx2,
                 l2_sqr_4_ahead: x86::l2_sqr_4_ahead_avx2,
                 inner_product_4_ahead: x86::inner_product_4_ahead_avx2,
+                u8_l2_4_ahead: x86::u8_affine_4_avx2::<true>,
+                u8_dot_4_ahead: x86::u8_affine_4_avx2::<false>,
             },
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx512 => Kernels {
@@ -222,6 +231,8 @@ impl Kernels {
                 inner_product_4: x86::inner_product_4_avx512,
                 l2_sqr_4_ahead: x86::l2_sqr_4_ahead_avx512,
                 inner_product_4_ahead: x86::inner_product_4_ahead_avx512,
+                u8_l2_4_ahead: x86::u8_affine_4_avx512::<true>,
+                u8_dot_4_ahead: x86::u8_affine_4_avx512::<false>,
             },
             #[cfg(not(target_arch = "x86_64"))]
             _ => return None,
@@ -328,6 +339,46 @@ impl Kernels {
         );
         // SAFETY: supported level; lengths checked above.
         unsafe { (self.inner_product_4_ahead)(x, ys, next) }
+    }
+
+    /// `Σᵢ (cᵢ·aᵢ + bᵢ)²` over the first `a.len()` bytes `c` of each of four rows: the
+    /// squared L2 distances from a query to four 8-bit scalar-quantized vectors when `a`
+    /// holds the quantizer's steps and `b = min − query`. Also starts loading the rows of
+    /// `next` (the ones the caller scores next; only prefetched, never read). Results
+    /// equal the scalar level's up to rounding.
+    ///
+    /// # Panics
+    /// If `b` or a row of `codes` is shorter than `a`.
+    #[inline]
+    pub fn u8_l2_4_ahead(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        codes: [&[u8]; 4],
+        next: [&[u8]; 4],
+    ) -> [f32; 4] {
+        assert!(
+            b.len() >= a.len() && codes.iter().all(|c| c.len() >= a.len()),
+            "u8_l2_4_ahead: rows shorter than the query"
+        );
+        // SAFETY: supported level; lengths checked above.
+        unsafe { (self.u8_l2_4_ahead)(a, b, codes, next) }
+    }
+
+    /// `Σᵢ cᵢ·aᵢ` over the first `a.len()` bytes `c` of each of four rows (inner products
+    /// with 8-bit codes, before the query's constant part), prefetching `next`; see
+    /// [`Kernels::u8_l2_4_ahead`].
+    ///
+    /// # Panics
+    /// If a row of `codes` is shorter than `a`.
+    #[inline]
+    pub fn u8_dot_4_ahead(&self, a: &[f32], codes: [&[u8]; 4], next: [&[u8]; 4]) -> [f32; 4] {
+        assert!(
+            codes.iter().all(|c| c.len() >= a.len()),
+            "u8_dot_4_ahead: rows shorter than the query"
+        );
+        // SAFETY: supported level; lengths checked above (`b` is not read).
+        unsafe { (self.u8_dot_4_ahead)(a, &[], codes, next) }
     }
 
     /// Squared L2 distances from `x` to each of the `out.len()` rows of `ys`.
@@ -438,6 +489,19 @@ fn prefetch_rows(next: [&[f32]; 4], len: usize) {
     }
 }
 
+/// The byte-row kernels on levels without their own: prefetch `next`, then plain loops.
+fn bytes_plain<const L2: bool>(
+    a: &[f32],
+    b: &[f32],
+    codes: [&[u8]; 4],
+    next: [&[u8]; 4],
+) -> [f32; 4] {
+    for r in next {
+        prefetch(&r[..a.len().min(r.len())], usize::MAX);
+    }
+    scalar::u8_affine_4::<L2>(a, b, codes)
+}
+
 /// Squared L2 distance with the process's kernels. See [`Kernels::l2_sqr`].
 #[inline]
 pub fn l2_sqr(a: &[f32], b: &[f32]) -> f32 {
@@ -520,6 +584,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn byte_row_kernels_agree_with_plain_loops_on_every_level() {
+        let val = |i: usize| ((i * 7919 % 1013) as f32 / 101.0).sin();
+        let bytes: Vec<u8> = (0..4096).map(|i| (i * 7919 % 251) as u8).collect();
+        for level in SimdLevel::ALL {
+            let Some(k) = Kernels::for_level(level) else {
+                continue;
+            };
+            for d in [1usize, 5, 8, 15, 16, 31, 50, 64, 100, 300] {
+                let a: Vec<f32> = (0..d).map(|i| 0.01 + val(i).abs()).collect();
+                let b: Vec<f32> = (0..d).map(|i| val(i + 5000)).collect();
+                // Rows may be longer than the query: only the first `d` bytes count.
+                let codes = [0, 3, 7, 9].map(|r| &bytes[r * d..][..d + 1]);
+                let nexts: [[&[u8]; 4]; 2] = [[&bytes[d..], &[], &bytes[..1], &[]], [&[]; 4]];
+                let want_l2 = scalar::u8_affine_4::<true>(&a, &b, codes);
+                let want_ip = scalar::u8_affine_4::<false>(&a, &b, codes);
+                for next in nexts {
+                    let l2 = k.u8_l2_4_ahead(&a, &b, codes, next);
+                    let ip = k.u8_dot_4_ahead(&a, codes, next);
+                    for r in 0..4 {
+                        let tol = 1e-4 * (1.0 + want_l2[r].abs());
+                        assert!((l2[r] - want_l2[r]).abs() <= tol, "{level} d={d}");
+                        let tol = 1e-4 * (1.0 + want_ip[r].abs());
+                        assert!((ip[r] - want_ip[r]).abs() <= tol, "{level} d={d}");
+                    }
+                }
+            }
+        }
+        // An exact case: codes 0..d against a = 1, b = −1 give Σ (i − 1)².
+        let k = Kernels::get();
+        let c: Vec<u8> = (0..20).collect();
+        let a = vec![1.0f32; 20];
+        let b = vec![-1.0f32; 20];
+        let want: f32 = (0..20).map(|i: i32| ((i - 1) * (i - 1)) as f32).sum();
+        assert_eq!(k.u8_l2_4_ahead(&a, &b, [&c; 4], [&[]; 4]), [want; 4]);
+        assert_eq!(k.u8_dot_4_ahead(&a, [&c; 4], [&[]; 4]), [190.0; 4]);
     }
 
     #[test]

@@ -88,3 +88,21 @@ pub fn l2_sqr_4(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
 pub fn inner_product_4(x: &[f32], ys: [&[f32]; 4]) -> [f32; 4] {
     ys.map(|y| inner_product(x, y))
 }
+
+/// Byte rows against per-component `a` and `b`: `Σᵢ (cᵢ·aᵢ + bᵢ)²` when `L2` (the squared
+/// L2 distance from a query to scalar-quantized vectors, with `a` the step and
+/// `b = min − query`), else `Σᵢ cᵢ·aᵢ`; summed left to right.
+pub fn u8_affine_4<const L2: bool>(a: &[f32], b: &[f32], codes: [&[u8]; 4]) -> [f32; 4] {
+    codes.map(|c| {
+        let mut s = 0.0f32;
+        for (i, &ci) in c.iter().enumerate().take(a.len()) {
+            if L2 {
+                let t = f32::from(ci) * a[i] + b[i];
+                s += t * t;
+            } else {
+                s += f32::from(ci) * a[i];
+            }
+        }
+        s
+    })
+}

@@ -667,3 +667,136 @@ pub(super) unsafe fn le_hits_avx2(
 ) {
     super::scalar::le_hits(values, offsets, bias, thresholds, hits)
 }
+
+// ---------------------------------------------------------------------------------
+// Byte rows (scalar-quantized vectors)
+// ---------------------------------------------------------------------------------
+
+/// Prefetches every line of the first `len` bytes of each row of `next`.
+#[inline(always)]
+fn prefetch_byte_rows(next: [&[u8]; 4], len: usize) {
+    for r in next {
+        super::prefetch(&r[..len.min(r.len())], usize::MAX);
+    }
+}
+
+/// Adds components `from..a.len()` of `scalar::u8_affine_4` to `out` (the remainder
+/// after the vector steps).
+#[inline(always)]
+fn bytes_tail<const L2: bool>(
+    out: &mut [f32; 4],
+    a: &[f32],
+    b: &[f32],
+    codes: [&[u8]; 4],
+    from: usize,
+) {
+    for (o, c) in out.iter_mut().zip(codes) {
+        for j in from..a.len() {
+            let cv = f32::from(c[j]);
+            if L2 {
+                let t = cv * a[j] + b[j];
+                *o += t * t;
+            } else {
+                *o += cv * a[j];
+            }
+        }
+    }
+}
+
+/// `scalar::u8_affine_4` with AVX-512F: sixteen components per step, four rows side by
+/// side, the remainder in plain code; prefetches the rows of `next` first.
+///
+/// # Safety
+/// `avx512f`; `a` and (for L2) `b` hold at least `d` floats and every row of `codes` at
+/// least `d` bytes, where `d = a.len()`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn u8_affine_4_avx512<const L2: bool>(
+    a: &[f32],
+    b: &[f32],
+    codes: [&[u8]; 4],
+    next: [&[u8]; 4],
+) -> [f32; 4] {
+    let d = a.len();
+    prefetch_byte_rows(next, d);
+    let n = d / 16 * 16;
+    let [c0, c1, c2, c3] = codes.map(<[u8]>::as_ptr);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 16 <= n <= d: inside `a`, `b` (L2) and every row.
+        unsafe {
+            let av = _mm512_loadu_ps(a.as_ptr().add(i));
+            let bv = if L2 {
+                _mm512_loadu_ps(b.as_ptr().add(i))
+            } else {
+                _mm512_setzero_ps()
+            };
+            for (acc, c) in acc.iter_mut().zip([c0, c1, c2, c3]) {
+                let cv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(c.add(i).cast())));
+                if L2 {
+                    let t = _mm512_fmadd_ps(cv, av, bv);
+                    *acc = _mm512_fmadd_ps(t, t, *acc);
+                } else {
+                    *acc = _mm512_fmadd_ps(cv, av, *acc);
+                }
+            }
+        }
+        i += 16;
+    }
+    let mut out = [
+        _mm512_reduce_add_ps(acc[0]),
+        _mm512_reduce_add_ps(acc[1]),
+        _mm512_reduce_add_ps(acc[2]),
+        _mm512_reduce_add_ps(acc[3]),
+    ];
+    bytes_tail::<L2>(&mut out, a, b, codes, n);
+    out
+}
+
+/// `scalar::u8_affine_4` with AVX2 and FMA: eight components per step.
+///
+/// # Safety
+/// `avx2` and `fma`; lengths as [`u8_affine_4_avx512`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn u8_affine_4_avx2<const L2: bool>(
+    a: &[f32],
+    b: &[f32],
+    codes: [&[u8]; 4],
+    next: [&[u8]; 4],
+) -> [f32; 4] {
+    let d = a.len();
+    prefetch_byte_rows(next, d);
+    let n = d / 8 * 8;
+    let [c0, c1, c2, c3] = codes.map(<[u8]>::as_ptr);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 8 <= n <= d: inside `a`, `b` (L2) and every row.
+        unsafe {
+            let av = _mm256_loadu_ps(a.as_ptr().add(i));
+            let bv = if L2 {
+                _mm256_loadu_ps(b.as_ptr().add(i))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for (acc, c) in acc.iter_mut().zip([c0, c1, c2, c3]) {
+                let cv = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(c.add(i).cast())));
+                if L2 {
+                    let t = _mm256_fmadd_ps(cv, av, bv);
+                    *acc = _mm256_fmadd_ps(t, t, *acc);
+                } else {
+                    *acc = _mm256_fmadd_ps(cv, av, *acc);
+                }
+            }
+        }
+        i += 8;
+    }
+    let mut out = [
+        hsum256(acc[0]),
+        hsum256(acc[1]),
+        hsum256(acc[2]),
+        hsum256(acc[3]),
+    ];
+    bytes_tail::<L2>(&mut out, a, b, codes, n);
+    out
+}
