@@ -175,6 +175,9 @@ struct SelectScratch<'a> {
     fresh: &'a mut Vec<u32>,
 }
 
+/// How many rows ahead of its distances a re-selection starts loading them.
+const ROWS_AHEAD: usize = 8;
+
 /// Sorts nearest first and drops repeated nodes (keeping the nearest copy).
 fn sort_dedup(v: &mut Vec<Near>) {
     v.sort_unstable();
@@ -202,7 +205,29 @@ fn reprune<S: HnswStorage>(
     let tv = node_vector(s, target, &mut sc.tmp2);
     sc.flagged.clear();
     let pruned = if g.full_reselect { 0 } else { pruned };
-    for (i, &x) in sc.ids.iter().chain(extra).enumerate() {
+    // The rows are read a few ahead of their distances, so their loads overlap.
+    let lines = (4 * s.dim()).div_ceil(64).min(4);
+    let fetch = |x: u32| {
+        if let Some(r) = s.raw(x) {
+            vq_core::distance::prefetch(r, lines);
+        }
+    };
+    let all = sc.ids.len() + extra.len();
+    let at = |i: usize| {
+        if i < sc.ids.len() {
+            sc.ids[i]
+        } else {
+            extra[i - sc.ids.len()]
+        }
+    };
+    for i in 0..ROWS_AHEAD.min(all) {
+        fetch(at(i));
+    }
+    for i in 0..all {
+        if i + ROWS_AHEAD < all {
+            fetch(at(i + ROWS_AHEAD));
+        }
+        let x = at(i);
         let xv = node_vector(s, x, &mut sc.tmp);
         let d = vector_distance(k, metric, tv, xv);
         sc.flagged.push((Near { d, id: x }, i < pruned));
@@ -376,6 +401,10 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
             {
                 let _l = self.lock(node);
                 g.set_neighbors(node, l, &sc.ids);
+            }
+            // Each back link reads its target's list: start loading them all.
+            for nb in &sel {
+                vq_core::distance::prefetch(g.list(nb.id, l), usize::MAX);
             }
             for nb in &sel {
                 self.add_link(nb.id, node, l, sc);
