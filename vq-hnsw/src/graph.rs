@@ -37,12 +37,14 @@ pub(crate) struct Near {
 impl Eq for Near {}
 
 impl PartialOrd for Near {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
         Some(self.cmp(other))
     }
 }
 
 impl Ord for Near {
+    #[inline]
     fn cmp(&self, other: &Self) -> CmpOrdering {
         self.d.total_cmp(&other.d).then(self.id.cmp(&other.id))
     }
