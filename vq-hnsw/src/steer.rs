@@ -10,13 +10,14 @@
 //! codes; only the beam's path can differ. The copy is dropped when the build returns.
 
 use rayon::prelude::*;
-use vq_core::Metric;
 use vq_core::distance::{Kernels, prefetch};
 use vq_core::mem::reserve_with_huge_pages;
+use vq_core::{Codec, Metric, VectorsRef};
+use vq_pq::{ScalarQuantizer, SqType};
 
 use crate::graph::{Near, NodeDistance};
 
-/// Rows per parallel task when ranging and encoding.
+/// Rows per parallel encoding task.
 const CHUNK: usize = 4096;
 
 /// Byte codes of every stored vector, with the ranges that decode them.
@@ -32,45 +33,33 @@ pub(crate) struct SteerCodes {
 impl SteerCodes {
     /// Codes of the `rows.len() / d` vectors in `rows` (row-major, finite values), each
     /// component quantized to 256 levels over its range in `rows`.
+    ///
+    /// The ranges are an `SQ8` quantizer's (min/max per component); the codes put level
+    /// `c` at `min + c·step` with `step = (max − min)/255`, so both ends of a range are
+    /// exact (a code is off by at most half a step, as `SQ8`'s; integer data on
+    /// `0..=255` codes exactly, which the tests use to compare graphs).
     pub(crate) fn new(rows: &[f32], d: usize, metric: Metric) -> SteerCodes {
-        let (vmin, vmax) = rows
-            .par_chunks(CHUNK * d)
-            .map(|c| {
-                let mut lo = vec![f32::INFINITY; d];
-                let mut hi = vec![f32::NEG_INFINITY; d];
-                for r in c.chunks_exact(d) {
-                    for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(r) {
-                        *l = l.min(v);
-                        *h = h.max(v);
-                    }
-                }
-                (lo, hi)
-            })
-            .reduce(
-                || (vec![f32::INFINITY; d], vec![f32::NEG_INFINITY; d]),
-                |(mut l1, mut h1), (l2, h2)| {
-                    for (a, b) in l1.iter_mut().zip(l2) {
-                        *a = a.min(b);
-                    }
-                    for (a, b) in h1.iter_mut().zip(h2) {
-                        *a = a.max(b);
-                    }
-                    (l1, h1)
-                },
-            );
-        // An empty set leaves infinite ranges: a zero step decodes every code to `vmin`.
-        let step: Vec<f32> = vmin
-            .iter()
-            .zip(&vmax)
-            .map(|(&l, &h)| {
-                let s = (h - l) / 255.0;
-                if s.is_finite() && s > 0.0 { s } else { 0.0 }
-            })
-            .collect();
-        let vmin: Vec<f32> = vmin
-            .into_iter()
-            .map(|l| if l.is_finite() { l } else { 0.0 })
-            .collect();
+        let ranges = VectorsRef::new(rows, d)
+            .ok()
+            .filter(|x| !x.is_empty())
+            .and_then(|x| {
+                let mut sq = ScalarQuantizer::new(d, SqType::Q8).ok()?;
+                sq.train(x).ok()?;
+                Some(sq)
+            });
+        // No vectors: a zero step codes every value to 0, which decodes to `vmin`.
+        let (vmin, step): (Vec<f32>, Vec<f32>) = match &ranges {
+            Some(sq) => sq
+                .vmin()
+                .iter()
+                .zip(sq.vdiff())
+                .map(|(&l, &w)| {
+                    let s = w / 255.0;
+                    (l, if s.is_finite() && s > 0.0 { s } else { 0.0 })
+                })
+                .unzip(),
+            None => (vec![0.0; d], vec![0.0; d]),
+        };
         let inv: Vec<f32> = step
             .iter()
             .map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 })
