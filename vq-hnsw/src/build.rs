@@ -297,8 +297,7 @@ pub(crate) fn steer_codes<S: HnswStorage>(g: &Hnsw, s: &S, adding: usize) -> Opt
     if !g.steer || adding.saturating_mul(64) < s.len() {
         return None;
     }
-    let rows = s.raw_rows()?;
-    Some(SteerCodes::new(rows, s.dim(), s.metric()))
+    SteerCodes::new(s.raw_rows()?, s.dim(), s.metric())
 }
 
 /// Shared state of a parallel (lock-based) build.
@@ -1059,7 +1058,7 @@ mod tests {
         v[..d].fill(0.0);
         v[d..2 * d].fill(255.0);
         let x = Vectors::new(v, d).unwrap();
-        let codes = SteerCodes::new(x.as_slice(), d, Metric::L2);
+        let codes = SteerCodes::new(x.as_slice(), d, Metric::L2).unwrap();
         assert_eq!(codes.len(), n);
         assert!(codes.steps().iter().all(|&s| s == 1.0));
         same_graph_both_ways(

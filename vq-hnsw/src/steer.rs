@@ -32,34 +32,30 @@ pub(crate) struct SteerCodes {
 
 impl SteerCodes {
     /// Codes of the `rows.len() / d` vectors in `rows` (row-major, finite values), each
-    /// component quantized to 256 levels over its range in `rows`.
+    /// component quantized to 256 levels over its range in `rows`; `None` when `rows` holds
+    /// no vector or the ranges cannot be trained (the build then searches exact distances).
     ///
     /// The ranges are an `SQ8` quantizer's (min/max per component); the codes put level
     /// `c` at `min + c·step` with `step = (max − min)/255`, so both ends of a range are
-    /// exact (a code is off by at most half a step, as `SQ8`'s; integer data on
-    /// `0..=255` codes exactly, which the tests use to compare graphs).
-    pub(crate) fn new(rows: &[f32], d: usize, metric: Metric) -> SteerCodes {
-        let ranges = VectorsRef::new(rows, d)
-            .ok()
-            .filter(|x| !x.is_empty())
-            .and_then(|x| {
-                let mut sq = ScalarQuantizer::new(d, SqType::Q8).ok()?;
-                sq.train(x).ok()?;
-                Some(sq)
-            });
-        // No vectors: a zero step codes every value to 0, which decodes to `vmin`.
-        let (vmin, step): (Vec<f32>, Vec<f32>) = match &ranges {
-            Some(sq) => sq
-                .vmin()
-                .iter()
-                .zip(sq.vdiff())
-                .map(|(&l, &w)| {
-                    let s = w / 255.0;
-                    (l, if s.is_finite() && s > 0.0 { s } else { 0.0 })
-                })
-                .unzip(),
-            None => (vec![0.0; d], vec![0.0; d]),
-        };
+    /// exact and a code is off by at most half a step, as `SQ8`'s. A component whose values
+    /// span exactly 255 (integers from 0 to 255, say) codes exactly, which the tests use
+    /// to compare graphs. A component whose step is not a normal float (a constant one, a
+    /// range too small to divide, or one too wide to represent) gets step 0: every value
+    /// codes to 0 and the component does not steer.
+    pub(crate) fn new(rows: &[f32], d: usize, metric: Metric) -> Option<SteerCodes> {
+        let x = VectorsRef::new(rows, d).ok().filter(|x| !x.is_empty())?;
+        let mut sq = ScalarQuantizer::new(d, SqType::Q8).ok()?;
+        sq.train(x).ok()?;
+        let (vmin, step): (Vec<f32>, Vec<f32>) = sq
+            .vmin()
+            .iter()
+            .zip(sq.vdiff())
+            .map(|(&l, &w)| {
+                let s = w / 255.0;
+                let usable = s.is_normal() && s > 0.0 && (1.0 / s).is_finite();
+                (l, if usable { s } else { 0.0 })
+            })
+            .unzip();
         let inv: Vec<f32> = step
             .iter()
             .map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 })
@@ -77,13 +73,13 @@ impl SteerCodes {
                     }
                 }
             });
-        SteerCodes {
+        Some(SteerCodes {
             d,
             codes,
             vmin,
             step,
             ip: metric == Metric::InnerProduct,
-        }
+        })
     }
 
     /// Number of coded vectors.
@@ -219,7 +215,7 @@ mod tests {
         let (n, d) = (300, 19);
         let x = rows(n, d);
         for metric in [Metric::L2, Metric::InnerProduct] {
-            let c = SteerCodes::new(&x, d, metric);
+            let c = SteerCodes::new(&x, d, metric).unwrap();
             assert_eq!(c.len(), n);
             for i in 0..n {
                 let dec = decoded(&c, i);
@@ -252,7 +248,7 @@ mod tests {
     fn constant_components_and_empty_sets_code_to_zero() {
         let d = 3;
         let x = vec![1.0, 5.0, -2.0, 1.0, 6.0, -2.0];
-        let c = SteerCodes::new(&x, d, Metric::L2);
+        let c = SteerCodes::new(&x, d, Metric::L2).unwrap();
         assert_eq!(c.step[0], 0.0);
         assert_eq!(c.codes[0], 0);
         assert_eq!(c.codes[3], 0);
@@ -262,9 +258,28 @@ mod tests {
         let mut q = c.query(&x[..3], &mut buf);
         assert_eq!(q.distance(0), 0.0);
         assert_eq!(q.distance(1), 1.0);
-        let empty = SteerCodes::new(&[], d, Metric::L2);
-        assert_eq!(empty.len(), 0);
-        assert!(empty.vmin.iter().all(|v| v.is_finite()));
+        assert!(SteerCodes::new(&[], d, Metric::L2).is_none());
+    }
+
+    #[test]
+    fn ranges_too_small_or_too_wide_for_a_step_do_not_steer() {
+        // Component 0 spans 1e-40 (its step would be subnormal, its inverse infinite),
+        // component 1 spans more than f32::MAX, component 2 is ordinary.
+        let d = 3;
+        let x = vec![1e-40, -3e38, 0.0, 0.0, 3e38, 255.0, 1e-40, 0.0, 100.0];
+        let c = SteerCodes::new(&x, d, Metric::L2).unwrap();
+        assert_eq!(c.step[0], 0.0);
+        assert_eq!(c.step[1], 0.0);
+        assert_eq!(c.step[2], 1.0);
+        assert_eq!(c.codes, [0, 0, 0, 0, 0, 255, 0, 0, 100]);
+        // Without the over-wide component the distances are the decoded vectors' (the
+        // tiny component decodes to its minimum).
+        let y = vec![1e-40, 0.0, 0.0, 255.0, 1e-40, 100.0];
+        let c = SteerCodes::new(&y, 2, Metric::L2).unwrap();
+        let mut buf = Vec::new();
+        let mut q = c.query(&[1e-40, 100.0], &mut buf);
+        assert_eq!(q.distance(2), 0.0);
+        assert_eq!(q.distance(1), 155.0 * 155.0);
     }
 
     #[test]

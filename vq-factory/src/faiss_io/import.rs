@@ -840,7 +840,8 @@ fn hnsw_stream(
     cx: &Ctx<'_>,
 ) -> Result<Vec<u8>> {
     // Header of the default stream: magic(8) version(4) kind(str) metric(1) d m efc efs
-    // n (u64 each) seed draws (u64) build flags(1: deterministic, linkAllCandidates).
+    // n (u64 each) seed draws (u64) build flags (1 byte: deterministic, linkAllCandidates,
+    // codedBuild off).
     let mut src = default;
     let mut s = Reader::new(&mut src);
     s.bytes(12)?;
