@@ -563,7 +563,7 @@ impl Hnsw {
             }
             if let Some(Reverse(next)) = cand.peek() {
                 let nl = self.list(next.id, level);
-                vq_core::distance::prefetch(nl, 1);
+                vq_core::distance::prefetch(nl, usize::MAX);
             }
             // Four neighbours per call: their rows are read side by side.
             let mut consider = |nb: u32, d: f32| {
