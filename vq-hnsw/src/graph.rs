@@ -10,6 +10,7 @@ use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
+use rayon::prelude::*;
 use vq_core::{Error, Result};
 
 /// Marks an absent node (no entry point yet, a missing list).
@@ -375,10 +376,19 @@ impl Hnsw {
     }
 
     /// Makes room for `n` more nodes (level-0 lists in huge-page-advised memory).
+    ///
+    /// The new lists' memory is written once by every thread and the vector cut back to
+    /// its length: the first write to fresh memory costs a page fault per page, and these
+    /// faults then run in parallel rather than in [`Hnsw::push_node`], one node at a time.
     pub(crate) fn reserve(&mut self, n: usize) {
         self.levels.reserve(n);
         self.upper_off.reserve(n);
-        vq_core::mem::reserve_with_huge_pages(&mut self.links0, n * (2 * self.m + 1));
+        let len = self.links0.len();
+        let more = n * (2 * self.m + 1);
+        vq_core::mem::reserve_with_huge_pages(&mut self.links0, more);
+        self.links0
+            .par_extend(rayon::iter::repeat_n(0, more).map(AtomicU32::new));
+        self.links0.truncate(len);
     }
 
     /// Appends a node with no links.

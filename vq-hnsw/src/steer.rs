@@ -62,7 +62,8 @@ impl SteerCodes {
             .collect();
         let mut codes = Vec::new();
         reserve_with_huge_pages(&mut codes, rows.len());
-        codes.resize(rows.len(), 0u8);
+        // Zeroed by every thread, so the page faults of fresh memory run in parallel.
+        codes.par_extend(rayon::iter::repeat_n(0u8, rows.len()));
         codes
             .par_chunks_mut(CHUNK * d)
             .zip(rows.par_chunks(CHUNK * d))
