@@ -530,6 +530,9 @@ fn plan_one<S: HnswStorage>(
     let mut lists = Vec::with_capacity(level + 1);
     for (l, w) in per_level.iter_mut().enumerate() {
         sort_dedup(w);
+        // The `efConstruction` nearest, as a search over a graph already holding the
+        // earlier members would return: more would turn off Faiss's link-all rule.
+        w.truncate(g.ef_construction);
         let mut sel = std::mem::take(&mut sc.sel);
         new_links(g, s, w, l, &mut sel, &mut sc.select());
         lists.push(sel.clone());

@@ -257,6 +257,27 @@ fn deterministic_build_is_identical_at_1_and_2_threads() {
 }
 
 #[test]
+fn deterministic_and_locked_builds_are_equally_dense() {
+    // Level 0 holds 64 links and efConstruction 40 finds fewer: under Faiss's rule a new
+    // node links all it finds. The deterministic build adds a batch's earlier members to
+    // what the graph search found; the candidates must still be the 40 nearest, or the
+    // heuristic thins the lists (it did: about half the links).
+    let (x, _) = data(4000, 16, 1, 10);
+    let mean_degree = |deterministic: bool| {
+        let mut idx = IndexHnswFlat::new(16, 32, Metric::L2).unwrap();
+        idx.set_deterministic(deterministic);
+        idx.add(x.as_ref()).unwrap();
+        let g = idx.graph();
+        (0..g.len()).map(|u| g.neighbors(u, 0).len()).sum::<usize>() as f64 / g.len() as f64
+    };
+    let (locked, det) = (mean_degree(false), mean_degree(true));
+    assert!(
+        (det / locked - 1.0).abs() < 0.05,
+        "locked {locked}, deterministic {det}"
+    );
+}
+
+#[test]
 fn removed_ids_are_never_returned_and_graph_stays_connected() {
     let (x, q) = data(4000, 16, 100, 11);
     let mut idx = IndexHnswFlat::new(16, 8, Metric::L2).unwrap();
