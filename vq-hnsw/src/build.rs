@@ -2,6 +2,8 @@
 //! batch build, deletion repair and the reachability pass.
 
 use std::cell::RefCell;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, MutexGuard};
 
 use rayon::prelude::*;
@@ -28,6 +30,8 @@ pub(crate) struct BuildScratch {
     known: Vec<bool>,
     /// A re-selection's candidates with those flags, while they are sorted.
     flagged: Vec<(Near, bool)>,
+    /// Positions of a re-selection's candidates whose distances it computes.
+    need: Vec<u32>,
     /// Per-query terms of a [`crate::steer::SteerQuery`].
     steer: Vec<f32>,
 }
@@ -175,6 +179,55 @@ struct SelectScratch<'a> {
     fresh: &'a mut Vec<u32>,
 }
 
+/// Level-0 distances from each node to the links of its pruned prefix, kept while one
+/// build runs: a re-selection then computes only the distances to links appended since
+/// the last one (usually the one link that overflowed the list), not to the whole list.
+/// Stored as `!bits` so that 0 means unknown (a node whose list was not re-selected in
+/// this build, or only partly known).
+pub(crate) struct PrefixDistances {
+    d: Vec<AtomicU32>,
+    w: usize,
+}
+
+impl PrefixDistances {
+    /// The distances of a build adding `adding` nodes to `g` (counted in `g.len()`), when
+    /// they pay: `4·2M` bytes per node to write once, against about one distance saved per
+    /// link of each re-selection, so only when the add is at least an eighth of the graph.
+    pub(crate) fn for_build(g: &Hnsw, adding: usize) -> Option<PrefixDistances> {
+        (adding.saturating_mul(8) >= g.len()).then(|| Self::new(g.len(), g.capacity(0)))
+    }
+
+    /// Unknown distances for `nodes` nodes of a graph whose level-0 lists hold `w`.
+    fn new(nodes: usize, w: usize) -> PrefixDistances {
+        let mut d = Vec::new();
+        // Written by every thread: the page faults of fresh memory run in parallel.
+        d.par_extend(
+            (0..nodes.saturating_mul(w))
+                .into_par_iter()
+                .map(|_| AtomicU32::new(0)),
+        );
+        PrefixDistances { d, w }
+    }
+
+    /// The distance from `node` to the `i`-th link of its list, when known.
+    #[inline]
+    fn get(&self, node: u32, i: usize) -> Option<f32> {
+        let v = self.d.get(node as usize * self.w + i)?.load(Relaxed);
+        (v != 0).then(|| f32::from_bits(!v))
+    }
+
+    /// Records the distances of `node`'s new list, in order.
+    #[inline]
+    fn set(&self, node: u32, ds: impl Iterator<Item = f32>) {
+        let at = node as usize * self.w;
+        if let Some(row) = self.d.get(at..at + self.w) {
+            for (a, d) in row.iter().zip(ds) {
+                a.store(!d.to_bits(), Relaxed);
+            }
+        }
+    }
+}
+
 /// How many rows ahead of its distances a re-selection starts loading them.
 const ROWS_AHEAD: usize = 8;
 
@@ -196,6 +249,7 @@ fn reprune<S: HnswStorage>(
     target: u32,
     level: usize,
     extra: &[u32],
+    cache: Option<&PrefixDistances>,
     sc: &mut BuildScratch,
 ) {
     let k = Kernels::get();
@@ -220,13 +274,34 @@ fn reprune<S: HnswStorage>(
             extra[i - sc.ids.len()]
         }
     };
-    for i in 0..ROWS_AHEAD.min(all) {
-        fetch(at(i));
-    }
-    for i in 0..all {
-        if i + ROWS_AHEAD < all {
-            fetch(at(i + ROWS_AHEAD));
+    let cache = cache.filter(|_| level == 0);
+    let known_d = |i: usize| {
+        if i < pruned {
+            cache.and_then(|c| c.get(target, i))
+        } else {
+            None
         }
+    };
+    // The positions whose distances must be computed (rows loaded a few ahead).
+    sc.need.clear();
+    for i in 0..all {
+        match known_d(i) {
+            Some(d) => {
+                // Not scored here, but the heuristic may compare it with the new links.
+                fetch(at(i));
+                sc.flagged.push((Near { d, id: at(i) }, true));
+            }
+            None => sc.need.push(i as u32),
+        }
+    }
+    for &i in sc.need.iter().take(ROWS_AHEAD) {
+        fetch(at(i as usize));
+    }
+    for (j, &i) in sc.need.iter().enumerate() {
+        if let Some(&ahead) = sc.need.get(j + ROWS_AHEAD) {
+            fetch(at(ahead as usize));
+        }
+        let i = i as usize;
         let x = at(i);
         let xv = node_vector(s, x, &mut sc.tmp);
         let d = vector_distance(k, metric, tv, xv);
@@ -253,6 +328,9 @@ fn reprune<S: HnswStorage>(
     sc.ids.clear();
     sc.ids.extend(sc.sel.iter().map(|n| n.id));
     g.set_pruned_neighbors(target, level, &sc.ids, sc.ids.len());
+    if let Some(c) = cache {
+        c.set(target, sc.sel.iter().map(|n| n.d));
+    }
 }
 
 /// Whether `id` is marked deleted in the bit set.
@@ -308,14 +386,17 @@ pub(crate) struct LockedBuild<'a, S> {
     steer: Option<SteerCodes>,
     locks: Vec<Mutex<()>>,
     entry: Mutex<(u32, usize)>,
+    prefix: Option<PrefixDistances>,
 }
 
 impl<'a, S: HnswStorage> LockedBuild<'a, S> {
+    /// A build of `adding` nodes (pushed to `g` already, lists empty).
     pub(crate) fn new(
         g: &'a Hnsw,
         s: &'a S,
         deleted: &'a [u64],
         steer: Option<SteerCodes>,
+        adding: usize,
     ) -> Self {
         let nlocks = g.len().next_power_of_two().clamp(1, 1 << 16);
         LockedBuild {
@@ -325,6 +406,7 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
             steer,
             locks: (0..nlocks).map(|_| Mutex::new(())).collect(),
             entry: Mutex::new((g.entry, g.max_level)),
+            prefix: PrefixDistances::for_build(g, adding),
         }
     }
 
@@ -423,7 +505,7 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
         if sc.ids.contains(&src) || g.try_append(target, level, src) {
             return;
         }
-        reprune(g, self.s, target, level, &[src], sc);
+        reprune(g, self.s, target, level, &[src], self.prefix.as_ref(), sc);
     }
 }
 
@@ -436,7 +518,7 @@ pub(crate) fn build_locked<S: HnswStorage>(
     x: VectorsRef<'_>,
 ) -> Result<()> {
     let steer = steer_codes(g, s, slots.len());
-    let b = LockedBuild::new(g, s, deleted, steer);
+    let b = LockedBuild::new(g, s, deleted, steer, slots.len());
     // The first node alone: it becomes the entry point every other insertion starts from.
     let first = usize::from(g.entry == NONE).min(slots.len());
     for (i, &slot) in slots[..first].iter().enumerate() {
@@ -470,6 +552,7 @@ pub(crate) fn build_deterministic<S: HnswStorage>(
     x: VectorsRef<'_>,
 ) -> Result<()> {
     let steer = steer_codes(g, s, slots.len());
+    let prefix = PrefixDistances::for_build(g, slots.len());
     let mut done = 0usize;
     let mut linked = g.len() - slots.len();
     while done < slots.len() {
@@ -485,7 +568,7 @@ pub(crate) fn build_deterministic<S: HnswStorage>(
                 })
             })
             .collect::<Result<_>>()?;
-        apply_plans(g, s, batch, &plans);
+        apply_plans(g, s, prefix.as_ref(), batch, &plans);
         done += bsize;
         linked += bsize;
     }
@@ -575,7 +658,13 @@ fn plan_candidates<D: NodeDistance>(
     per_level
 }
 
-fn apply_plans<S: HnswStorage>(g: &mut Hnsw, s: &S, batch: &[u32], plans: &[Plan]) {
+fn apply_plans<S: HnswStorage>(
+    g: &mut Hnsw,
+    s: &S,
+    prefix: Option<&PrefixDistances>,
+    batch: &[u32],
+    plans: &[Plan],
+) {
     let gr: &Hnsw = g;
     // Forward lists: each member writes only its own.
     batch.par_iter().zip(plans).for_each(|(&node, p)| {
@@ -593,7 +682,7 @@ fn apply_plans<S: HnswStorage>(g: &mut Hnsw, s: &S, batch: &[u32], plans: &[Plan
             }
         }
     }
-    link_back(gr, s, rev);
+    link_back(gr, s, prefix, rev);
     // Entry point: the first member above the current top level.
     for &node in batch {
         let l = g.levels[node as usize] as usize;
@@ -607,7 +696,12 @@ fn apply_plans<S: HnswStorage>(g: &mut Hnsw, s: &S, batch: &[u32], plans: &[Plan
 /// Adds reverse links `target → source` (entries `(level, target, order, source)`), target
 /// by target in parallel and in `order` within a target: appended while the list has room,
 /// then the list is re-selected with the heuristic over old and new links.
-fn link_back<S: HnswStorage>(gr: &Hnsw, s: &S, mut rev: Vec<(u8, u32, u32, u32)>) {
+fn link_back<S: HnswStorage>(
+    gr: &Hnsw,
+    s: &S,
+    prefix: Option<&PrefixDistances>,
+    mut rev: Vec<(u8, u32, u32, u32)>,
+) {
     rev.sort_unstable_by_key(|r| (r.0, r.1, r.2));
     let mut groups: Vec<&[(u8, u32, u32, u32)]> = Vec::new();
     let mut i = 0;
@@ -633,7 +727,7 @@ fn link_back<S: HnswStorage>(gr: &Hnsw, s: &S, mut rev: Vec<(u8, u32, u32, u32)>
                 }
             }
             if !overflow.is_empty() {
-                reprune(gr, s, target, level, &overflow, sc);
+                reprune(gr, s, target, level, &overflow, prefix, sc);
             }
         })
     });
@@ -736,7 +830,7 @@ pub(crate) fn repair<S: HnswStorage>(g: &Hnsw, s: &S, deleted: &[u64]) {
                 })
             })
             .collect();
-        link_back(g, s, new_edges.into_iter().flatten().collect());
+        link_back(g, s, None, new_edges.into_iter().flatten().collect());
     }
 }
 
@@ -1149,9 +1243,30 @@ mod tests {
         }
     }
 
-    /// Builds whose re-selections use the pruned prefixes give the same graphs as builds
-    /// whose re-selections compare every pair, for raw, SQ and PQ storage (whose searches
-    /// score with asymmetric distances), in both build modes.
+    /// Builds whose re-selections use the pruned prefixes (and the prefixes' kept
+    /// distances, [`PrefixDistances`]) give the same graphs as builds whose re-selections
+    /// compare every pair and compute every distance, for raw, SQ and PQ storage (whose
+    /// searches score with asymmetric distances), in both build modes.
+    #[test]
+    fn prefix_distances_are_kept_only_for_large_adds() {
+        let mut g = Hnsw::new(4).unwrap();
+        for _ in 0..80 {
+            g.push_node(0);
+        }
+        assert!(
+            PrefixDistances::for_build(&g, 9).is_none(),
+            "9 of 80 is under 1/8"
+        );
+        let p = PrefixDistances::for_build(&g, 10).unwrap();
+        assert_eq!(p.get(3, 0), None);
+        p.set(3, [0.0, 2.5].into_iter());
+        assert_eq!(
+            (p.get(3, 0), p.get(3, 1), p.get(3, 2)),
+            (Some(0.0), Some(2.5), None)
+        );
+        assert_eq!(p.get(80, 0), None, "out of range");
+    }
+
     #[test]
     fn pruned_prefixes_change_no_graph() {
         let mut z = 5u64;
