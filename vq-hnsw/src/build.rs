@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use vq_core::distance::Kernels;
 use vq_core::{Result, VectorsRef};
 
-use crate::graph::{Hnsw, NONE, Near, NodeDistance, Scratch};
+use crate::graph::{Hnsw, NONE, Near, NodeDistance, PREFETCH_LINES, Scratch};
 use crate::steer::{SteerCodes, rescore};
 use crate::storage::{HnswStorage, vector_distance};
 
@@ -260,7 +260,7 @@ fn reprune<S: HnswStorage>(
     sc.flagged.clear();
     let pruned = if g.full_reselect { 0 } else { pruned };
     // The rows are read a few ahead of their distances, so their loads overlap.
-    let lines = (4 * s.dim()).div_ceil(64).min(4);
+    let lines = (4 * s.dim()).div_ceil(64).min(PREFETCH_LINES);
     let fetch = |x: u32| {
         if let Some(r) = s.raw(x) {
             vq_core::distance::prefetch(r, lines);

@@ -16,6 +16,12 @@ use vq_core::{Error, Result};
 /// Marks an absent node (no entry point yet, a missing list).
 pub(crate) const NONE: u32 = u32::MAX;
 
+/// Cache lines of a row loaded up front when a node is about to be scored (the first 256
+/// bytes): a search asks for every unvisited neighbour's row at once, and asking for whole
+/// long rows fills the core's line-fill buffers, so the prefetches stall it; the four-row
+/// kernels load the rest of each row while they score the rows before it.
+pub(crate) const PREFETCH_LINES: usize = 4;
+
 /// Bits of a list's first slot that hold its count (the rest: the pruned prefix).
 const COUNT_MASK: u32 = 0xFFFF;
 

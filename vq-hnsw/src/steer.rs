@@ -15,7 +15,7 @@ use vq_core::mem::reserve_with_huge_pages;
 use vq_core::{Codec, Metric, VectorsRef};
 use vq_pq::{ScalarQuantizer, SqType};
 
-use crate::graph::{Near, NodeDistance};
+use crate::graph::{Near, NodeDistance, PREFETCH_LINES};
 
 /// Rows per parallel encoding task.
 const CHUNK: usize = 4096;
@@ -167,7 +167,7 @@ impl NodeDistance for SteerQuery<'_> {
     #[inline]
     fn prefetch(&self, id: u32) {
         if let Some(r) = self.codes.get(id as usize * self.d..) {
-            prefetch(&r[..self.d.min(r.len())], usize::MAX);
+            prefetch(&r[..self.d.min(r.len())], PREFETCH_LINES);
         }
     }
 }

@@ -8,7 +8,7 @@ use vq_core::mem::reserve_with_huge_pages;
 use vq_core::{AdcCodec, CodeDistance, Codec, Error, Metric, Result, VectorsRef};
 use vq_pq::{ProductQuantizer, RangeStat, ScalarQuantizer, SqType};
 
-use crate::graph::NodeDistance;
+use crate::graph::{NodeDistance, PREFETCH_LINES};
 use crate::io::{Reader, Writer};
 
 /// The vectors behind the graph's nodes. Distances are "smaller is closer": inner products
@@ -273,8 +273,7 @@ impl HnswStorage for FlatStorage {
             q: query,
             data: &self.data,
             d: self.d,
-            // The first lines; the hardware streams the rest of a long row.
-            lines: (4 * self.d).div_ceil(64).min(4),
+            lines: (4 * self.d).div_ceil(64).min(PREFETCH_LINES),
             ip: self.metric == Metric::InnerProduct,
             k: Kernels::get(),
         })
