@@ -18,8 +18,9 @@ pub(crate) const NONE: u32 = u32::MAX;
 
 /// Cache lines of a row loaded up front when a node is about to be scored (the first 256
 /// bytes): a search asks for every unvisited neighbour's row at once, and asking for whole
-/// long rows fills the core's line-fill buffers, so the prefetches stall it; the four-row
-/// kernels load the rest of each row while they score the rows before it.
+/// long rows fills the core's line-fill buffers, so the prefetches stall it. The rest of a
+/// row is loaded by the beam's `_ahead` kernels while they score the rows before it, or
+/// streamed by the hardware once its first lines are read (the greedy descent).
 pub(crate) const PREFETCH_LINES: usize = 4;
 
 /// Bits of a list's first slot that hold its count (the rest: the pruned prefix).
