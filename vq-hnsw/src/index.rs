@@ -226,9 +226,10 @@ impl<S: HnswStorage> IndexHnsw<S> {
     /// On (the default): the build keeps a temporary copy of every stored vector quantized
     /// to one byte per component (per-component min/max ranges, as `SQ8`) and its beam
     /// searches score those codes, a quarter of the bytes of a raw row; the candidates they
-    /// find are scored again with exact distances before any link is chosen, so neighbour
-    /// selection and re-selection see exact distances as before, and only the search's path
-    /// can differ. It is used when a call adds at least 1/64 of the stored vectors (coding
+    /// find are scored again with exact distances before the heuristic chooses among them,
+    /// so neighbour selection and re-selection see exact distances as before, and only the
+    /// search's path can differ (a list that takes every candidate under Faiss's rule is
+    /// kept in the codes' order, nearest first). It is used when a call adds at least 1/64 of the stored vectors (coding
     /// them all costs about one distance each) and dropped when the call returns: the index
     /// stays as small as without it. Off: the searches score the raw vectors, as Faiss's
     /// build does. No effect on SQ or PQ storage, whose searches score their codes anyway.

@@ -5,9 +5,11 @@
 //! build runs, the index keeps a temporary copy of every stored vector quantized to one byte
 //! per component (per-component min/max ranges, as `SQ8`), a quarter of the bytes, and the
 //! searches that find a new node's candidates score those codes. The candidates found are
-//! then scored again with the exact distance before any link is chosen, so neighbour
-//! selection, the linking rule and every re-selection see the same distances as without the
-//! codes; only the beam's path can differ. The copy is dropped when the build returns.
+//! then scored again with the exact distance before the heuristic chooses among them, so
+//! neighbour selection and every re-selection see the same distances as without the codes;
+//! only the beam's path can differ (and, under Faiss's rule, the order of a list that takes
+//! every candidate, which then needs no exact distance: it stays in the codes' order). The
+//! copy is dropped when the build returns.
 
 use rayon::prelude::*;
 use vq_core::distance::{Kernels, prefetch};
