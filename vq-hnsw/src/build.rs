@@ -155,7 +155,7 @@ fn new_links<S: HnswStorage>(
     out: &mut Vec<Near>,
     sc: &mut SelectScratch<'_>,
 ) {
-    if g.link_all && cands.len() < g.capacity(level) {
+    if g.takes_all(cands.len(), level) {
         out.clear();
         out.extend_from_slice(cands);
     } else {
@@ -473,8 +473,7 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
             });
             // A list that takes every candidate (Faiss's rule) needs no exact distances:
             // they would only reorder it.
-            let takes_all = g.link_all && cands.len() < g.capacity(l);
-            if let Some(e) = exact.as_mut().filter(|_| !takes_all) {
+            if let Some(e) = exact.as_mut().filter(|_| !g.takes_all(cands.len(), l)) {
                 rescore(&mut **e, &mut cands);
             }
             let mut sel = std::mem::take(&mut sc.sel);

@@ -265,6 +265,12 @@ impl Hnsw {
         self.link_all
     }
 
+    /// Whether a new node's list on `level` takes all of its `n` candidates (Faiss's rule
+    /// applies: on, and fewer candidates than the list holds).
+    pub(crate) fn takes_all(&self, n: usize, level: usize) -> bool {
+        self.link_all && n < self.capacity(level)
+    }
+
     /// Number of node slots (live and deleted).
     pub fn len(&self) -> usize {
         self.levels.len()
