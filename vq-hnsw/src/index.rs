@@ -229,10 +229,11 @@ impl<S: HnswStorage> IndexHnsw<S> {
     /// find are scored again with exact distances before the heuristic chooses among them,
     /// so neighbour selection and re-selection see exact distances as before, and only the
     /// search's path can differ (a list that takes every candidate under Faiss's rule is
-    /// kept in the codes' order, nearest first). It is used when a call adds at least 1/64 of the stored vectors (coding
-    /// them all costs about one distance each) and dropped when the call returns: the index
-    /// stays as small as without it. Off: the searches score the raw vectors, as Faiss's
-    /// build does. No effect on SQ or PQ storage, whose searches score their codes anyway.
+    /// kept in the codes' order, nearest first). It is used when a call adds at least 1/64
+    /// of the stored vectors (coding them all costs about one distance each) and dropped
+    /// when the call returns: the index stays as small as without it. Off: the searches
+    /// score the raw vectors, as Faiss's build does. No effect on SQ or PQ storage, whose
+    /// searches score their codes anyway.
     /// Build parameter `codedBuild=0/1`.
     pub fn set_coded_build(&mut self, on: bool) {
         self.graph.steer = on;
