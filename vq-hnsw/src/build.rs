@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rayon::prelude::*;
 use vq_core::distance::Kernels;
-use vq_core::{Error, Result, VectorsRef};
+use vq_core::{Result, VectorsRef};
 
 use crate::graph::{Hnsw, NONE, Near, NodeDistance, PREFETCH_LINES, Scratch};
 use crate::steer::{SteerCodes, rescore};
@@ -546,30 +546,22 @@ pub(crate) fn build_locked<S: HnswStorage>(
         with_build_scratch(|sc| b.insert(slot, x.row(i), sc))?;
     }
     let next = AtomicUsize::new(alone);
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
     // One worker per thread of the pool (a busy thread's worker finds the slots taken).
     (0..rayon::current_num_threads())
         .into_par_iter()
-        .for_each(|_| {
+        .try_for_each(|_| {
             loop {
                 let i = next.fetch_add(1, Relaxed);
                 let Some(&slot) = slots.get(i) else {
-                    break;
+                    return Ok(());
                 };
                 if let Err(e) = with_build_scratch(|sc| b.insert(slot, x.row(i), sc)) {
-                    // The other threads stop after the insertion they are in.
+                    // The other workers stop after the insertion they are in.
                     next.store(slots.len(), Relaxed);
-                    failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(e);
-                    break;
+                    return Err(e);
                 }
             }
-        });
-    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+        })?;
     let (e, l) = b.entry();
     g.entry = e;
     g.max_level = l;
