@@ -107,9 +107,7 @@ impl Visited {
     ///
     /// Branch-free: whether a neighbour was seen is about as predictable as a coin toss,
     /// and a branch on it stalls on every mispredicted mark's load; here the marks' loads
-    /// of a whole list are in flight together. With the marks of a large graph outside
-    /// the core's caches, this made GloVe builds (M = 32) about 8 % faster; searches are
-    /// unchanged.
+    /// of a whole list are in flight together.
     #[inline]
     pub(crate) fn retain_new(&mut self, ids: &mut Vec<u32>, hot: u32, mut fetch: impl FnMut(u32)) {
         let mut kept = 0;
