@@ -176,6 +176,10 @@ pub struct Hnsw {
     pub(crate) full_reselect: bool,
     /// Builds over raw vectors steer their searches with 8-bit codes ([`crate::steer`]).
     pub(crate) steer: bool,
+    /// Upper-level blocks given up by re-used slots, by their number of levels (index
+    /// `levels - 1`): a slot re-used at another level takes a block of its new size from
+    /// here before the array grows, so removing and adding again keeps memory bounded.
+    pub(crate) free_upper: Vec<Vec<u32>>,
 }
 
 impl Clone for Hnsw {
@@ -196,6 +200,7 @@ impl Clone for Hnsw {
             link_all: self.link_all,
             full_reselect: self.full_reselect,
             steer: self.steer,
+            free_upper: self.free_upper.clone(),
         }
     }
 }
@@ -255,6 +260,7 @@ impl Hnsw {
             link_all: true,
             full_reselect: false,
             steer: true,
+            free_upper: Vec::new(),
         })
     }
 
@@ -407,6 +413,12 @@ impl Hnsw {
             return NONE;
         }
         let w = self.m + 1;
+        if let Some(idx) = self.free_upper.get_mut(level - 1).and_then(Vec::pop) {
+            for a in &mut self.upper[idx as usize * w..][..level * w] {
+                *a.get_mut() = 0;
+            }
+            return idx;
+        }
         let idx = self.upper.len() / w;
         self.upper.extend((0..level * w).map(|_| AtomicU32::new(0)));
         idx as u32
@@ -441,9 +453,15 @@ impl Hnsw {
     pub(crate) fn reinit_node(&mut self, node: u32, level: usize) {
         let old = self.levels[node as usize] as usize;
         self.clear_links(node);
-        if level > old || (level > 0 && self.upper_off[node as usize] == NONE) {
-            let off = self.alloc_upper(level);
-            self.upper_off[node as usize] = off;
+        let off = self.upper_off[node as usize];
+        if level != old || (level > 0 && off == NONE) {
+            if old > 0 && off != NONE {
+                if self.free_upper.len() < old {
+                    self.free_upper.resize_with(old, Vec::new);
+                }
+                self.free_upper[old - 1].push(off);
+            }
+            self.upper_off[node as usize] = self.alloc_upper(level);
         }
         self.levels[node as usize] = level as u8;
     }
@@ -461,6 +479,7 @@ impl Hnsw {
         self.links0.clear();
         self.upper_off.clear();
         self.upper.clear();
+        self.free_upper.clear();
         self.entry = NONE;
         self.max_level = 0;
         self.draws = 0;
@@ -749,5 +768,24 @@ mod tests {
         g.reinit_node(0, 2);
         assert!(g.neighbors(0, 0).is_empty());
         assert_eq!(g.level(0), Some(2));
+        // Re-used slots give their blocks back: with levels going up and down in turn,
+        // the upper lists hold at most one block of each size per node (2 · (1 + 2 + 3)
+        // lists), where keeping every old block would hold about 100.
+        g.set_neighbors(0, 2, &[1]);
+        for i in 0..50 {
+            g.reinit_node(0, [1, 3, 2, 0][i % 4]);
+            g.reinit_node(1, [2, 0, 3, 1][i % 4]);
+            for n in 0..2 {
+                for l in 1..=g.levels[n] as usize {
+                    assert!(g.neighbors(n, l).is_empty(), "fresh lists are empty");
+                }
+            }
+            g.set_neighbors(0, g.levels[0] as usize, &[1]);
+        }
+        assert!(
+            g.upper.len() <= 12 * (g.m + 1),
+            "{} lists",
+            g.upper.len() / (g.m + 1)
+        );
     }
 }

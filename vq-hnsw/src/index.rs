@@ -257,7 +257,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
 
     /// Whether slot `slot` holds a removed vector.
     pub fn is_removed_slot(&self, slot: usize) -> bool {
-        is_deleted(&self.deleted, slot as u32)
+        slot < self.slots() && is_deleted(&self.deleted, slot as u32)
     }
 
     /// The id of the vector in `slot` (`None` when out of range or removed).
@@ -379,6 +379,19 @@ impl<S: HnswStorage> IndexHnsw<S> {
         if n == 0 {
             return Ok(());
         }
+        // Ids handed out next (checked before anything changes): they must not pass the
+        // largest id, which would wrap around onto ids in use.
+        let auto_ids = ids.is_none() && (self.labels.is_some() || !self.free.is_empty());
+        if auto_ids && self.next_label.checked_add(n as Label).is_none() {
+            return Err(Error::invalid_param(
+                "ids",
+                format!(
+                    "no ids left: the next id is {} and {n} more would pass {}",
+                    self.next_label,
+                    Label::MAX
+                ),
+            ));
+        }
         let live_before = self.len();
         if self.slots() + n > (u32::MAX - 1) as usize {
             return Err(Error::invalid_param(
@@ -410,7 +423,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
                 None => (0..n as Label).map(|i| self.next_label + i).collect(),
             };
             if let Some(max) = new_labels.iter().max() {
-                self.next_label = self.next_label.max(max + 1);
+                self.next_label = self.next_label.max(max.saturating_add(1));
             }
             let labels = self.labels.get_or_insert_with(Vec::new);
             for (&s, &l) in slots.iter().zip(&new_labels) {
@@ -499,11 +512,17 @@ impl<S: HnswStorage> IndexHnsw<S> {
         w.u8(u8::from(self.deterministic) | u8::from(g.link_all) << 1 | u8::from(!g.steer) << 2)?;
         self.storage.write(&mut w)?;
         w.bytes(&g.levels)?;
-        // Each block as count then links: the count slot's pruned-prefix bits are working
-        // state of the builder, not part of the format.
+        // Each block as count, links, then zeros: the count slot's pruned-prefix bits and
+        // whatever a shortened list left past its count are working state, not part of
+        // the format (so saving a loaded index writes the same bytes).
         fn block(list: &[AtomicU32]) -> impl Iterator<Item = u32> + '_ {
-            let cnt = crate::graph::list_count(list) as u32;
-            std::iter::once(cnt).chain(list[1..].iter().map(|a| a.load(Relaxed)))
+            let cnt = crate::graph::list_count(list);
+            std::iter::once(cnt as u32).chain(
+                list[1..]
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, a)| if i < cnt { a.load(Relaxed) } else { 0 }),
+            )
         }
         w.u32s((0..self.slots() as u32).flat_map(|u| block(g.list(u, 0))))?;
         for u in 0..self.slots() as u32 {
@@ -648,10 +667,25 @@ impl<S: HnswStorage> IndexHnsw<S> {
         let mut slot_of = HashMap::new();
         if let Some(l) = &labels {
             for (s, &id) in l.iter().enumerate() {
-                if !is_deleted(&deleted, s as u32) && slot_of.insert(id, s as u32).is_some() {
+                // Every stored id was used once, so the next id to hand out lies above it
+                // (`add` keeps it so, saturating at the largest id).
+                if next_label < id.saturating_add(1) {
+                    return Err(r.bad(format!(
+                        "next id {next_label} is not above the stored id {id}"
+                    )));
+                }
+                if is_deleted(&deleted, s as u32) {
+                    continue;
+                }
+                if id == NO_LABEL {
+                    return Err(r.bad(format!("slot {s} holds the id {NO_LABEL}")));
+                }
+                if slot_of.insert(id, s as u32).is_some() {
                     return Err(r.bad(format!("id {id} appears twice")));
                 }
             }
+        } else if next_label < n as Label {
+            return Err(r.bad(format!("next id {next_label} is below the {n} slots' ids")));
         }
         if (n > n_removed) != (g.entry != NONE) {
             return Err(r.bad("entry point disagrees with the number of nodes"));

@@ -523,10 +523,13 @@ impl<C: StorableCodec> HnswStorage for CodecStorage<C> {
         if n > 0 && !codec.is_trained() {
             return Err(r.bad("codes stored with an untrained codec"));
         }
+        // Read first (in bounded chunks), so that a corrupt `n` fails as a truncated
+        // stream instead of reserving what the header claims; then copied into
+        // huge-page-advised memory, as `push` makes it.
+        let read = r.bytes(len)?;
         let mut codes = Vec::new();
-        // Huge-page-advised when large, as `push` makes it.
         reserve_with_huge_pages(&mut codes, len);
-        codes.extend_from_slice(&r.bytes(len)?);
+        codes.extend_from_slice(&read);
         Ok(CodecStorage {
             codec,
             metric,

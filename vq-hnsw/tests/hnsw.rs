@@ -641,3 +641,136 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn ids_at_the_top_of_the_range_are_errors_not_overflows() {
+    let (x, _) = data(20, 4, 1, 41);
+    // An explicit id of `Label::MAX`: no automatic id is left after it.
+    let mut idx = IndexHnswFlat::new(4, 4, Metric::L2).unwrap();
+    idx.add_with_ids(x.as_ref().slice(0..2), &[Label::MAX, 5])
+        .unwrap();
+    assert!(matches!(
+        idx.add(x.as_ref().slice(2..3)),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert_eq!((idx.len(), idx.slots()), (2, 2));
+    idx.add_with_ids(x.as_ref().slice(2..3), &[6]).unwrap();
+    assert_eq!(idx.reconstruct(Label::MAX).unwrap(), x.row(0));
+    // Automatic ids run up to `Label::MAX - 1`, then stop with an error.
+    let mut idx = IndexHnswFlat::new(4, 4, Metric::L2).unwrap();
+    idx.add_with_ids(x.as_ref().slice(0..1), &[Label::MAX - 3])
+        .unwrap();
+    idx.add(x.as_ref().slice(1..3)).unwrap();
+    assert_eq!(idx.reconstruct(Label::MAX - 1).unwrap(), x.row(2));
+    assert!(idx.add(x.as_ref().slice(3..4)).is_err());
+    assert_eq!(idx.len(), 3);
+    // The same after removals (slots re-used, ids from the map).
+    idx.remove_ids(&IdSelector::set([Label::MAX - 2])).unwrap();
+    assert!(idx.add(x.as_ref().slice(3..4)).is_err());
+    assert_eq!((idx.len(), idx.slots()), (2, 3));
+    let mut b = Vec::new();
+    idx.write_to(&mut b).unwrap();
+    let back = IndexHnswFlat::read_from(&mut &b[..]).unwrap();
+    assert_eq!(back.reconstruct(Label::MAX - 1).unwrap(), x.row(2));
+}
+
+#[test]
+fn saving_a_loaded_index_writes_the_same_bytes() {
+    let (x, _) = data(600, 8, 1, 53);
+    let mut idx = IndexHnswFlat::new(8, 4, Metric::L2).unwrap();
+    idx.add(x.as_ref()).unwrap();
+    // Removals repair lists, which leaves stale links past their counts.
+    idx.remove_ids(&IdSelector::range(0, 200)).unwrap();
+    let mut a = Vec::new();
+    idx.write_to(&mut a).unwrap();
+    let mut b = Vec::new();
+    IndexHnswFlat::read_from(&mut &a[..])
+        .unwrap()
+        .write_to(&mut b)
+        .unwrap();
+    assert!(a == b, "the second save differs");
+}
+
+#[test]
+fn corrupt_id_sections_and_counts_are_errors() {
+    let (x, _) = data(50, 64, 1, 43);
+    let mut idx = IndexHnswFlat::new(64, 4, Metric::L2).unwrap();
+    idx.add_with_ids(x.as_ref().slice(0..3), &[10, 20, 30])
+        .unwrap();
+    let mut b = Vec::new();
+    idx.write_to(&mut b).unwrap();
+    IndexHnswFlat::read_from(&mut &b[..]).unwrap();
+    let n = b.len();
+    // The stream ends with the ids (8 bytes each) and the next id to hand out.
+    let mut low_next = b.clone();
+    low_next[n - 8..].copy_from_slice(&15i64.to_le_bytes());
+    assert!(IndexHnswFlat::read_from(&mut &low_next[..]).is_err());
+    let mut no_label = b.clone();
+    no_label[n - 32..n - 24].copy_from_slice(&(-1i64).to_le_bytes());
+    assert!(IndexHnswFlat::read_from(&mut &no_label[..]).is_err());
+    // Without an id map, the next id cannot be below the number of slots.
+    let mut plain = IndexHnswFlat::new(64, 4, Metric::L2).unwrap();
+    plain.add(x.as_ref().slice(0..3)).unwrap();
+    let mut b = Vec::new();
+    plain.write_to(&mut b).unwrap();
+    let n = b.len();
+    b[n - 8..].copy_from_slice(&1i64.to_le_bytes());
+    assert!(IndexHnswFlat::read_from(&mut &b[..]).is_err());
+    // A code count far above what the stream holds: an error, not an allocation of it.
+    for qtype in [SqType::Q8, SqType::Fp16] {
+        let mut sq = IndexHnswSq::new_sq(64, 4, qtype, Metric::L2).unwrap();
+        sq.train(x.as_ref()).unwrap();
+        sq.add(x.as_ref()).unwrap();
+        let mut b = Vec::new();
+        sq.write_to(&mut b).unwrap();
+        let header: Vec<u8> = [64u64, 4, 40, 16, 50]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let at = b
+            .windows(header.len())
+            .position(|w| w == header.as_slice())
+            .unwrap()
+            + 32;
+        for huge in [u64::from(u32::MAX) - 2, 1 << 40] {
+            let mut bad = b.clone();
+            bad[at..at + 8].copy_from_slice(&huge.to_le_bytes());
+            assert!(IndexHnswSq::read_from(&mut &bad[..]).is_err());
+        }
+    }
+}
+
+#[test]
+fn removing_and_adding_again_keeps_memory_bounded() {
+    let (x, _) = data(1500, 3, 1, 47);
+    let mut idx = IndexHnswFlat::new(3, 4, Metric::L2).unwrap();
+    idx.add(x.as_ref().slice(0..1000)).unwrap();
+    let fresh = idx.bytes_per_vector();
+    let mut next = 0;
+    for round in 0..40 {
+        let live: Vec<Label> = (0..idx.slots())
+            .filter_map(|s| idx.slot_label(s))
+            .step_by(2)
+            .collect();
+        idx.remove_ids(&IdSelector::set(live.iter().copied()))
+            .unwrap();
+        let n = live.len();
+        idx.add(x.as_ref().slice(next..next + n)).unwrap();
+        next = (next + n) % 1000;
+        assert_eq!(idx.slots(), 1000, "round {round}");
+    }
+    idx.check_graph().unwrap();
+    assert_eq!(idx.reachable_count(), 1000);
+    // The same index saved and loaded again holds exactly the lists its levels need.
+    let mut b = Vec::new();
+    idx.write_to(&mut b).unwrap();
+    let compact = IndexHnswFlat::read_from(&mut &b[..])
+        .unwrap()
+        .bytes_per_vector();
+    let after = idx.bytes_per_vector();
+    assert!(
+        after < compact * 1.15,
+        "{fresh} B/vector fresh, {after} after churn, {compact} reloaded"
+    );
+    assert!(!idx.is_removed_slot((1 << 32) + 3));
+}
