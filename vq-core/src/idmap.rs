@@ -13,7 +13,11 @@ use crate::vectors::{Label, NO_LABEL, VectorsRef};
 /// Adds `add_with_ids` to any index (Faiss's `IndexIDMap`).
 ///
 /// The inner index stores vectors under its own sequential positions; this wrapper keeps
-/// the caller's id for each position and translates results, filters and removals.
+/// the caller's id for each position and translates results, filters and removals. After
+/// a removal, an inner index that renumbers its vectors (flat ones, as in Faiss) has the
+/// map compacted alike; one that keeps its ids ([`Index::removal_keeps_ids`]: graphs,
+/// inverted files) keeps the removed positions, emptied, and is given the positions of
+/// vectors added later explicitly.
 /// Ids may repeat (as in Faiss); use [`IndexIDMap2`] to reconstruct by id.
 ///
 /// ```
@@ -55,7 +59,9 @@ impl<I: Index> IndexIDMap<I> {
         &self.index
     }
 
-    /// The id of each stored vector, by inner position.
+    /// The id of each stored vector, by inner position; [`NO_LABEL`] at the positions of
+    /// vectors removed from an inner index that keeps its ids
+    /// ([`Index::removal_keeps_ids`]).
     pub fn id_map(&self) -> &[Label] {
         &self.ids
     }
@@ -135,7 +141,15 @@ impl<I: Index> Index for IndexIDMap<I> {
                 format!("id {bad} is reserved for missing results"),
             ));
         }
-        self.index.add(x)?;
+        // The inner index numbers new vectors `len..` until a removal that keeps ids
+        // leaves gaps (see `remove_ids`); from then on they are given their positions.
+        let start = self.ids.len();
+        if start == self.index.len() {
+            self.index.add(x)?;
+        } else {
+            let positions: Vec<Label> = (start..start + x.len()).map(|p| p as Label).collect();
+            self.index.add_with_ids(x, &positions)?;
+        }
         self.ids.extend_from_slice(ids);
         Ok(())
     }
@@ -178,9 +192,20 @@ impl<I: Index> Index for IndexIDMap<I> {
         let by_pos =
             |pos: Label| usize::try_from(pos).ok().and_then(|p| keep.get(p)) == Some(&false);
         let removed = self.index.remove_ids(&by_pos)?;
-        let mut it = keep.iter();
-        self.ids.retain(|_| *it.next().unwrap_or(&true));
-        debug_assert_eq!(self.ids.len(), self.index.len());
+        if self.index.removal_keeps_ids() {
+            // The inner index still answers with the old positions: keep them, with the
+            // removed ones emptied (no search returns them; `IndexIDMap2` skips them).
+            for (id, &k) in self.ids.iter_mut().zip(&keep) {
+                if !k {
+                    *id = NO_LABEL;
+                }
+            }
+        } else {
+            // The inner index renumbered the survivors `0..len` in order.
+            let mut it = keep.iter();
+            self.ids.retain(|_| *it.next().unwrap_or(&true));
+        }
+        debug_assert!(self.ids.len() >= self.index.len());
         Ok(removed)
     }
 
@@ -209,7 +234,8 @@ impl<I: Index> Index for IndexIDMap<I> {
     fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
         r.scope("inner", |r| self.index.load_state(r))?;
         let ids = r.get_i64s("ids")?;
-        if ids.len() != self.index.len() {
+        let live = ids.iter().filter(|&&id| id != NO_LABEL).count();
+        if live != self.index.len() || (ids.len() != live && !self.index.removal_keeps_ids()) {
             let n = self.index.len();
             self.reset();
             return Err(r.error("ids", format!("{} ids for {n} vectors", ids.len())));
@@ -258,7 +284,7 @@ impl<I: Index> IndexIDMap2<I> {
         self.map.inner()
     }
 
-    /// The id of each stored vector, by inner position.
+    /// The id of each stored vector, by inner position (as [`IndexIDMap::id_map`]).
     pub fn id_map(&self) -> &[Label] {
         self.map.id_map()
     }
@@ -269,6 +295,7 @@ impl<I: Index> IndexIDMap2<I> {
             .id_map()
             .iter()
             .enumerate()
+            .filter(|&(_, &id)| id != NO_LABEL)
             .map(|(p, &id)| (id, p))
             .collect();
     }
@@ -303,7 +330,7 @@ impl<I: Index> Index for IndexIDMap2<I> {
                 return Err(Error::DuplicateId { id });
             }
         }
-        let start = self.map.len();
+        let start = self.map.ids.len();
         self.map.add_with_ids(x, ids)?;
         self.positions
             .extend(ids.iter().enumerate().map(|(i, &id)| (id, start + i)));
@@ -354,7 +381,7 @@ impl<I: Index> Index for IndexIDMap2<I> {
     fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
         self.map.load_state(r)?;
         self.rebuild_positions();
-        if self.positions.len() != self.map.id_map().len() {
+        if self.positions.len() != self.map.len() {
             self.reset();
             return Err(r.error("ids", "an id appears twice (IDMap2 ids are unique)"));
         }

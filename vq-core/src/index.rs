@@ -231,6 +231,14 @@ pub trait Index: Send + Sync + Debug {
         Err(Error::not_supported("remove_ids", self.describe()))
     }
 
+    /// Whether [`Index::remove_ids`] leaves the other vectors' ids as they were (graphs
+    /// and inverted files, whose `add` then numbers new vectors on from there or from
+    /// [`Index::len`]), rather than renumbering the survivors `0..len` in order as Faiss's
+    /// flat indexes do (the default). Id maps ([`crate::IndexIDMap`]) translate through it.
+    fn removal_keeps_ids(&self) -> bool {
+        false
+    }
+
     /// The names of the search parameters this index reads (Faiss spelling, with
     /// `quantizer_` prefixes for a coarse quantizer's). Tools reject others.
     fn search_param_names(&self) -> Vec<String> {
@@ -486,6 +494,9 @@ impl<I: Index + ?Sized> Index for Box<I> {
     }
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
         (**self).remove_ids(selector)
+    }
+    fn removal_keeps_ids(&self) -> bool {
+        (**self).removal_keeps_ids()
     }
     fn search_param_names(&self) -> Vec<String> {
         (**self).search_param_names()

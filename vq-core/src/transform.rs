@@ -335,6 +335,10 @@ impl Index for PreTransform {
         self.index.remove_ids(selector)
     }
 
+    fn removal_keeps_ids(&self) -> bool {
+        self.index.removal_keeps_ids()
+    }
+
     fn reset(&mut self) {
         self.index.reset();
     }

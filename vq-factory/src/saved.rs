@@ -238,6 +238,9 @@ impl Index for FactoryIndex {
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
         self.inner.remove_ids(selector)
     }
+    fn removal_keeps_ids(&self) -> bool {
+        self.inner.removal_keeps_ids()
+    }
     fn search_param_names(&self) -> Vec<String> {
         self.inner.search_param_names()
     }

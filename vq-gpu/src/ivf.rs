@@ -455,6 +455,10 @@ impl<E: GpuEncoding> Index for GpuIndexIvf<E> {
         self.cpu.remove_ids(selector)
     }
 
+    fn removal_keeps_ids(&self) -> bool {
+        self.cpu.removal_keeps_ids()
+    }
+
     fn reset(&mut self) {
         self.invalidate();
         self.cpu.reset();

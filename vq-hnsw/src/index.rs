@@ -937,6 +937,10 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
         Ok(())
     }
 
+    fn removal_keeps_ids(&self) -> bool {
+        true
+    }
+
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
         let victims: Vec<u32> = (0..self.slots() as u32)
             .filter(|&s| !is_deleted(&self.deleted, s) && selector.is_member(self.label(s)))

@@ -1401,6 +1401,10 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
         Ok(())
     }
 
+    fn removal_keeps_ids(&self) -> bool {
+        true
+    }
+
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
         let mut removed = 0;
         let zero = vec![0u8; self.layout.m()];

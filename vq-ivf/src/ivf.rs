@@ -1116,6 +1116,10 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
         Ok(())
     }
 
+    fn removal_keeps_ids(&self) -> bool {
+        true
+    }
+
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
         let mut removed = 0;
         for l in 0..self.nlist {

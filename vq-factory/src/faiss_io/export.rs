@@ -466,6 +466,15 @@ impl Cx {
             FactorySpec::IdMap { kind, inner } => {
                 let inner = self.node(inner, secs, &format!("{p}inner/"), d)?;
                 let ids = secs.i64s(&format!("{p}ids"))?;
+                // Removals from an inner index that keeps its ids leave gaps in the map,
+                // which Faiss's (one id per stored vector, in order) cannot hold.
+                let gaps = ids.iter().filter(|&&id| id == vq_core::NO_LABEL).count();
+                if gaps > 0 {
+                    return Err(unsupported(format!(
+                        "an id map with {gaps} removed vectors over an index that keeps its \
+                         ids (Faiss's id map has no gaps; rebuild without them)"
+                    )));
+                }
                 Node::IdMap {
                     map2: *kind == IdMapKind::IdMap2,
                     h: hdr(d, ids.len(), trained_of(&inner), metric),
