@@ -281,6 +281,9 @@ pub struct QuantizedLut {
     lut: Vec<u8>,
     scale: f32,
     bias: f32,
+    /// `Σ |row minimum| + Σ row span`: a bound on the sum of the magnitudes of any
+    /// vector's table entries, which bounds the float rounding of its exact key.
+    magnitude: f64,
     m: usize,
     max: u8,
 }
@@ -333,6 +336,7 @@ impl QuantizedLut {
         }
         let m = table.len() / 16;
         let mut bias = 0f64;
+        let mut abs_bias = 0f64;
         let mut max_span = 0f32;
         let mut sum_span = 0f64;
         for row in table.chunks_exact(16) {
@@ -341,6 +345,7 @@ impl QuantizedLut {
             }
             let (lo, hi) = row_range(row);
             bias += f64::from(lo);
+            abs_bias += f64::from(lo).abs();
             max_span = max_span.max(hi - lo);
             sum_span += f64::from(hi - lo);
         }
@@ -365,6 +370,7 @@ impl QuantizedLut {
         }
         self.scale = a;
         self.bias = bias as f32;
+        self.magnitude = abs_bias + sum_span;
         self.m = m;
         self.max = max;
         Ok(())
@@ -402,15 +408,29 @@ impl QuantizedLut {
 
     /// The largest sum a vector whose exact key is at most `key` can have (rounding
     /// included), saturated at `u16::MAX`; `None` when no vector can have a key that
-    /// small. Adding `offset` to every key (an IVF list's coarse term) is the same as
-    /// subtracting it from `key`.
+    /// small.
     pub fn threshold_for(&self, key: f32) -> Option<u16> {
-        if key == f32::INFINITY {
+        self.threshold_with_offset(key, 0.0)
+    }
+
+    /// [`QuantizedLut::threshold_for`] when every exact key is `offset` (an IVF list's
+    /// coarse term) plus the table's sum, compared against `bound`: the same as the
+    /// threshold for `bound − offset`, with the rounding of that addition allowed for.
+    pub fn threshold_with_offset(&self, bound: f32, offset: f32) -> Option<u16> {
+        if bound == f32::INFINITY {
             return Some(u16::MAX);
         }
-        // A thousandth of a unit more, for the float rounding of the bound itself.
-        let v = (f64::from(key) - f64::from(self.bias)) * f64::from(self.scale)
+        // Slack for float rounding: a key is an f32 sum of M entries (plus the offset),
+        // the bias an f32 too, so each is off by at most (M + 1)·ε times the magnitudes
+        // summed, counted twice; and a thousandth of a unit for the bound itself. It only
+        // matters for far queries (keys large against the tables' spans).
+        let eps = f64::from(f32::EPSILON);
+        let rounding = 2.0 * (self.m as f64 + 1.0) * eps * self.magnitude
+            + 2.0 * eps * (f64::from(bound).abs() + f64::from(offset).abs());
+        let v = (f64::from(bound) - f64::from(offset) - f64::from(self.bias))
+            * f64::from(self.scale)
             + self.m as f64 * 0.5
+            + rounding * f64::from(self.scale)
             + 1e-3;
         if v.is_nan() || v < 0.0 {
             return None;

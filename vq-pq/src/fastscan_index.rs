@@ -593,7 +593,6 @@ impl Index for IndexPQFastScan {
         if ![63, 127, 255].contains(&lut_max) {
             return Err(r.error("lut_max", format!("{lut_max} is not 63, 127 or 255")));
         }
-        self.lut_max = lut_max as u8;
         let mut pq = self.pq.clone();
         r.scope("pq", |r| Codec::load_state(&mut pq, r))?;
         if pq.nbits() != 4 || pq.m() != self.pq.m() || pq.dim() != self.pq.dim() {
@@ -614,6 +613,7 @@ impl Index for IndexPQFastScan {
         if ntotal > 0 && !pq.is_trained() {
             return Err(r.error("codes", "codes stored with an untrained quantizer"));
         }
+        self.lut_max = lut_max as u8;
         self.pq = pq;
         self.codes = codes;
         self.ntotal = ntotal;

@@ -329,7 +329,7 @@ impl<C: AdcCodec + Clone + 'static> Index for IndexFlatCodes<C> {
                         };
                         let id = (b0 + j) as Label;
                         if inside && filter.is_none_or(|f| f.is_member(id)) {
-                            hits.push((metric.to_key(v), id));
+                            hits.push((v, id));
                         }
                     }
                     b0 += nb;

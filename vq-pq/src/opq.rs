@@ -342,7 +342,13 @@ impl VectorTransform for Opq {
                 }
             }
         }
-        // Final PQ on the final rotation (so `pq()` matches `apply`).
+        // Final PQ on the final rotation of the vectors as given (so `pq()` matches
+        // `apply`, which has no bias): the mean goes back in first.
+        for o in xc.chunks_exact_mut(dp) {
+            for (o, &m) in o.iter_mut().zip(&mean) {
+                *o += m;
+            }
+        }
         let rot = LinearTransform::raw(dp, dout, r.clone(), None);
         rot.apply_into(VectorsRef::new(&xc, dp)?, &mut xproj)?;
         pq.train_hot_start(VectorsRef::new(&xproj, dout)?)?;

@@ -312,7 +312,10 @@ impl ScalarQuantizer {
             }
             SqType::Bf16 => {
                 for (c, &v) in code.chunks_exact_mut(2).zip(x) {
-                    let h = half::bf16::from_f32(v);
+                    // Rounding to nearest would carry the largest finite values
+                    // (above bf16::MAX) to infinity: clamp them, as fp16 does.
+                    let m = half::bf16::MAX.to_f32();
+                    let h = half::bf16::from_f32(v.clamp(-m, m));
                     c.copy_from_slice(&h.to_bits().to_le_bytes());
                 }
             }
@@ -550,7 +553,7 @@ impl Codec for ScalarQuantizer {
                 lo.iter()
                     .zip(&hi)
                     .map(|(&l, &h)| {
-                        let e = (h - l) * margin;
+                        let e = if margin > 0.0 { (h - l) * margin } else { 0.0 };
                         (l - e, h + e)
                     })
                     .unzip()
@@ -599,6 +602,22 @@ impl Codec for ScalarQuantizer {
             .zip(&hi)
             .map(|(&l, &h)| (h - l).max(0.0))
             .collect();
+        // Finite data can still span more than an f32 holds (or a margin push it past):
+        // such a range would decode every value to NaN or infinity.
+        if let Some(j) = (0..lo.len()).find(|&j| !(lo[j].is_finite() && widths[j].is_finite())) {
+            return Err(Error::invalid_param(
+                "training data",
+                format!(
+                    "the range of component {j} ({} to {}) is wider than an f32 holds{}",
+                    lo[j],
+                    hi[j],
+                    match self.rangestat {
+                        RangeStat::MinMax { margin } if margin > 0.0 => " (with the margin)",
+                        _ => "",
+                    }
+                ),
+            ));
+        }
         if uniform {
             self.vmin = vec![lo[0]; d];
             self.vdiff = vec![widths[0]; d];
