@@ -228,7 +228,7 @@ impl<Q: CoarseQuantizer> IndexIvfPqFastScan<Q> {
                 off
             };
             probes.push((l as usize, offset));
-            let Some(threshold) = lut.threshold_for(res.bound - offset) else {
+            let Some(threshold) = lut.threshold_with_offset(res.bound, offset) else {
                 continue;
             };
             let e = lut.error_bound();
@@ -1159,7 +1159,7 @@ impl FsCollector for ListCollector<'_> {
             if self.res.push(c) {
                 self.threshold = self
                     .lut
-                    .threshold_for(self.res.bound - self.offset)
+                    .threshold_with_offset(self.res.bound, self.offset)
                     .unwrap_or(0);
             }
         }
@@ -1227,6 +1227,12 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
                 got: ids.len(),
             });
         }
+        if let Some(&bad) = ids.iter().find(|&&id| id == vq_core::NO_LABEL) {
+            return Err(Error::invalid_param(
+                "ids",
+                format!("id {bad} is reserved for missing results"),
+            ));
+        }
         if x.is_empty() {
             return Ok(());
         }
@@ -1263,8 +1269,12 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
     ) -> Result<()> {
         self.ivf.check_trained()?;
         check_search(self, queries, k)?;
-        let (lists, coarse_dis) = self.ivf.coarse(queries, params)?;
         let nq = queries.len();
+        if nq == 0 {
+            out.reset(0, k, self.metric());
+            return Ok(());
+        }
+        let (lists, coarse_dis) = self.ivf.coarse(queries, params)?;
         let nprobe = lists.len() / nq.max(1);
         let max_codes = params.max_codes.unwrap_or(self.ivf.max_codes);
         let filter = params.selector;
@@ -1322,7 +1332,7 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
                 )
         } else {
             // Few queries: split each query's probes over the threads and merge.
-            let parts = (2 * threads).min(nprobe);
+            let parts = (2 * threads).min(nprobe).max(1);
             let per = nprobe.div_ceil(parts);
             for qi in 0..nq {
                 let pl = &lists[qi * nprobe..(qi + 1) * nprobe];

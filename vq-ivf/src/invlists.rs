@@ -261,11 +261,31 @@ impl InvertedLists for ArrayInvertedLists {
     }
 }
 
+/// Checks that every id of `src` shifted by `shift` is a valid label: no overflow, and
+/// not [`vq_core::NO_LABEL`] (the mark of a missing result).
+pub(crate) fn check_id_shift(src: &dyn InvertedLists, shift: Label) -> Result<()> {
+    if shift == 0 {
+        return Ok(());
+    }
+    for l in 0..src.nlist() {
+        for &id in src.ids(l) {
+            if id.checked_add(shift).is_none_or(|s| s == vq_core::NO_LABEL) {
+                return Err(Error::invalid_param(
+                    "id shift",
+                    format!("id {id} shifted by {shift} is not a valid id"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Appends every entry of `src` to `dst` (same `nlist` and code size), adding
 /// `id_shift` to each id. `src` is left unchanged.
 ///
 /// # Errors
-/// Mismatched shapes, or the destination's write errors.
+/// Mismatched shapes, shifted ids that overflow or equal [`vq_core::NO_LABEL`] (checked
+/// before anything is written), or the destination's write errors.
 pub fn merge_into(
     dst: &mut dyn InvertedLists,
     src: &dyn InvertedLists,
@@ -282,6 +302,7 @@ pub fn merge_into(
         ));
     }
     src.check()?;
+    check_id_shift(src, id_shift)?;
     let mut ids = Vec::new();
     for l in 0..src.nlist() {
         if src.list_len(l) == 0 {

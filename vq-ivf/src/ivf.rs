@@ -1,6 +1,6 @@
 //! The inverted-file index over any coarse quantizer and any encoding.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use vq_core::persist::{DType, StateReader, StateWriter};
@@ -187,7 +187,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
             .with_niter(10)
             .with_spherical(metric == Metric::InnerProduct);
         let cs = encoding.code_size();
-        Ok(IndexIvf {
+        let mut ivf = IndexIvf {
             quantizer,
             encoding,
             lists: Box::new(ArrayInvertedLists::new(nlist, cs)),
@@ -198,7 +198,11 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
             kmeans,
             direct_map: None,
             prepared: false,
-        })
+        };
+        // Over a trained quantizer and encoding the index can take lists (merge_from,
+        // replace_invlists) and search without an add.
+        ivf.ensure_prepared()?;
+        Ok(ivf)
     }
 
     /// Number of lists.
@@ -270,6 +274,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
             ));
         }
         lists.check()?;
+        self.ensure_prepared()?;
         let old = std::mem::replace(&mut self.lists, lists);
         if self.direct_map.is_some()
             && let Err(e) = self.make_direct_map(true)
@@ -376,7 +381,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
     /// Adds pre-assigned vectors: `lists[i]` is the list of row `i`.
     fn add_assigned(&mut self, x: VectorsRef<'_>, ids: &[Label], lists: &[Label]) -> Result<()> {
         if let Some(map) = &self.direct_map {
-            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            let mut seen = HashSet::with_capacity(ids.len());
             for &id in ids {
                 if map.contains_key(&id) || !seen.insert(id) {
                     return Err(Error::DuplicateId { id });
@@ -419,7 +424,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
         }
         if let Err(e) = result {
             // Roll back the lists already appended to: nothing of this call stays.
-            let new_ids: std::collections::HashSet<Label> = ids.iter().copied().collect();
+            let new_ids: HashSet<Label> = ids.iter().copied().collect();
             for (l, before) in done {
                 let mut pos = 0usize;
                 let _ = self.lists.retain(l, &mut |id| {
@@ -459,6 +464,10 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
                 expected: nq * (lists.len() / nq.max(1)),
                 got: coarse_dis.len(),
             });
+        }
+        if nq == 0 {
+            out.reset(0, k, self.metric);
+            return Ok(());
         }
         let nprobe = lists.len() / nq;
         if let Some(&bad) = lists.iter().find(|&&l| l >= self.nlist as Label) {
@@ -532,7 +541,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
                     self.scan_probes(q, pl, pd, max_codes, filter, &mut top, &mut buf)?;
                     top
                 } else {
-                    let parts = (2 * threads).min(nprobe);
+                    let parts = (2 * threads).min(nprobe).max(1);
                     let per = nprobe.div_ceil(parts);
                     let tops = (0..parts)
                         .into_par_iter()
@@ -708,20 +717,34 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
     /// `merge_from`).
     ///
     /// # Errors
-    /// Incompatible indexes (dimension, metric, nlist, code size, centroids), or write
-    /// errors of the lists. On error neither index changes.
+    /// Incompatible indexes (dimension, metric, nlist, code size, any centroid), shifted
+    /// ids that overflow or equal [`vq_core::NO_LABEL`], ids that would repeat in this
+    /// index's direct map, or write errors of the lists. On error neither index changes
+    /// (except after a write error of on-disk lists).
     pub fn merge_from(&mut self, other: &mut IndexIvf<Q, E>, add_id: Label) -> Result<()> {
         self.check_compatible(other)?;
+        self.ensure_prepared()?;
         other.lists.check()?;
-        if let Some(map) = &self.direct_map {
-            for l in 0..other.nlist {
-                if let Some(&id) = other
-                    .lists
-                    .ids(l)
-                    .iter()
-                    .find(|&&id| map.contains_key(&(id + add_id)))
+        // Every check before anything moves: shifted ids must stay valid labels, and
+        // with a direct map they must be new to this index and distinct among themselves.
+        let shift = |id: Label| {
+            id.checked_add(add_id)
+                .filter(|&s| s != vq_core::NO_LABEL)
+                .ok_or_else(|| {
+                    Error::invalid_param(
+                        "add_id",
+                        format!("id {id} shifted by {add_id} is not a valid id"),
+                    )
+                })
+        };
+        let mut incoming = HashSet::new();
+        for l in 0..other.nlist {
+            for &id in other.lists.ids(l) {
+                let s = shift(id)?;
+                if let Some(map) = &self.direct_map
+                    && (map.contains_key(&s) || !incoming.insert(s))
                 {
-                    return Err(Error::DuplicateId { id: id + add_id });
+                    return Err(Error::DuplicateId { id: s });
                 }
             }
         }
@@ -759,7 +782,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> IndexIvf<Q, E> {
         }
         let d = self.dim();
         let (mut a, mut b) = (vec![0f32; d], vec![0f32; d]);
-        for l in 0..self.nlist.min(4096) {
+        for l in 0..self.nlist {
             self.quantizer.centroid_into(l, &mut a)?;
             other.quantizer.centroid_into(l, &mut b)?;
             if a != b {
@@ -987,6 +1010,12 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
                 got: ids.len(),
             });
         }
+        if let Some(&bad) = ids.iter().find(|&&id| id == vq_core::NO_LABEL) {
+            return Err(Error::invalid_param(
+                "ids",
+                format!("id {bad} is reserved for missing results"),
+            ));
+        }
         if x.is_empty() {
             return Ok(());
         }
@@ -1065,7 +1094,7 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
                                 Metric::InnerProduct => v > radius,
                             };
                             if inside && filter.is_none_or(|f| f.is_member(id)) {
-                                hits.push((metric.to_key(v), id));
+                                hits.push((v, id));
                             }
                         }
                     }

@@ -177,7 +177,8 @@ impl OnDiskInvertedLists {
     /// existing file at `path` is only replaced by a complete one.
     ///
     /// # Errors
-    /// No sources, mismatched shapes, I/O errors.
+    /// No sources, mismatched shapes, shifted ids that overflow or equal
+    /// [`vq_core::NO_LABEL`], I/O errors.
     pub fn create_merged(
         path: impl AsRef<Path>,
         sources: &[&dyn InvertedLists],
@@ -204,8 +205,13 @@ impl OnDiskInvertedLists {
         let mut shifts = Vec::with_capacity(sources.len());
         let mut acc: Label = 0;
         for s in sources {
-            shifts.push(if shift_ids { acc } else { 0 });
-            acc += s.total() as Label;
+            let shift = if shift_ids { acc } else { 0 };
+            crate::invlists::check_id_shift(*s, shift)?;
+            shifts.push(shift);
+            acc = Label::try_from(s.total())
+                .ok()
+                .and_then(|t| acc.checked_add(t))
+                .ok_or_else(|| Error::invalid_param("sources", "more entries than ids"))?;
         }
         let data0 = align_up((HEADER + ENTRY * nlist) as u64, ALIGN);
         let mut slots = Vec::with_capacity(nlist);
@@ -279,7 +285,8 @@ impl OnDiskInvertedLists {
         }
         // SAFETY: the map is only read through bounds-checked slices validated below;
         // concurrent modification of the file by another process is detected by
-        // `check` (length and modification time) before each batch of reads.
+        // `check` (length and modification time) before each batch of reads, and (length)
+        // before each write through a writable map and before its flush.
         let map = unsafe {
             if write {
                 Map::Write(MmapMut::map_mut(&file).map_err(|e| Error::io(path, e))?)
@@ -338,10 +345,13 @@ impl OnDiskInvertedLists {
                 cap: rd(e, 16),
             };
             if s.cap > 0 {
+                // A bound on `offset + Slot::bytes(cap, cs)` (rounding included) that
+                // does not overflow, so the exact sum below does not either.
                 let end = s
                     .cap
-                    .checked_mul(cs.max(8) + 8)
-                    .and_then(|x| x.checked_add(s.offset + ALIGN));
+                    .checked_mul(cs + 8)
+                    .and_then(|x| x.checked_add(s.offset))
+                    .and_then(|x| x.checked_add(2 * ALIGN));
                 let ok = s.len <= s.cap
                     && s.offset.is_multiple_of(ALIGN)
                     && s.offset >= table_end as u64
@@ -396,6 +406,9 @@ impl OnDiskInvertedLists {
         let nlist = self.nlist;
         let data_end = self.data_end;
         let path = self.path.clone();
+        self.map_mut()?;
+        // A file cut short underneath would fault on the first store into the map.
+        self.check()?;
         let m = self.map_mut()?;
         let sum = fnv1a(&m[HEADER..HEADER + ENTRY * nlist]);
         m[32..40].copy_from_slice(&sum.to_le_bytes());
@@ -533,6 +546,8 @@ impl InvertedLists for OnDiskInvertedLists {
         if ids.is_empty() {
             return Ok(());
         }
+        // A file cut short underneath would fault on the first store into the map.
+        self.check()?;
         let cs = self.code_size as u64;
         let need = self.slots[list].len + ids.len() as u64;
         if need > self.slots[list].cap {
@@ -556,6 +571,7 @@ impl InvertedLists for OnDiskInvertedLists {
             ));
         }
         self.map_mut()?;
+        self.check()?;
         let s = self.slots[list];
         let cs = self.code_size;
         let n = s.len as usize;
@@ -580,6 +596,7 @@ impl InvertedLists for OnDiskInvertedLists {
 
     fn clear(&mut self) -> Result<()> {
         self.map_mut()?;
+        self.check()?;
         for l in 0..self.nlist {
             self.slots[l].len = 0;
             self.write_slot(l)?;

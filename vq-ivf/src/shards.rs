@@ -17,8 +17,10 @@ use crate::quantizer::CoarseQuantizer;
 ///
 /// With `successive_ids` (Faiss's default), `add` splits a batch into contiguous
 /// blocks, one per shard, and results carry global ids: shard `i`'s local id plus the
-/// number of vectors in the shards before it. Without it, ids are kept as the shards
-/// report them (use `add_with_ids`).
+/// number of vectors in the shards before it; so, as in Faiss, the vectors go in one
+/// `add` (a second add to two or more shards is refused: it would renumber the vectors
+/// already stored). Without it, ids are kept as the shards report them (use
+/// `add_with_ids`).
 ///
 /// ```
 /// use vq_core::{Index, IndexFlat, Metric, SearchParams, synthetic::SyntheticSpec};
@@ -176,15 +178,12 @@ impl<I: Index> Index for IndexShards<I> {
         x.check_dim(self.dim())?;
         x.check_finite()?;
         // Contiguous blocks, so global ids stay consecutive per shard; all shards
-        // must be empty for the ids to line up, as Faiss requires.
-        if self
-            .shards
-            .iter()
-            .take(self.shards.len() - 1)
-            .any(|s| !s.is_empty())
-        {
+        // must be empty for the ids to line up (a shard's ids start after the vectors of
+        // the shards before it, so a second add would renumber what the first stored),
+        // as Faiss requires. A single shard can take any number of adds.
+        if self.shards.len() > 1 && self.shards.iter().any(|s| !s.is_empty()) {
             return Err(Error::not_supported(
-                "add to sharded index whose leading shards already hold vectors (global ids would collide)",
+                "a second add to a sharded index with successive ids (it would renumber the vectors already stored; add all vectors in one call)",
                 self.describe(),
             ));
         }
