@@ -244,10 +244,10 @@ impl KMeans {
             ));
         }
         self.warnings.clear();
-        if n < k * p.min_points_per_centroid {
+        if n < k.saturating_mul(p.min_points_per_centroid) {
             let msg = format!(
                 "clustering {n} points to {k} centroids: please provide at least {} training points",
-                k * p.min_points_per_centroid
+                k.saturating_mul(p.min_points_per_centroid)
             );
             if p.verbose {
                 eprintln!("WARNING {msg}");
@@ -355,7 +355,7 @@ impl KMeans {
                 };
                 let counts = cluster_counts(&labels, k);
                 let mut hassign = update_centroids(x, weights, &labels, &counts, &mut c, frozen);
-                let nsplit = split_clusters(&mut c, d, &mut hassign, n, frozen, &mut rng);
+                let nsplit = split_clusters(&mut c, d, &mut hassign, &counts, n, frozen, &mut rng);
                 post_process(&mut c, d, &p, frozen);
                 let s = IterationStats {
                     objective,
@@ -496,28 +496,38 @@ fn update_centroids(
 /// Faiss's empty-cluster repair: an empty cluster takes half of a cluster drawn with
 /// probability proportional to its size minus one, and the two centroids are pushed
 /// apart symmetrically. Returns the number of splits.
+///
+/// Sizes are the clusters' weights (`hassign`) rescaled so that they sum to the number
+/// of points in the clusters that may split (`counts`): with unit weights that is the
+/// identity, and with weights of any scale a cluster's chance stays that of its share
+/// of the points (Faiss draws from the raw weights, which never repairs weights summing
+/// to about 1 and can draw almost forever when a single weight is just above 1).
 fn split_clusters(
     centroids: &mut [f32],
     d: usize,
     hassign: &mut [f64],
+    counts: &[usize],
     n: usize,
     frozen: usize,
     rng: &mut ChaCha8Rng,
 ) -> usize {
     let k = hassign.len();
+    let total: f64 = hassign[frozen..].iter().sum();
+    let points: f64 = counts[frozen..].iter().map(|&c| c as f64).sum();
+    let scale = points / total;
     let mut nsplit = 0;
     for ci in frozen..k {
         if hassign[ci] > 0.0 {
             continue;
         }
-        let total: f64 = hassign[frozen..].iter().sum();
-        if !(hassign[frozen..].iter().any(|&h| h > 1.0)) || total <= 0.0 {
+        if !(total > 0.0 && scale.is_finite() && hassign[frozen..].iter().any(|&h| h * scale > 1.0))
+        {
             break;
         }
         let denom = (n as f64 - k as f64).max(1.0);
         let mut cj = frozen;
         loop {
-            let p = (hassign[cj] - 1.0) / denom;
+            let p = (hassign[cj] * scale - 1.0) / denom;
             if rng.random::<f64>() < p {
                 break;
             }

@@ -191,6 +191,60 @@ fn empty_clusters_are_split_never_nan() {
     assert!(km.centroids().as_slice().iter().all(|v| v.is_finite()));
 }
 
+/// Three starting centroids, the last far from every point, so its cluster is empty from
+/// the first iteration; returns that centroid after training with `weights`.
+fn far_centroid_after_training(n: usize, weights: Option<&[f32]>) -> (Vec<f32>, usize) {
+    let x = data(n, 2, 4, 7);
+    let init = [0.0f32, 0.0, 0.5, 0.5, 1000.0, 1000.0];
+    let mut km = KMeans::new(
+        2,
+        KMeansParams::new(3)
+            .with_niter(5)
+            .with_points_per_centroid(1, 1_000_000),
+    )
+    .unwrap();
+    km.train_with(
+        x.as_ref(),
+        TrainOptions {
+            weights,
+            initial_centroids: Some(VectorsRef::new(&init, 2).unwrap()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let splits = km.iteration_stats().iter().map(|s| s.nsplit).sum();
+    (km.centroids().row(2).to_vec(), splits)
+}
+
+#[test]
+fn empty_clusters_are_split_whatever_the_scale_of_the_weights() {
+    let (unit, splits) = far_centroid_after_training(1000, None);
+    assert!(unit[0] < 100.0 && splits > 0, "{unit:?}");
+    // The same problem with weights summing to about 1: no cluster weighs more than one
+    // point, which Faiss's rule needs to split.
+    let w = vec![0.999 / 1000.0; 1000];
+    let (scaled, splits) = far_centroid_after_training(1000, Some(&w));
+    assert!(scaled[0] < 100.0 && splits > 0, "{scaled:?}");
+    // One weight just above 1, every other 0: a split chance of about 1e-12 a draw under
+    // Faiss's rule, which spun for hours.
+    let mut w = vec![0.0f32; 100_000];
+    w[0] = 1.000_000_1;
+    let (one, _) = far_centroid_after_training(100_000, Some(&w));
+    assert!(one.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn a_huge_points_per_centroid_only_warns() {
+    let x = data(100, 2, 4, 9);
+    let mut km = KMeans::new(
+        2,
+        KMeansParams::new(4).with_points_per_centroid(usize::MAX, 256),
+    )
+    .unwrap();
+    km.train(x.as_ref()).unwrap();
+    assert_eq!(km.warnings().len(), 1, "{:?}", km.warnings());
+}
+
 #[test]
 fn subsampling_follows_max_points_per_centroid() {
     let x = data(10_000, 4, 10, 8);
