@@ -45,7 +45,8 @@ impl GroundTruth {
 
     /// Number of queries.
     pub fn nq(&self) -> usize {
-        self.ids.len() / self.k
+        // `from_ivecs` / `from_results` of an empty matrix give k = 0: no queries.
+        self.ids.len().checked_div(self.k).unwrap_or(0)
     }
 
     /// Neighbours per query.
@@ -118,9 +119,13 @@ pub fn intersection_recall(res: &SearchResults, gt: &GroundTruth, at: usize) -> 
     let mut total = 0usize;
     for i in 0..res.nq() {
         let truth = &gt.row(i)[..at];
-        total += res.row(i).1[..at]
+        let found = &res.row(i).1[..at];
+        // Distinct true neighbours found: a result id repeated (an id map allows it)
+        // counts once, as in Faiss's `ranklist_intersection_size`.
+        total += truth
             .iter()
-            .filter(|&&l| l != NO_LABEL && truth.contains(&l))
+            .enumerate()
+            .filter(|&(j, t)| *t != NO_LABEL && !truth[..j].contains(t) && found.contains(t))
             .count();
     }
     Ok(total as f64 / (res.nq().max(1) * at) as f64)

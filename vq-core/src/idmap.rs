@@ -231,17 +231,31 @@ impl<I: Index> Index for IndexIDMap<I> {
         w.put_i64s("ids", &self.ids)
     }
 
+    /// On error the map is left empty (the inner index may have loaded already).
     fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
-        r.scope("inner", |r| self.index.load_state(r))?;
-        let ids = r.get_i64s("ids")?;
-        let live = ids.iter().filter(|&&id| id != NO_LABEL).count();
-        if live != self.index.len() || (ids.len() != live && !self.index.removal_keeps_ids()) {
-            let n = self.index.len();
-            self.reset();
-            return Err(r.error("ids", format!("{} ids for {n} vectors", ids.len())));
+        let loaded = r
+            .scope("inner", |r| self.index.load_state(r))
+            .and_then(|()| {
+                let ids = r.get_i64s("ids")?;
+                let live = ids.iter().filter(|&&id| id != NO_LABEL).count();
+                if live != self.index.len()
+                    || (ids.len() != live && !self.index.removal_keeps_ids())
+                {
+                    let n = self.index.len();
+                    return Err(r.error("ids", format!("{} ids for {n} vectors", ids.len())));
+                }
+                Ok(ids)
+            });
+        match loaded {
+            Ok(ids) => {
+                self.ids = ids;
+                Ok(())
+            }
+            Err(e) => {
+                self.reset();
+                Err(e)
+            }
         }
-        self.ids = ids;
-        Ok(())
     }
 
     fn bytes_per_vector(&self) -> f64 {
@@ -379,7 +393,10 @@ impl<I: Index> Index for IndexIDMap2<I> {
         self.map.save_state(w)
     }
     fn load_state(&mut self, r: &mut crate::persist::StateReader) -> Result<()> {
-        self.map.load_state(r)?;
+        if let Err(e) = self.map.load_state(r) {
+            self.reset();
+            return Err(e);
+        }
         self.rebuild_positions();
         if self.positions.len() != self.map.len() {
             self.reset();

@@ -286,7 +286,8 @@ pub trait Index: Send + Sync + Debug {
     }
 
     /// Restores what [`Index::save_state`] wrote into an index of the same structure,
-    /// replacing its contents.
+    /// replacing its contents. On error the index is left unchanged or empty, never
+    /// half-loaded.
     ///
     /// # Errors
     /// [`Error::NotSupported`] by default; [`Error::Format`] for missing, corrupt or

@@ -294,7 +294,8 @@ fn validate(db: &Database<'_>, queries: VectorsRef<'_>) -> Result<()> {
 /// (or fewer that pass `selector`) exist. Ties are broken by the smaller id.
 ///
 /// # Errors
-/// Dimension mismatch, non-finite queries, `k == 0`.
+/// Dimension mismatch, non-finite queries, `k == 0`, `nq × k` results that cannot be
+/// allocated.
 ///
 /// ```
 /// use vq_core::knn::{knn, Database};
@@ -335,12 +336,18 @@ pub fn knn_into(
     }
     let nq = queries.len();
     let n = db.vectors.len();
+    crate::check_result_size(nq, k)?;
+    if k > n {
+        // The rows are padded past the vectors: refuse what cannot be had rather than
+        // abort the process.
+        crate::mem::check_alloc::<[u8; 12]>(nq.saturating_mul(k), "k")?;
+    }
     out.reset(nq, k, metric);
     if nq == 0 || n == 0 {
         return Ok(());
     }
     let kernels = Kernels::get();
-    let use_gemm = nq >= GEMM_MIN_QUERIES;
+    let mut use_gemm = nq >= GEMM_MIN_QUERIES;
     let computed_norms;
     let (qnorms, dbnorms): (Vec<f32>, &[f32]) = if use_gemm && metric == Metric::L2 {
         let dbn = match db.norms {
@@ -350,7 +357,16 @@ pub fn knn_into(
                 &computed_norms
             }
         };
-        (crate::distance::norms_sqr(queries), dbn)
+        let qn = crate::distance::norms_sqr(queries);
+        // ‖q‖² + ‖y‖² − 2⟨q,y⟩ needs the norms' sum in range: past it the keys are
+        // inf − inf = NaN and every candidate is lost. The kernels subtract first.
+        let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
+        if (top(&qn) + top(dbn)).is_finite() && top(&qn) + top(dbn) < f32::MAX / 4.0 {
+            (qn, dbn)
+        } else {
+            use_gemm = false;
+            (Vec::new(), &[])
+        }
     } else {
         (Vec::new(), &[])
     };

@@ -236,16 +236,26 @@ impl Index for IndexRefine {
     }
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
         let kf = r.get_f64("k_factor")?;
+        let old_kf = self.k_factor;
         self.set_k_factor(kf as f32)
             .map_err(|e| r.error("k_factor", e))?;
-        r.scope("base", |r| self.base.load_state(r))?;
-        r.scope("refine", |r| self.refine.load_state(r))?;
-        if self.base.len() != self.refine.len() {
-            let (a, b) = (self.base.len(), self.refine.len());
+        // Either index may have loaded before the other failed: empty both on error.
+        let loaded = r
+            .scope("base", |r| self.base.load_state(r))
+            .and_then(|()| r.scope("refine", |r| self.refine.load_state(r)))
+            .and_then(|()| {
+                if self.base.len() == self.refine.len() {
+                    Ok(())
+                } else {
+                    let (a, b) = (self.base.len(), self.refine.len());
+                    Err(r.error("refine", format!("{b} vectors, the base has {a}")))
+                }
+            });
+        if loaded.is_err() {
+            self.k_factor = old_kf;
             self.reset();
-            return Err(r.error("refine", format!("{b} vectors, the base has {a}")));
         }
-        Ok(())
+        loaded
     }
 }
 

@@ -72,7 +72,9 @@ impl TopK {
             }
         } else {
             Mode::Buffer {
-                items: Vec::with_capacity(2 * k),
+                // Grows as candidates arrive: a `k` far beyond what is ever offered (a
+                // few vectors, `k` in the billions) must not reserve for it.
+                items: Vec::with_capacity(k.saturating_mul(2).min(1 << 16)),
                 worst: (f32::INFINITY, Label::MAX),
             }
         };
@@ -152,7 +154,7 @@ impl TopK {
             Mode::Buffer { items, worst } => {
                 if less(key, label, worst.0, worst.1) {
                     items.push((key, label));
-                    if items.len() >= 2 * k {
+                    if items.len() >= k.saturating_mul(2) {
                         compact(items, k, worst);
                     }
                 }
@@ -289,7 +291,7 @@ fn sift_down(keys: &mut [f32], labels: &mut [Label], mut i: usize) {
 ///
 /// # Errors
 /// [`Error::LengthMismatch`] when the parts disagree on the number of queries, and
-/// [`Error::InvalidParameter`] for `k == 0`.
+/// [`Error::InvalidParameter`] for `k == 0` or `nq × k` results that cannot be allocated.
 pub fn merge_results(parts: &[&SearchResults], k: usize, metric: Metric) -> Result<SearchResults> {
     if k == 0 {
         return Err(Error::invalid_param("k", "must be at least 1"));
@@ -302,6 +304,8 @@ pub fn merge_results(parts: &[&SearchResults], k: usize, metric: Metric) -> Resu
             got: bad.nq(),
         });
     }
+    crate::check_result_size(nq, k)?;
+    crate::mem::check_alloc::<[u8; 12]>(nq.saturating_mul(k), "k")?;
     let mut out = SearchResults::new(nq, k, metric);
     let mut top = TopK::new(k);
     for q in 0..nq {

@@ -371,10 +371,20 @@ impl Index for PreTransform {
                 format!("{n} transforms, the pipeline has {}", self.chain.len()),
             ));
         }
+        // A failure part-way leaves some transforms loaded: the index is emptied, so
+        // nothing stored went through another chain than later adds and searches use.
+        let mut loaded = Ok(());
         for (i, t) in self.chain.iter_mut().enumerate() {
-            r.scope(&format!("chain{i}"), |r| t.load_state(r))?;
+            loaded = r.scope(&format!("chain{i}"), |r| t.load_state(r));
+            if loaded.is_err() {
+                break;
+            }
         }
-        r.scope("index", |r| self.index.load_state(r))
+        let loaded = loaded.and_then(|()| r.scope("index", |r| self.index.load_state(r)));
+        if loaded.is_err() {
+            self.index.reset();
+        }
+        loaded
     }
 
     fn bytes_per_vector(&self) -> f64 {

@@ -1,5 +1,6 @@
 //! vq-core integration tests (one binary).
 
+mod edge_cases;
 mod flat;
 mod io;
 mod kernels;

@@ -1,0 +1,149 @@
+//! Regression tests for edge cases an API review found: squared norms past the f32
+//! range in batched L2 search, result sizes that cannot be allocated, empty ground
+//! truth, repeated result ids in recall, and loads that fail half-way.
+
+#![allow(clippy::unwrap_used)]
+
+use vq_core::eval::{GroundTruth, intersection_recall};
+use vq_core::io::Matrix;
+use vq_core::knn::{Database, knn};
+use vq_core::persist::StateReader;
+use vq_core::testing::state_bytes;
+use vq_core::topk::merge_results;
+use vq_core::{
+    Index, IndexFlat, IndexIDMap, IndexIDMap2, IndexRefine, Metric, SearchParams, SearchResults,
+    VectorsRef,
+};
+
+fn flat(d: usize, data: &[f32]) -> IndexFlat {
+    let mut ix = IndexFlat::new(d, Metric::L2).unwrap();
+    ix.add(VectorsRef::new(data, d).unwrap()).unwrap();
+    ix
+}
+
+#[test]
+fn batches_find_neighbours_whose_squared_norms_overflow() {
+    // ‖x‖² fits an f32 but ‖q‖² + ‖x‖² does not (d = 256), or not even ‖x‖² (d = 4).
+    for (d, scale, n, target) in [(4, 1e19f32, 20, 3), (256, 1e18, 10, 5)] {
+        let base: Vec<f32> = (0..n * d)
+            .map(|i| scale * (1.0 + (i / d) as f32 * 0.01))
+            .collect();
+        let ix = flat(d, &base);
+        let q = &base[target * d..(target + 1) * d];
+        let single = ix
+            .search(VectorsRef::new(q, d).unwrap(), 2, &SearchParams::default())
+            .unwrap();
+        // Eight queries take the GEMM path.
+        let qs: Vec<f32> = q.repeat(8);
+        let batch = ix
+            .search(
+                VectorsRef::new(&qs, d).unwrap(),
+                2,
+                &SearchParams::default(),
+            )
+            .unwrap();
+        assert_eq!(single.row(0).1[0], target as i64);
+        for i in 0..8 {
+            assert_eq!(batch.row(i), single.row(0), "d = {d}, query {i}");
+        }
+    }
+}
+
+#[test]
+fn result_sizes_that_cannot_be_allocated_are_errors() {
+    let base = [0.0f32, 1.0, 2.0];
+    let db = Database::new(VectorsRef::new(&base, 1).unwrap(), None).unwrap();
+    let q = VectorsRef::new(&[0.0], 1).unwrap();
+    // Past isize::MAX bytes, and below it but past what a 47-bit address space holds
+    // (2^44 × 12 bytes: refused even where the kernel overcommits without limit).
+    for k in [usize::MAX / 4 + 1, 1 << 44] {
+        assert!(knn(&db, q, k, Metric::L2, None).is_err(), "k = {k}");
+        let a = SearchResults::new(1, 2, Metric::L2);
+        assert!(merge_results(&[&a], k, Metric::L2).is_err(), "k = {k}");
+    }
+    // A k past the vectors is padding.
+    let r = knn(&db, q, 5, Metric::L2, None).unwrap();
+    assert_eq!(r.row(0).1, &[0, 1, 2, -1, -1]);
+}
+
+#[test]
+fn empty_ground_truth_has_no_queries() {
+    let gt = GroundTruth::from_results(&SearchResults::new(3, 0, Metric::L2));
+    assert_eq!(gt.nq(), 0);
+    assert_eq!(GroundTruth::from_ivecs(&Matrix::default()).nq(), 0);
+    let res = SearchResults::new(3, 1, Metric::L2);
+    assert!(intersection_recall(&res, &gt, 1).is_err());
+}
+
+#[test]
+fn intersection_recall_counts_each_true_neighbour_once() {
+    let gt = GroundTruth::new(vec![5, 6, 7, 1, 2, 3], 3).unwrap();
+    let res = SearchResults::from_parts(2, 3, vec![0.0; 6], vec![5, 5, 5, 3, 1, 2]).unwrap();
+    let r = intersection_recall(&res, &gt, 3).unwrap();
+    assert!((r - 4.0 / 6.0).abs() < 1e-12, "{r}");
+}
+
+/// A saved index of 12 two-dimensional vectors with one value of its last section
+/// (`value`'s bytes, searched from the end) flipped: the checksum fails there, after
+/// the sections before it loaded.
+fn corrupt_last(saved: Vec<u8>, value: &[u8]) -> StateReader {
+    let pos = saved
+        .windows(value.len())
+        .rposition(|w| w == value)
+        .unwrap();
+    let mut bad = saved;
+    bad[pos] ^= 0x40;
+    StateReader::from_bytes(bad, "corrupt").unwrap()
+}
+
+#[test]
+fn loads_that_fail_half_way_leave_consistent_indexes() {
+    let d = 2;
+    let a: Vec<f32> = (0..8).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..24).map(|i| 100.0 + i as f32).collect();
+    let (va, vb) = (
+        VectorsRef::new(&a, d).unwrap(),
+        VectorsRef::new(&b, d).unwrap(),
+    );
+    let ids: Vec<i64> = (500..512).collect();
+    // IDMap: the inner index loads, its ids do not.
+    let mut other = IndexIDMap::new(IndexFlat::new(d, Metric::L2).unwrap()).unwrap();
+    other.add_with_ids(vb, &ids).unwrap();
+    let mut old = IndexIDMap::new(IndexFlat::new(d, Metric::L2).unwrap()).unwrap();
+    old.add_with_ids(va, &[1, 2, 3, 4]).unwrap();
+    let saved = state_bytes(&other).unwrap();
+    assert!(
+        old.load_state(&mut corrupt_last(saved.clone(), &500i64.to_le_bytes()))
+            .is_err()
+    );
+    assert_eq!((old.len(), old.id_map().len()), (0, 0));
+    // IDMap2 over the same file.
+    let mut old2 = IndexIDMap2::new(IndexFlat::new(d, Metric::L2).unwrap()).unwrap();
+    old2.add_with_ids(va, &[1, 2, 3, 4]).unwrap();
+    assert!(
+        old2.load_state(&mut corrupt_last(saved, &500i64.to_le_bytes()))
+            .is_err()
+    );
+    assert_eq!(old2.len(), 0);
+    assert!(old2.reconstruct(1).is_err());
+    // Refine: the base loads, the refinement does not.
+    let mk = || {
+        IndexRefine::new(
+            Box::new(IndexFlat::new(d, Metric::L2).unwrap()),
+            Box::new(IndexFlat::new(d, Metric::L2).unwrap()),
+        )
+        .unwrap()
+    };
+    let mut other = mk();
+    other.add(vb).unwrap();
+    other.set_k_factor(3.0).unwrap();
+    let mut old = mk();
+    old.add(va).unwrap();
+    let saved = state_bytes(&other).unwrap();
+    assert!(
+        old.load_state(&mut corrupt_last(saved, &123.0f32.to_le_bytes()))
+            .is_err()
+    );
+    assert_eq!((old.base().len(), old.refine().len()), (0, 0));
+    assert_eq!(old.k_factor(), 1.0);
+}
