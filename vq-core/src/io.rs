@@ -26,7 +26,7 @@
 //! ```
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -375,13 +375,6 @@ pub fn read_bvecs(path: impl AsRef<Path>) -> Result<Matrix<u8>> {
     VectorReader::<u8>::open_texmex(path)?.read_all()
 }
 
-fn create(path: &Path) -> Result<BufWriter<File>> {
-    Ok(BufWriter::with_capacity(
-        1 << 20,
-        File::create(path).map_err(|e| Error::io(path, e))?,
-    ))
-}
-
 fn write_le<T: Element>(w: &mut impl Write, values: &[T]) -> std::io::Result<()> {
     if cfg!(target_endian = "little") {
         w.write_all(bytemuck::cast_slice(values))
@@ -392,7 +385,8 @@ fn write_le<T: Element>(w: &mut impl Write, values: &[T]) -> std::io::Result<()>
     }
 }
 
-/// Writes rows of `dim` values in texmex layout.
+/// Writes rows of `dim` values in texmex layout, atomically (a temporary file renamed
+/// over `path`: a failed write leaves the old file as it was).
 ///
 /// # Errors
 /// I/O errors; [`Error::InvalidParameter`] when `values.len()` is not a multiple of
@@ -405,13 +399,14 @@ pub fn write_vecs<T: Element>(path: impl AsRef<Path>, values: &[T], dim: usize) 
             format!("{} values do not make rows of {dim}", values.len()),
         ));
     }
-    let mut w = create(path)?;
     let header = (dim as i32).to_le_bytes();
-    for row in values.chunks_exact(dim) {
-        w.write_all(&header).map_err(|e| Error::io(path, e))?;
-        write_le(&mut w, row).map_err(|e| Error::io(path, e))?;
-    }
-    w.flush().map_err(|e| Error::io(path, e))
+    crate::persist::write_atomic(path, |mut w| {
+        for row in values.chunks_exact(dim) {
+            w.write_all(&header).map_err(|e| Error::io(path, e))?;
+            write_le(&mut w, row).map_err(|e| Error::io(path, e))?;
+        }
+        Ok(())
+    })
 }
 
 /// Writes a `.fvecs` file.
@@ -485,7 +480,8 @@ pub fn read_u8bin(path: impl AsRef<Path>) -> Result<Matrix<u8>> {
     VectorReader::<u8>::open_bigann(path)?.read_all()
 }
 
-/// Writes a BigANN file (`n`, `d` header then the values).
+/// Writes a BigANN file (`n`, `d` header then the values), atomically as
+/// [`write_vecs`].
 ///
 /// # Errors
 /// I/O errors; bad shape; more than `u32::MAX` vectors.
@@ -499,12 +495,12 @@ pub fn write_bin<T: Element>(path: impl AsRef<Path>, values: &[T], dim: usize) -
     }
     let n = u32::try_from(values.len() / dim)
         .map_err(|_| Error::invalid_param("n", "more than u32::MAX vectors"))?;
-    let mut w = create(path)?;
-    w.write_all(&n.to_le_bytes())
-        .and_then(|_| w.write_all(&(dim as u32).to_le_bytes()))
-        .and_then(|_| write_le(&mut w, values))
-        .and_then(|_| w.flush())
-        .map_err(|e| Error::io(path, e))
+    crate::persist::write_atomic(path, |mut w| {
+        w.write_all(&n.to_le_bytes())
+            .and_then(|_| w.write_all(&(dim as u32).to_le_bytes()))
+            .and_then(|_| write_le(&mut w, values))
+            .map_err(|e| Error::io(path, e))
+    })
 }
 
 /// Writes a `.fbin` file.
