@@ -76,16 +76,22 @@ pub(crate) struct GenerateArgs {
     /// `synthetic:N,D,NQ[,SEED]`.
     #[arg(long)]
     data: String,
-    /// Output folder (created).
+    /// Output folder (created; one that already holds a dataset's files is refused
+    /// unless `--force`).
     #[arg(long)]
     out: PathBuf,
+    /// Replace the dataset files (`base`, `query`, `learn`, `groundtruth`, `.hdf5`)
+    /// already in the output folder; other files are left alone.
+    #[arg(long)]
+    force: bool,
     /// Training vectors to write (`learn.fvecs`); 0 for none.
     #[arg(long, default_value_t = 0)]
     learn: usize,
-    /// Neighbours per query in `groundtruth.ivecs` (exact, L2).
+    /// Neighbours per query in the ground truth (exact; at most N).
     #[arg(long, default_value_t = 100)]
     gt_k: usize,
-    /// Metric of the ground truth.
+    /// Metric of the ground truth: `l2` (`groundtruth.ivecs`) or `ip`
+    /// (`groundtruth.ip.ivecs`, which makes inner product the folder's metric).
     #[arg(long, default_value = "l2")]
     metric: String,
     /// File format: `fvecs` (texmex; ids as `.ivecs`), `fbin` (BigANN; `.ibin`), `npy`
@@ -270,6 +276,9 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
     }
     let (mut ds, metric) = pool.install(|| -> Result<(Dataset, Metric)> {
         let (mut ds, metric) = a.data.load()?;
+        if ds.queries.is_empty() {
+            bail!("{}: no queries to search (NQ = 0)", ds.name);
+        }
         if let Some(m) = a.nq {
             ds.keep_queries(m)?;
         }
@@ -522,6 +531,58 @@ fn search_all(
     Ok(())
 }
 
+/// The files of a dataset in `dir` (what a folder dataset is read from, and what `vq
+/// generate` writes): refused unless `force`, then removed, so the folder never mixes
+/// two datasets.
+fn clear_dataset_files(dir: &std::path::Path, force: bool) -> Result<()> {
+    let parts = [
+        "base",
+        "query",
+        "learn",
+        "groundtruth",
+        "gt",
+        "groundtruth.ip",
+    ];
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = e
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let stem = stem.split(".max").next().unwrap_or(stem);
+        let known = crate::formats::VECTOR_EXTENSIONS.contains(&ext)
+            || crate::formats::ID_EXTENSIONS.contains(&ext)
+            || crate::formats::HDF5_EXTENSIONS.contains(&ext);
+        let dataset = crate::formats::HDF5_EXTENSIONS.contains(&ext)
+            || parts.iter().any(|p| stem.ends_with(p));
+        if known && dataset && path.is_file() {
+            found.push(path);
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        bail!(
+            "{} already holds a dataset ({}); use --force to replace it",
+            dir.display(),
+            found
+                .iter()
+                .filter_map(|p| p.file_name().and_then(|n| n.to_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for p in &found {
+        std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run_generate(a: &GenerateArgs) -> Result<()> {
     let metric: Metric = a.metric.parse()?;
     let format = a.format.as_str();
@@ -533,9 +594,20 @@ pub(crate) fn run_generate(a: &GenerateArgs) -> Result<()> {
     if format == "hdf5" && a.learn > 0 {
         bail!("--format hdf5 has no learn set (ann-benchmarks files train on `train`)");
     }
+    if spec.n == 0 || spec.nq == 0 {
+        bail!(
+            "--data {}: a dataset needs base and query vectors (N and NQ at least 1; \
+             `vq kmeans` takes `synthetic:N,D,0` directly)",
+            a.data
+        );
+    }
+    if a.gt_k == 0 {
+        bail!("--gt-k 0: must be at least 1");
+    }
     let data = spec.generate()?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
+    clear_dataset_files(&a.out, a.force)?;
     let write_vectors = |name: &str, v: &vq_core::Vectors| -> Result<()> {
         let path = a.out.join(format!("{name}.{format}"));
         match format {
@@ -545,20 +617,13 @@ pub(crate) fn run_generate(a: &GenerateArgs) -> Result<()> {
         }
         Ok(())
     };
-    let k = a.gt_k.clamp(1, data.base.len().max(1));
-    let gt = if !data.base.is_empty() && !data.queries.is_empty() {
-        let (ids, dist) =
-            crate::gt::exact_knn(&data.base, &data.queries, k, metric, "ground truth")?;
-        let ids: Vec<i32> = ids
-            .iter()
-            .map(|&l| i32::try_from(l).context("an id does not fit in i32"))
-            .collect::<Result<_>>()?;
-        Some((ids, dist))
-    } else {
-        None
-    };
+    let k = a.gt_k.min(data.base.len());
+    let (ids, dist) = crate::gt::exact_knn(&data.base, &data.queries, k, metric, "ground truth")?;
+    let ids: Vec<i32> = ids
+        .iter()
+        .map(|&l| i32::try_from(l).context("an id does not fit in i32"))
+        .collect::<Result<_>>()?;
     if format == "hdf5" {
-        let (ids, dist) = gt.context("--format hdf5 needs base and query vectors")?;
         let name = crate::dataset::synthetic_name(&spec);
         let path = a.out.join(format!("{name}.hdf5"));
         let distance = match metric {
@@ -579,12 +644,15 @@ pub(crate) fn run_generate(a: &GenerateArgs) -> Result<()> {
         if a.learn > 0 {
             write_vectors("learn", &data.learn)?;
         }
-        if let Some((ids, _)) = gt {
-            match format {
-                "fvecs" => write_ivecs(a.out.join("groundtruth.ivecs"), &ids, k)?,
-                "fbin" => write_bin(a.out.join("groundtruth.ibin"), &ids, k)?,
-                _ => write_npy(a.out.join("groundtruth.npy"), &ids, k)?,
-            }
+        // The metric is in the name: a folder's plain `groundtruth` is for L2.
+        let gt = match metric {
+            Metric::L2 => "groundtruth",
+            Metric::InnerProduct => "groundtruth.ip",
+        };
+        match format {
+            "fvecs" => write_ivecs(a.out.join(format!("{gt}.ivecs")), &ids, k)?,
+            "fbin" => write_bin(a.out.join(format!("{gt}.ibin")), &ids, k)?,
+            _ => write_npy(a.out.join(format!("{gt}.npy")), &ids, k)?,
         }
     }
     progress::note(format!(

@@ -26,15 +26,21 @@ pub(crate) struct Dataset {
     pub(crate) learn: Option<Vectors>,
     /// The true neighbours of each query, when known.
     pub(crate) gt: Option<GroundTruth>,
-    /// Where computed ground truth may be cached (folders only).
+    /// Where computed L2 ground truth may be cached (folders only); inner-product
+    /// ground truth goes beside it as `….ip.ivecs` ([`Dataset::gt_path`]).
     pub(crate) gt_cache: Option<PathBuf>,
     /// The metric the data was made for (an HDF5 file's `distance` attribute); `None`
     /// for folders and synthetic data. For `angular` data the vectors are already
     /// normalised, so the hint is inner product.
     pub(crate) metric_hint: Option<Metric>,
-    /// The metric `gt` is known to be for (HDF5 `neighbors`, computed ground truth);
-    /// `None` when unknown (a folder's file), which is trusted as is.
+    /// The metric `gt` is known to be for: a folder's `*groundtruth` file is L2 (the
+    /// texmex convention) and its `*groundtruth.ip` file inner product; HDF5
+    /// `neighbors` follow the `distance` attribute; `None` (an HDF5 file without one)
+    /// is trusted as is.
     gt_metric: Option<Metric>,
+    /// The number of queries before [`Dataset::keep_queries`] (ground truth read from or
+    /// written to a file has a row for each).
+    queries_total: usize,
 }
 
 /// A synthetic set's name, as the peers' harness writes it (`syn-100k-d128-q1k-s12345`,
@@ -77,6 +83,7 @@ impl DataArgs {
         let opts = DataOptions {
             learn: self.learn.clone(),
             max_base: self.max_base,
+            skip_gt: false,
         };
         let ds = Dataset::load_with(&self.data, &opts)?;
         let metric = ds.metric(self.metric.as_deref())?;
@@ -93,6 +100,8 @@ pub(crate) struct DataOptions {
     /// Keep only the first N base vectors (ground truth from the data is then dropped
     /// and recomputed exactly).
     pub(crate) max_base: Option<usize>,
+    /// Do not read a folder's ground truth (`vq gt`, which replaces it, even broken).
+    pub(crate) skip_gt: bool,
 }
 
 /// The extensions for a folder's base/query/learn files.
@@ -157,7 +166,7 @@ impl Dataset {
         } else {
             let path = Path::new(spec);
             if path.is_dir() {
-                (Self::folder(path)?, false)
+                (Self::folder(path, !opts.skip_gt)?, false)
             } else if HDF5_EXTENSIONS.contains(&extension(path).as_str()) {
                 Self::hdf5(path)?
             } else if path.exists() {
@@ -193,16 +202,20 @@ impl Dataset {
         Ok(Dataset {
             name: synthetic_name(&s),
             base: data.base,
-            queries: data.queries,
             learn: None,
             gt: None,
             gt_cache: None,
             metric_hint: None,
             gt_metric: None,
+            queries_total: data.queries.len(),
+            queries: data.queries,
         })
     }
 
-    fn folder(dir: &Path) -> Result<Dataset> {
+    /// A folder's vectors and (with `read_gt`) ground truth: `*groundtruth` (or `*gt`)
+    /// ids are for L2, `*groundtruth.ip` ids for inner product (which then becomes the
+    /// folder's metric when it has no L2 file).
+    fn folder(dir: &Path, read_gt: bool) -> Result<Dataset> {
         let spec = dir.display();
         let base_path = find(dir, "base", &FOLDER_VECTOR_EXTS)?
             .with_context(|| format!("no `*base.fvecs` (or .bvecs/.fbin/.u8bin/.npy) in {spec}"))?;
@@ -224,7 +237,20 @@ impl Dataset {
             Some(p) => Some(p),
             None => find(dir, "gt", &ID_EXTENSIONS)?,
         };
-        let gt = gt_path.as_ref().map(read_ids_any).transpose()?;
+        let ip_path = find(dir, "groundtruth.ip", &ID_EXTENSIONS)?;
+        let (gt_file, gt_metric, metric_hint) = match (gt_path, ip_path) {
+            (Some(p), _) => (Some(p), Some(Metric::L2), None),
+            (None, Some(p)) => (
+                Some(p),
+                Some(Metric::InnerProduct),
+                Some(Metric::InnerProduct),
+            ),
+            (None, None) => (None, None, None),
+        };
+        let gt = match gt_file {
+            Some(p) if read_gt => Some(read_ids_any(p)?),
+            _ => None,
+        };
         let name = dir
             .file_name()
             .and_then(|n| n.to_str())
@@ -238,12 +264,13 @@ impl Dataset {
         Ok(Dataset {
             name,
             base,
-            queries,
             learn,
+            gt_metric: gt.as_ref().and(gt_metric),
             gt,
             gt_cache: Some(dir.join(format!("{stem}groundtruth.ivecs"))),
-            metric_hint: None,
-            gt_metric: None,
+            metric_hint,
+            queries_total: queries.len(),
+            queries,
         })
     }
 
@@ -272,6 +299,7 @@ impl Dataset {
             Dataset {
                 name,
                 base,
+                queries_total: queries.len(),
                 queries,
                 learn: None,
                 gt_metric: f.neighbors.as_ref().and(hint),
@@ -285,8 +313,8 @@ impl Dataset {
 
     /// Keeps the first `n` base vectors. Ground truth from the data is for the whole
     /// base, so it is dropped (to be recomputed exactly), and computed ground truth is
-    /// cached under a name of its own (`*groundtruth.max{n}.ivecs`), read back when
-    /// present.
+    /// cached under a name of its own (`*groundtruth.max{n}.ivecs`, `….ip.ivecs` for
+    /// inner product), read back by [`Dataset::ground_truth`] when present.
     fn keep_base(&mut self, n: usize) -> Result<()> {
         let total = self.base.len();
         if n == 0 || n > total {
@@ -300,7 +328,8 @@ impl Dataset {
         if self.gt.take().is_some() {
             crate::progress::note(format!(
                 "note: --max-base {n}: the data's ground truth is for all {total} base \
-                 vectors; it is recomputed exactly for the first {n}"
+                 vectors; ground truth for the first {n} is read from a cache file when \
+                 there is one, else computed exactly"
             ));
         }
         self.gt_cache = self.gt_cache.take().map(|p| {
@@ -312,16 +341,39 @@ impl Dataset {
                 .to_string();
             p.with_file_name(format!("{name}.max{n}.ivecs"))
         });
-        if let Some(p) = &self.gt_cache
-            && p.is_file()
-        {
-            self.gt = Some(read_ids_any(p)?);
-            crate::progress::note(format!(
-                "using ground truth for the first {n} base vectors from {}",
-                p.display()
-            ));
-        }
         Ok(())
+    }
+
+    /// Where ground truth for `metric` is cached (folders only): [`Dataset::gt_cache`]
+    /// for L2, the same name with `.ip` before `.ivecs` for inner product.
+    pub(crate) fn gt_path(&self, metric: Metric) -> Option<PathBuf> {
+        let p = self.gt_cache.as_ref()?;
+        match metric {
+            Metric::L2 => Some(p.clone()),
+            Metric::InnerProduct => {
+                let stem = p.file_stem()?.to_str()?;
+                Some(p.with_file_name(format!("{stem}.ip.ivecs")))
+            }
+        }
+    }
+
+    /// Ground truth from `path` if it fits: a row for each of the data's queries, ids
+    /// of base vectors, at least `need` per row. The rows of the kept queries.
+    fn read_cached_gt(&self, path: &Path, need: usize) -> Result<GroundTruth> {
+        let g = read_ids_any(path)?;
+        let n = self.base.len() as vq_core::Label;
+        if g.nq() != self.queries_total {
+            bail!("{} rows for {} queries", g.nq(), self.queries_total);
+        }
+        if g.k() < need {
+            bail!("{} neighbours per query, {need} needed", g.k());
+        }
+        if (0..g.nq()).any(|i| g.row(i).iter().any(|&id| id >= n)) {
+            bail!("ids past the {n} base vectors");
+        }
+        let m = self.queries.len();
+        let ids: Vec<vq_core::Label> = (0..m).flat_map(|i| g.row(i).to_vec()).collect();
+        Ok(GroundTruth::new(ids, g.k())?)
     }
 
     /// Checks that the parts agree: dimensions, ground-truth rows and ids.
@@ -395,19 +447,35 @@ impl Dataset {
             ));
         }
         let need = k.max(10);
-        let stale = self
-            .gt
-            .as_ref()
-            .is_some_and(|g| g.k() < need.min(self.base.len()));
+        let want = need.min(self.base.len());
+        let stale = self.gt.as_ref().is_some_and(|g| g.k() < want);
         let other_metric = self.gt.is_some() && self.gt_metric.is_some_and(|m| m != metric);
         if other_metric {
             crate::progress::note(format!(
-                "note: the ground truth of {} is for another metric; recomputing it for \
-                 {metric}",
-                self.name
+                "note: the ground truth of {} is for {} (a folder's `*groundtruth` file is \
+                 for L2, its `*groundtruth.ip` file for inner product); using {metric}'s",
+                self.name,
+                self.gt_metric.map_or("another metric", |m| m.name())
             ));
         }
         if self.gt.is_none() || stale || other_metric {
+            self.gt = None;
+            if let Some(p) = self.gt_path(metric).filter(|p| p.is_file()) {
+                match self.read_cached_gt(&p, want) {
+                    Ok(g) => {
+                        crate::progress::note(format!(
+                            "using ground truth ({metric}) from {}",
+                            p.display()
+                        ));
+                        self.gt = Some(g);
+                    }
+                    Err(e) => {
+                        crate::progress::note(format!("note: not using {}: {e:#}", p.display()))
+                    }
+                }
+            }
+        }
+        if self.gt.is_none() {
             let kk = need.max(100).min(self.base.len());
             crate::progress::note(format!(
                 "computing exact ground truth (k = {kk}, {metric})..."
@@ -416,20 +484,29 @@ impl Dataset {
                 crate::gt::exact_knn(&self.base, &self.queries, kk, metric, "ground truth")?;
             let gt = GroundTruth::new(ids, kk)?;
             if cache {
-                match &self.gt_cache {
-                    Some(p) if !p.exists() => {
-                        write_ivecs(p, &gt.to_i32()?, gt.k())?;
-                        crate::progress::note(format!("cached ground truth in {}", p.display()));
-                    }
-                    Some(p) => crate::progress::note(format!("not overwriting {}", p.display())),
+                match self.gt_path(metric) {
                     None => {
                         crate::progress::note("synthetic or HDF5 data: ground truth is not cached")
+                    }
+                    Some(_) if self.queries.len() != self.queries_total => {
+                        crate::progress::note(format!(
+                            "note: ground truth not cached: --nq keeps {} of the {} queries",
+                            self.queries.len(),
+                            self.queries_total
+                        ))
+                    }
+                    Some(p) if p.exists() => {
+                        crate::progress::note(format!("not overwriting {}", p.display()))
+                    }
+                    Some(p) => {
+                        write_ivecs(&p, &gt.to_i32()?, gt.k())?;
+                        crate::progress::note(format!("cached ground truth in {}", p.display()));
                     }
                 }
             }
             self.gt = Some(gt);
-            self.gt_metric = Some(metric);
         }
+        self.gt_metric = Some(metric);
         self.gt
             .as_ref()
             .context("invariant: ground truth set above")
@@ -580,6 +657,7 @@ mod tests {
         let opts = DataOptions {
             learn: Some(other.clone()),
             max_base: None,
+            skip_gt: false,
         };
         let ds = Dataset::load_with(spec(dir.path()), &opts).unwrap();
         assert_eq!(ds.learn.as_ref().unwrap().len(), 30);
@@ -596,6 +674,7 @@ mod tests {
         let opts = DataOptions {
             learn: Some(l),
             max_base: None,
+            skip_gt: false,
         };
         let ds = Dataset::load_with(spec(&p), &opts).unwrap();
         assert_eq!(
@@ -611,6 +690,7 @@ mod tests {
         let opts = |n| DataOptions {
             learn: None,
             max_base: Some(n),
+            skip_gt: false,
         };
         let full = Dataset::load(spec(dir.path())).unwrap();
         let mut ds = Dataset::load_with(spec(dir.path()), &opts(120)).unwrap();
@@ -625,8 +705,8 @@ mod tests {
         assert!(cache.is_file());
         assert!(!dir.path().join("groundtruth.ivecs").exists());
         // Read back on the next load with the same prefix; not for the full data.
-        let again = Dataset::load_with(spec(dir.path()), &opts(120)).unwrap();
-        assert_eq!(again.gt.as_ref(), Some(&gt));
+        let mut again = Dataset::load_with(spec(dir.path()), &opts(120)).unwrap();
+        assert_eq!(again.ground_truth(10, Metric::L2, false).unwrap(), &gt);
         assert_eq!(Dataset::load(spec(dir.path())).unwrap().gt, full.gt);
         // The whole base: nothing changes.
         let same = Dataset::load_with(spec(dir.path()), &opts(200)).unwrap();
@@ -649,5 +729,89 @@ mod tests {
         );
         let ds = Dataset::load_with("synthetic:500,8,5", &opts(499)).unwrap();
         assert_eq!(ds.base.len(), 499);
+    }
+
+    /// A folder of 200 × 8 base and 10 queries in .fvecs, without ground truth.
+    fn fvecs_folder(dir: &Path) {
+        write_fvecs(
+            dir.join("base.fvecs"),
+            VectorsRef::new(&values(200, 8, 1), 8).unwrap(),
+        )
+        .unwrap();
+        write_fvecs(
+            dir.join("query.fvecs"),
+            VectorsRef::new(&values(10, 8, 2), 8).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn ground_truth_files_carry_their_metric() {
+        let dir = tempfile::tempdir().unwrap();
+        fvecs_folder(dir.path());
+        let mut ds = Dataset::load(spec(dir.path())).unwrap();
+        let ip = ds
+            .ground_truth(10, Metric::InnerProduct, true)
+            .unwrap()
+            .clone();
+        let ip_file = dir.path().join("groundtruth.ip.ivecs");
+        assert!(ip_file.is_file() && !dir.path().join("groundtruth.ivecs").exists());
+        // Cached inner-product ground truth makes inner product the folder's metric...
+        let mut ds = Dataset::load(spec(dir.path())).unwrap();
+        assert_eq!(ds.metric(None).unwrap(), Metric::InnerProduct);
+        assert_eq!(
+            ds.ground_truth(10, Metric::InnerProduct, false).unwrap(),
+            &ip
+        );
+        // ...and is never taken for L2's, which is computed (and cached beside it).
+        let l2 = ds.ground_truth(10, Metric::L2, true).unwrap().clone();
+        assert_ne!(l2, ip);
+        assert!(dir.path().join("groundtruth.ivecs").is_file());
+        let mut ds = Dataset::load(spec(dir.path())).unwrap();
+        assert_eq!(ds.metric(None).unwrap(), Metric::L2);
+        assert_eq!(ds.ground_truth(10, Metric::L2, false).unwrap(), &l2);
+        assert_eq!(
+            ds.ground_truth(10, Metric::InnerProduct, false).unwrap(),
+            &ip
+        );
+        assert_eq!(ds.ground_truth(10, Metric::L2, false).unwrap(), &l2);
+    }
+
+    #[test]
+    fn ground_truth_for_some_queries_is_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        fvecs_folder(dir.path());
+        let mut ds = Dataset::load(spec(dir.path())).unwrap();
+        ds.keep_queries(4).unwrap();
+        assert_eq!(ds.ground_truth(10, Metric::L2, true).unwrap().nq(), 4);
+        assert!(!dir.path().join("groundtruth.ivecs").exists());
+        // A cache of all the queries serves a prefix of them.
+        let mut all = Dataset::load(spec(dir.path())).unwrap();
+        let full = all.ground_truth(10, Metric::L2, true).unwrap().clone();
+        let mut ds = Dataset::load(spec(dir.path())).unwrap();
+        ds.keep_queries(4).unwrap();
+        let some = ds.ground_truth(10, Metric::L2, false).unwrap();
+        assert_eq!(
+            (0..4).map(|i| some.row(i)).collect::<Vec<_>>(),
+            (0..4).map(|i| full.row(i)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn broken_ground_truth_can_be_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        fvecs_folder(dir.path());
+        std::fs::write(dir.path().join("groundtruth.ivecs"), [1u8; 10]).unwrap();
+        assert!(Dataset::load(spec(dir.path())).is_err());
+        let opts = DataOptions {
+            skip_gt: true,
+            ..DataOptions::default()
+        };
+        let ds = Dataset::load_with(spec(dir.path()), &opts).unwrap();
+        assert!(ds.gt.is_none());
+        assert_eq!(
+            ds.gt_path(Metric::InnerProduct),
+            Some(dir.path().join("groundtruth.ip.ivecs"))
+        );
     }
 }

@@ -16,7 +16,7 @@
 //! Vectors are checked to be finite.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek};
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -523,16 +523,19 @@ where
             values.len()
         );
     }
-    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let io = |e: std::io::Error| anyhow!("{}: {e}", path.display());
-    let mut w = npyz::WriteOptions::<T>::new()
-        .default_dtype()
-        .shape(&[(values.len() / dim) as u64, dim as u64])
-        .writer(BufWriter::with_capacity(1 << 20, f))
-        .begin_nd()
-        .map_err(io)?;
-    w.extend(values.iter().copied()).map_err(io)?;
-    w.finish().map_err(io)
+    // Atomically, as vq-core's writers: a failed write leaves the old file in place.
+    let io = |e: std::io::Error| vq_core::Error::io(path, e);
+    vq_core::persist::write_atomic(path, |w| {
+        let mut w = npyz::WriteOptions::<T>::new()
+            .default_dtype()
+            .shape(&[(values.len() / dim) as u64, dim as u64])
+            .writer(w)
+            .begin_nd()
+            .map_err(io)?;
+        w.extend(values.iter().copied()).map_err(io)?;
+        w.finish().map_err(io)
+    })?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------
@@ -990,7 +993,11 @@ pub(crate) fn write_ann_hdf5(
         "point_type",
         hdf5_pure::AttrValue::VarLenString("float".to_string()),
     );
-    b.write(path).map_err(|e| h5_err(path, e))
+    let bytes = b.finish().map_err(|e| h5_err(path, e))?;
+    vq_core::persist::write_atomic(path, |w| {
+        w.write_all(&bytes).map_err(|e| vq_core::Error::io(path, e))
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

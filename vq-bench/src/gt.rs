@@ -1,6 +1,6 @@
 //! `vq gt`: exact ground truth (ids as `.ivecs`, distances as `.fvecs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -25,8 +25,10 @@ pub(crate) struct GtArgs {
     #[arg(long)]
     metric: Option<String>,
     /// Where to write the ids (`.ivecs`); the distances go beside it as `.fvecs`.
-    /// Default: `groundtruth.ivecs` in the data folder (`groundtruth.max<N>.ivecs`
-    /// with `--max-base`).
+    /// Default: in the data folder, the name its base file implies (`groundtruth.ivecs`
+    /// beside `base.fvecs`, `sift_groundtruth.ivecs` beside `sift_base.fvecs`), with
+    /// `.max<N>` before the extension for `--max-base` and `.ip` for inner product (how
+    /// `vq bench` finds it).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Replace existing files.
@@ -82,9 +84,14 @@ pub(crate) fn run(a: &GtArgs) -> Result<()> {
         let opts = DataOptions {
             learn: None,
             max_base: a.max_base,
+            // The files this replaces may be broken: they are not read.
+            skip_gt: true,
         };
         let ds = Dataset::load_with(&a.data, &opts)?;
         let metric = ds.metric(a.metric.as_deref())?;
+        if ds.queries.is_empty() {
+            bail!("{}: no queries (NQ = 0)", ds.name);
+        }
         let n = ds.base.len();
         if a.k == 0 || a.k > n {
             bail!("-k {}: must be in 1..={n} (the base vectors)", a.k);
@@ -95,7 +102,12 @@ pub(crate) fn run(a: &GtArgs) -> Result<()> {
         ds.queries.as_ref().check_finite().context("queries")?;
         let out = match &a.out {
             Some(p) => p.clone(),
-            None => default_out(&a.data, a.max_base)?,
+            None => ds.gt_path(metric).with_context(|| {
+                format!(
+                    "--out is needed: `{}` is not a folder to write the ground truth into",
+                    a.data
+                )
+            })?,
         };
         if out.extension().is_none_or(|e| e != "ivecs") {
             bail!("--out {}: must end in .ivecs", out.display());
@@ -113,9 +125,11 @@ pub(crate) fn run(a: &GtArgs) -> Result<()> {
             .iter()
             .map(|&l| i32::try_from(l).context("an id does not fit in i32"))
             .collect::<Result<_>>()?;
-        write_ivecs(&out, &ids32, a.k)?;
+        // Each file is replaced atomically; the distances first, so a failure leaves
+        // the ids vq reads as they were.
         let dv = Vectors::new(dist, a.k)?;
         write_fvecs(&dist_path, dv.as_ref())?;
+        write_ivecs(&out, &ids32, a.k)?;
         let (nq, d) = (ds.queries.len(), ds.base.dim());
         let row = json!({
             "case": "gt",
@@ -141,16 +155,4 @@ pub(crate) fn run(a: &GtArgs) -> Result<()> {
         report.row(&row);
         Ok(())
     })
-}
-
-/// `groundtruth.ivecs` (or `groundtruth.max<N>.ivecs`) in a data folder.
-fn default_out(data: &str, max_base: Option<usize>) -> Result<PathBuf> {
-    let dir = Path::new(data);
-    if !dir.is_dir() {
-        bail!("--out is needed: `{data}` is not a folder to write the ground truth into");
-    }
-    Ok(dir.join(match max_base {
-        Some(m) => format!("groundtruth.max{m}.ivecs"),
-        None => "groundtruth.ivecs".to_string(),
-    }))
 }

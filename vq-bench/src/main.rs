@@ -93,10 +93,15 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the first line of each error in the chain (a factory error's
             // second and third lines draw a marker under the token; the first names it).
-            let msg: Vec<String> = e
-                .chain()
-                .map(|c| c.to_string().lines().next().unwrap_or_default().to_string())
-                .collect();
+            // A cause the message before it already ends with (vq-core's I/O errors
+            // print their source) is not repeated.
+            let mut msg: Vec<String> = Vec::new();
+            for c in e.chain() {
+                let line = c.to_string().lines().next().unwrap_or_default().to_string();
+                if msg.last().is_none_or(|m| !m.ends_with(&line)) {
+                    msg.push(line);
+                }
+            }
             eprintln!("error: {}", msg.join(": "));
             ExitCode::FAILURE
         }

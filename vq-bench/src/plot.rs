@@ -151,10 +151,10 @@ pub(crate) fn run(a: &PlotArgs) -> Result<()> {
     rows.retain(|r| r.recall(field).is_some());
     skipped += before - rows.len();
     if skipped > 0 {
-        eprintln!(
+        crate::progress::note(format!(
             "vq plot: skipped {skipped} line(s) without a numeric qps and {} (meta, k-means, ...)",
             field.key()
-        );
+        ));
     }
     if rows.is_empty() {
         bail!(
@@ -974,8 +974,8 @@ fn render_png(svg: &str, width: u32, height: u32) -> Result<Vec<u8>> {
             db.set_serif_family(f.clone());
             opt.font_family = f;
         }
-        None => eprintln!(
-            "vq plot: warning: no system font found; the PNG has no text labels (an .svg output has them)"
+        None => crate::progress::note(
+            "vq plot: warning: no system font found; the PNG has no text labels (an .svg output has them)",
         ),
     }
     let tree = usvg::Tree::from_str(svg, &opt).context("cannot parse the generated SVG")?;

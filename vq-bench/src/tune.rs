@@ -63,7 +63,8 @@ pub(crate) fn run(a: &TuneArgs) -> Result<()> {
     }
     let budget = match a.budget_s {
         Some(s) if !(s.is_finite() && s >= 0.0) => bail!("--budget-s {s}: must be >= 0"),
-        Some(s) => Some(Duration::from_secs_f64(s)),
+        // Past what a Duration holds (~5.8e11 years) is no limit.
+        Some(s) => Some(Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)),
         None => None,
     };
     if !(a.min_test_s.is_finite() && a.min_test_s >= 0.0) {
@@ -75,6 +76,9 @@ pub(crate) fn run(a: &TuneArgs) -> Result<()> {
     let threads = pool.current_num_threads();
     pool.install(|| {
         let (mut ds, metric) = a.data.load()?;
+        if ds.queries.is_empty() {
+            bail!("{}: no queries to search (NQ = 0)", ds.name);
+        }
         if let Some(m) = a.nq {
             ds.keep_queries(m)?;
         }
@@ -109,7 +113,8 @@ pub(crate) fn run(a: &TuneArgs) -> Result<()> {
         let explore = ExploreOptions {
             budget,
             min_test_s: a.min_test_s,
-            ..ExploreOptions::default()
+            // As documented: every combination runs until --min-test-s has passed.
+            max_repeats: usize::MAX,
         };
         let bar = progress::bar(n_comb as u64, "tuning");
         let t0 = Instant::now();

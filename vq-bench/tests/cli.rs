@@ -246,7 +246,35 @@ fn bench_folder_with_idmap_one_at_a_time_and_cached_ground_truth() {
     assert_eq!(row["nq"], 10);
     assert_eq!(row["recall_at_1"], 1.0);
     assert!(row["recall_10_at_10"].is_null(), "k = 5 < 10");
-    assert!(dir.path().join("groundtruth.ivecs").exists());
+    // Ground truth of 10 of the 30 queries is not the folder's: not cached.
+    assert!(err.contains("not cached"), "{err}");
+    let ip_gt = dir.path().join("groundtruth.ip.ivecs");
+    assert!(!ip_gt.exists());
+    let args = [
+        "bench",
+        "--data",
+        d,
+        "--index",
+        "Flat",
+        "--metric",
+        "ip",
+        "--cache-gt",
+    ];
+    let (code, out, err) = vq(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(ip_gt.exists() && !dir.path().join("groundtruth.ivecs").exists());
+    // Cached for inner product, it is never taken for L2: Flat stays exact either way.
+    for metric in ["ip", "l2"] {
+        let (code, out2, err) = vq(&["bench", "--data", d, "--index", "Flat", "--metric", metric]);
+        assert_eq!(code, 0, "{err}");
+        let row: serde_json::Value = serde_json::from_str(out2.trim()).unwrap();
+        assert_eq!(row["recall_10_at_10"], 1.0, "{metric}: {err}");
+    }
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (row["nq"].clone(), row["recall_10_at_10"].clone()),
+        (30.into(), 1.0.into())
+    );
 }
 
 #[test]

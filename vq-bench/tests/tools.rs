@@ -396,3 +396,104 @@ fn bench_gives_each_index_the_build_parameters_it_has() {
     assert_eq!(code, 1);
     assert!(err.contains("efConstruction"), "{err}");
 }
+
+/// Runs vq and gives its exit code and standard error (stdout may be a table).
+fn vq_err(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vq"))
+        .args(args)
+        .output()
+        .expect("the vq binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn generate_never_mixes_datasets_and_gt_repairs_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let gen_args = |spec: &'static str| vec!["generate", "--data", spec, "--out", d];
+    let mut first = gen_args("synthetic:2000,8,30,1");
+    first.extend(["--learn", "500"]);
+    assert_eq!(vq_err(&first).0, 0);
+    // A folder holding a dataset is refused, then replaced whole with --force.
+    let (code, err) = vq_err(&gen_args("synthetic:2000,8,30,2"));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("already holds a dataset") && err.contains("learn.fvecs"),
+        "{err}"
+    );
+    let mut forced = gen_args("synthetic:2000,8,30,2");
+    forced.push("--force");
+    assert_eq!(vq_err(&forced).0, 0);
+    assert!(!dir.path().join("learn.fvecs").exists());
+    // Empty datasets and k = 0 are refused.
+    for (spec, extra) in [
+        ("synthetic:0,8,5", None),
+        ("synthetic:100,8,0", None),
+        ("synthetic:100,8,5", Some("0")),
+    ] {
+        let e = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "generate",
+            "--data",
+            spec,
+            "--out",
+            e.path().to_str().unwrap(),
+        ];
+        if let Some(k) = extra {
+            args.extend(["--gt-k", k]);
+        }
+        let (code, err) = vq_err(&args);
+        assert_eq!((code, err.trim().lines().count()), (1, 1), "{spec}: {err}");
+    }
+    let (code, err) = vq_err(&["bench", "--data", "synthetic:100,8,0", "--index", "Flat"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no queries"), "{err}");
+    // A broken ground-truth file: bench refuses the folder, `gt --force` repairs it.
+    let gt = dir.path().join("groundtruth.ivecs");
+    let whole = std::fs::read(&gt).unwrap();
+    std::fs::write(&gt, &whole[..1000]).unwrap();
+    let bench = ["bench", "--data", d, "--index", "Flat", "--quiet"];
+    assert_eq!(vq_err(&bench).0, 1);
+    let (code, err) = vq_err(&["gt", "--data", d, "-k", "100", "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&gt).unwrap(), whole);
+    assert_eq!(vq_err(&bench).0, 0);
+    // Texmex names: `gt` writes the name bench looks for.
+    for part in ["base", "query", "groundtruth"] {
+        let ext = if part == "groundtruth" {
+            "ivecs"
+        } else {
+            "fvecs"
+        };
+        let from = dir.path().join(format!("{part}.{ext}"));
+        std::fs::rename(&from, dir.path().join(format!("sift_{part}.{ext}"))).unwrap();
+    }
+    std::fs::remove_file(dir.path().join("groundtruth.fvecs")).unwrap();
+    let (code, err) = vq_err(&["gt", "--data", d, "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.path().join("sift_groundtruth.ivecs").is_file());
+    assert_eq!(vq_err(&bench).0, 0);
+    // An I/O error's cause is printed once.
+    let (code, err) = vq_err(&["search", "--index-file", "/no/such.vqi", "--data", d]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}
+
+#[test]
+fn tune_takes_a_budget_past_what_a_duration_holds() {
+    let (code, _, err) = vq(&[
+        "tune",
+        "--data",
+        DATA,
+        "--index",
+        "IVF16,Flat",
+        "--budget-s",
+        "1e300",
+        "--min-test-s",
+        "0",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
