@@ -208,6 +208,8 @@ impl Index for IndexRefine {
     }
     fn search_param_names(&self) -> Vec<String> {
         let mut v = self.base.search_param_names();
+        // A refined base's own `k_factor_rf` is out of reach (the name sets this one).
+        v.retain(|n| n != "k_factor_rf");
         v.push("k_factor_rf".into());
         v
     }

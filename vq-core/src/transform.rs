@@ -169,6 +169,22 @@ impl VectorTransform for L2Normalize {
         Self::normalize_in_place(out, self.dim);
         Ok(())
     }
+
+    /// The normalised vectors themselves (the lengths are gone), as Faiss's
+    /// `NormalizationTransform::reverse_transform`: reconstructing through `L2norm`
+    /// gives the stored unit vectors.
+    fn reverse_into(&self, y: VectorsRef<'_>, out: &mut [f32]) -> Result<()> {
+        y.check_dim(self.dim)?;
+        if out.len() != y.as_slice().len() {
+            return Err(Error::LengthMismatch {
+                what: "reverse transform output",
+                expected: y.as_slice().len(),
+                got: out.len(),
+            });
+        }
+        out.copy_from_slice(y.as_slice());
+        Ok(())
+    }
 }
 
 /// An index that runs a chain of transforms on every vector before an inner index
@@ -312,6 +328,19 @@ impl Index for PreTransform {
         let y = self.apply_chain(queries)?;
         self.index
             .range_search(VectorsRef::new(&y, self.index.dim())?, radius, params)
+    }
+
+    fn prefetch(&self, ids: &[Label]) {
+        self.index.prefetch(ids);
+    }
+
+    /// Distances in the transformed space, where the inner index stores the vectors:
+    /// the query goes through the chain (as Faiss's `IndexPreTransform` distance
+    /// computer), so a refinement by a `PreTransform` ranks as its own search does.
+    fn distances_to(&self, query: &[f32], ids: &[Label], out: &mut [f32]) -> Result<()> {
+        crate::index::check_distances_to(self.dim(), query, ids, out)?;
+        let y = self.apply_chain(VectorsRef::new(query, self.dim())?)?;
+        self.index.distances_to(&y, ids, out)
     }
 
     fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
