@@ -401,8 +401,11 @@ fn ranges_of(spec: &FactorySpec, prefix: &str, k: usize, out: &mut Vec<Parameter
         }
         FactorySpec::Refine { base, .. } => {
             ranges_of(base, prefix, k, out);
+            // A refinement of a refinement: `k_factor_rf` reaches the outer one only.
+            let name = format!("{prefix}k_factor_rf");
+            out.retain(|r| r.name != name);
             out.push(ParameterRange {
-                name: format!("{prefix}k_factor_rf"),
+                name,
                 values: powers(1, 64),
             });
         }

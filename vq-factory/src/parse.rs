@@ -19,6 +19,9 @@ pub enum ParseErrorKind {
     UnknownToken(String),
     /// A Faiss token the workspace does not implement yet.
     NotAvailableYet(String),
+    /// A coarse-quantizer token (`IVF{n}…`, `IMI2x{b}`) whose count is missing,
+    /// malformed, zero or too large (`IVF,Flat`, `IVFx`, `IVF99999999999999999999`).
+    BadCount(String),
     /// A token in a place where it cannot stand (e.g. `IDMap` after a transform).
     Misplaced(String),
     /// The string ends without an index (e.g. `"L2norm"`).
@@ -57,6 +60,11 @@ impl fmt::Display for ParseError {
             ParseErrorKind::NotAvailableYet(t) => write!(
                 f,
                 "token `{t}` at position {at} is a Faiss index type vq does not provide yet"
+            )?,
+            ParseErrorKind::BadCount(t) => write!(
+                f,
+                "token `{t}` at position {at} needs a count (e.g. `IVF4096`, `IVF4k`, \
+                 `IMI2x12`): missing, malformed, zero or too large"
             )?,
             ParseErrorKind::Misplaced(t) => write!(f, "token `{t}` cannot stand at position {at}")?,
             ParseErrorKind::MissingIndex => write!(
@@ -222,6 +230,21 @@ fn coarse_shape(t: &str) -> bool {
         Some((n, m)) => ivf_lists(n).is_some() && (m.is_empty() || num(m).is_some()),
         None => ivf_lists(rest).is_some(),
     }
+}
+
+/// Is `t` an `IVF…` / `IMI…` token whose count cannot be read? (One whose count reads
+/// but whose variant is not provided, `IVF1024_NSG32`, is not.)
+fn bad_coarse_count(t: &str) -> bool {
+    if let Some(rest) = t.strip_prefix("IMI") {
+        let count = rest.strip_prefix("2x").unwrap_or("");
+        let cut = count.find(['_', '(']).unwrap_or(count.len());
+        return num(&count[..cut]).is_none_or(|b| b == 0);
+    }
+    let Some(rest) = t.strip_prefix("IVF") else {
+        return false;
+    };
+    let cut = rest.find(['_', '(']).unwrap_or(rest.len());
+    ivf_lists(&rest[..cut]).is_none_or(|n| n == 0)
 }
 
 /// `PQ{M}x4fs`, `PQ{M}x4fsr`, with an optional `_{bbs}` (a multiple of 32).
@@ -456,6 +479,8 @@ impl<'a> Parser<'a> {
         }
         let kind = if self.known(tok) {
             ParseErrorKind::Misplaced(t)
+        } else if bad_coarse_count(&t) {
+            ParseErrorKind::BadCount(t)
         } else if is_later_pq(&t)
             || t.starts_with("Refine")
             || LATER.iter().any(|p| t.starts_with(p))

@@ -160,9 +160,11 @@ pub fn set_params(index: &mut dyn Index, params: &str) -> Result<()> {
         .filter_map(|x| x.split_once('='))
         .map(|(n, v)| (n.trim(), v.trim()))
         .collect();
+    // `k_factor` is Faiss's alias of `k_factor_rf`, at any nesting (`quantizer_k_factor`).
     let known = |n: &str| {
         names.iter().any(|x| x == n)
-            || (n == "k_factor" && names.iter().any(|x| x == "k_factor_rf"))
+            || n.strip_suffix("k_factor")
+                .is_some_and(|pre| names.iter().any(|x| *x == format!("{pre}k_factor_rf")))
     };
     if let Some((n, _)) = items.iter().find(|(n, _)| !known(n)) {
         return Err(Error::invalid_param(

@@ -1,7 +1,7 @@
 //! vq index → Faiss file: the index saves itself as a container, and its sections are
 //! rewritten as the Faiss objects of the same structure.
 
-use vq_core::{Codec, Error, Metric, Result};
+use vq_core::{Codec, Error, Index, Metric, Result};
 use vq_hnsw::io::Reader;
 use vq_pq::fastscan::FastScanLayout;
 use vq_pq::{ScalarQuantizer, SqType};
@@ -22,6 +22,14 @@ fn bad(what: impl std::fmt::Display) -> Error {
 }
 
 pub(crate) fn write(index: &FactoryIndex) -> Result<Vec<u8>> {
+    // Faiss writes an untrained quantizer's arrays empty, which no reader (Faiss's
+    // own `read_index` of a PQ included) takes back as an index: train first.
+    if !index.is_trained() {
+        return Err(Error::not_supported(
+            "writing an untrained index in Faiss's format (train it first)",
+            index.describe(),
+        ));
+    }
     let mut buf = Vec::new();
     index.write_to(&mut buf)?;
     let secs = Sections::from_container(buf)?;

@@ -145,9 +145,9 @@ pub fn read_index_bytes(bytes: &[u8]) -> Result<FactoryIndex> {
 /// Writes `index` in Faiss's format to `out`.
 ///
 /// # Errors
-/// [`Error::NotSupported`] for a part Faiss has no equivalent of (a registered codec or
-/// transform, an HNSW index with removed vectors, a coarse quantizer other than flat,
-/// HNSW or IMI); I/O errors.
+/// [`Error::NotSupported`] for an untrained index, or a part Faiss has no equivalent of
+/// (a registered codec or transform, an HNSW index with removed vectors, a coarse
+/// quantizer other than flat, HNSW or IMI); I/O errors.
 pub fn write_index_to(index: &FactoryIndex, out: &mut dyn Write) -> Result<()> {
     let bytes = export::write(index)?;
     out.write_all(&bytes)

@@ -1,0 +1,140 @@
+//! Regression tests for what an API review of the factory found: reconstructing through
+//! `L2norm`, refinements by transformed indexes, malformed coarse counts, the
+//! `k_factor` alias at any nesting, nested refinements in autotune, and Faiss files of
+//! untrained indexes.
+#![allow(clippy::unwrap_used)]
+
+use vq_core::{Index, Metric, SearchParams, Vectors};
+use vq_factory::autotune::ParameterSpace;
+use vq_factory::{FactoryIndex, FactorySpec, ParseErrorKind, index_factory};
+
+fn data(n: usize, d: usize, nq: usize) -> (Vectors, Vectors) {
+    let s = vq_core::synthetic::SyntheticSpec::new(n, d, nq)
+        .with_seed(7)
+        .generate()
+        .unwrap();
+    (s.base, s.queries)
+}
+
+fn build(d: usize, s: &str, m: Metric, x: &Vectors) -> FactoryIndex {
+    let mut ix = index_factory(d, s, m).unwrap();
+    ix.train(x.as_ref()).unwrap();
+    if s.starts_with("IDMap") {
+        let ids: Vec<i64> = (0..x.len() as i64).map(|i| 1000 + 3 * i).collect();
+        ix.add_with_ids(x.as_ref(), &ids).unwrap();
+    } else {
+        ix.add(x.as_ref()).unwrap();
+    }
+    ix
+}
+
+#[test]
+fn reconstructing_through_l2norm_gives_the_unit_vectors() {
+    let (x, _) = data(200, 8, 1);
+    for (s, id) in [("L2norm,Flat", 7), ("IDMap2,L2norm,Flat", 1000 + 3 * 7)] {
+        let ix = build(8, s, Metric::InnerProduct, &x);
+        let v = ix.reconstruct(id).unwrap();
+        let n = x.row(7).iter().map(|v| v * v).sum::<f32>().sqrt();
+        for (a, b) in v.iter().zip(x.row(7)) {
+            assert!((a - b / n).abs() < 1e-5, "{s}");
+        }
+    }
+}
+
+#[test]
+fn a_refinement_by_a_transformed_index_ranks_as_that_index() {
+    let (x, q) = data(1000, 16, 20);
+    let all = SearchParams::parse("k_factor_rf=100").unwrap();
+    for (refined, direct, metric) in [
+        ("Flat,Refine(PCAW16,Flat)", "PCAW16,Flat", Metric::L2),
+        (
+            "Flat,Refine(L2norm,Flat)",
+            "L2norm,Flat",
+            Metric::InnerProduct,
+        ),
+    ] {
+        let a = build(16, refined, metric, &x)
+            .search(q.as_ref(), 10, &all)
+            .unwrap();
+        let b = build(16, direct, metric, &x)
+            .search(q.as_ref(), 10, &SearchParams::new())
+            .unwrap();
+        assert_eq!(a.labels(), b.labels(), "{refined}");
+        for (u, v) in a.distances().iter().zip(b.distances()) {
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                "{refined}: {u} vs {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn malformed_coarse_counts_are_named_as_such() {
+    for (s, tok) in [
+        ("IVF,Flat", "IVF"),
+        ("IVF99999999999999999999,Flat", "IVF99999999999999999999"),
+        ("IVFx,Flat", "IVFx"),
+        ("IVF0_HNSW32,Flat", "IVF0_HNSW32"),
+        ("IMI2x,Flat", "IMI2x"),
+        ("IMI3x4,Flat", "IMI3x4"),
+    ] {
+        let e = FactorySpec::parse(s).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::BadCount(tok.into()), "{s}: {e}");
+        assert_eq!(e.span.start, 0, "{s}");
+        assert!(e.to_string().contains("needs a count"), "{e}");
+    }
+    // A count that reads, with a variant vq does not provide.
+    let e = FactorySpec::parse("IVF1024_NSG32,Flat").unwrap_err();
+    assert_eq!(
+        e.kind,
+        ParseErrorKind::NotAvailableYet("IVF1024_NSG32".into())
+    );
+}
+
+#[test]
+fn nested_k_factors_are_set_by_either_name_and_tuned_once() {
+    let (x, _) = data(1000, 16, 1);
+    let mut ix = build(16, "IVF16(SQ4,RFlat),Flat", Metric::L2, &x);
+    ix.set_params("quantizer_k_factor=8").unwrap();
+    ix.set_params("quantizer_k_factor_rf=4").unwrap();
+    assert!(ix.set_params("quantizer_k_factor_x=4").is_err());
+    // A refinement of a refinement: `k_factor_rf` (the outer one) is listed once.
+    let ix = build(16, "IVF8,PQ4,RFlat,Refine(SQ8)", Metric::L2, &x);
+    let names = ix.search_param_names();
+    assert_eq!(
+        names.iter().filter(|n| *n == "k_factor_rf").count(),
+        1,
+        "{names:?}"
+    );
+    let space = ParameterSpace::for_index(&ix, 10).unwrap();
+    let tuned: Vec<&str> = space.ranges().iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        tuned.iter().filter(|n| **n == "k_factor_rf").count(),
+        1,
+        "{tuned:?}"
+    );
+}
+
+#[test]
+fn untrained_indexes_are_not_written_for_faiss() {
+    let (x, _) = data(2000, 16, 1);
+    for s in [
+        "PQ4",
+        "SQ8",
+        "IVF8,PQ4",
+        "IVF8,SQ8",
+        "PCA8,Flat",
+        "IMI2x2,Flat",
+    ] {
+        let ix = index_factory(16, s, Metric::L2).unwrap();
+        let mut b = Vec::new();
+        let e = vq_factory::faiss_io::write_index_to(&ix, &mut b).unwrap_err();
+        assert!(e.to_string().contains("untrained"), "{s}: {e}");
+        assert!(b.is_empty());
+        let ix = build(16, s, Metric::L2, &x);
+        vq_factory::faiss_io::write_index_to(&ix, &mut b).unwrap();
+        let back = vq_factory::faiss_io::read_index_bytes(&b).unwrap();
+        assert_eq!(back.len(), 2000, "{s}");
+    }
+}
