@@ -41,9 +41,9 @@ impl SteerCodes {
     /// `c` at `min + c·step` with `step = (max − min)/255`, so both ends of a range are
     /// exact and a code is off by at most half a step, as `SQ8`'s. A component whose values
     /// span exactly 255 (integers from 0 to 255, say) codes exactly, which the tests use
-    /// to compare graphs. A component whose step is not a normal float (a constant one, a
-    /// range too small to divide, or one too wide to represent) gets step 0: every value
-    /// codes to 0 and the component does not steer.
+    /// to compare graphs. A component whose step is not a normal float (a constant one or
+    /// a range too small to divide) gets step 0: every value codes to 0 and the component
+    /// does not steer. A range wider than an f32 holds fails the training: no codes.
     pub(crate) fn new(rows: &[f32], d: usize, metric: Metric) -> Option<SteerCodes> {
         let x = VectorsRef::new(rows, d).ok().filter(|x| !x.is_empty())?;
         let mut sq = ScalarQuantizer::new(d, SqType::Q8).ok()?;
@@ -267,14 +267,20 @@ mod tests {
     #[test]
     fn ranges_too_small_or_too_wide_for_a_step_do_not_steer() {
         // Component 0 spans 1e-40 (its step would be subnormal, its inverse infinite),
-        // component 1 spans more than f32::MAX, component 2 is ordinary.
-        let d = 3;
+        // component 1 spans more than f32::MAX (SQ8 cannot train: no codes at all, the
+        // build scores exact distances), component 2 is ordinary.
         let x = vec![1e-40, -3e38, 0.0, 0.0, 3e38, 255.0, 1e-40, 0.0, 100.0];
-        let c = SteerCodes::new(&x, d, Metric::L2).unwrap();
+        assert!(SteerCodes::new(&x, 3, Metric::L2).is_none());
+        let x = vec![1e-40, -1e38, 0.0, 0.0, 1e38, 255.0, 1e-40, 0.0, 100.0];
+        let c = SteerCodes::new(&x, 3, Metric::L2).unwrap();
         assert_eq!(c.step[0], 0.0);
-        assert_eq!(c.step[1], 0.0);
+        assert!(c.step[1] > 0.0);
         assert_eq!(c.step[2], 1.0);
-        assert_eq!(c.codes, [0, 0, 0, 0, 0, 255, 0, 0, 100]);
+        // 0 is mid-range for component 1: level 127 or 128 by rounding.
+        assert!((127..=128).contains(&c.codes[7]), "{:?}", c.codes);
+        let mut rest = c.codes.clone();
+        rest[7] = 0;
+        assert_eq!(rest, [0, 0, 0, 0, 255, 255, 0, 0, 100]);
         // Without the over-wide component the distances are the decoded vectors' (the
         // tiny component decodes to its minimum).
         let y = vec![1e-40, 0.0, 0.0, 255.0, 1e-40, 100.0];
