@@ -1306,7 +1306,11 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
                         )
                     },
                 )
-        } else if nq >= threads || nprobe == 1 || max_codes > 0 {
+        } else if nq >= threads || nprobe == 1 || max_codes > 0 || approximate {
+            // Approximate scans (a refinement's candidates) keep the sums tied with the
+            // k-th by probe rank, then position, over the query's whole probe list: split
+            // over threads, each part would rank its own ties and the merge pick by id,
+            // so the candidates (and the refined results) would follow the thread count.
             dist.par_chunks_mut(k)
                 .zip(labels.par_chunks_mut(k))
                 .enumerate()

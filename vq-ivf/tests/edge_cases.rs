@@ -273,3 +273,35 @@ fn writable_lists_cut_short_underneath_are_errors_not_faults() {
     drop(l);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
 }
+
+#[test]
+fn approximate_fast_scan_candidates_do_not_follow_the_thread_count() {
+    // A refinement's base search (approximate): a single query in a pool of several
+    // threads used to split its probes, rank ties per part and merge them by id.
+    let (n, d) = (3000, 32);
+    let base = clustered(n, d, 31);
+    let queries = clustered(40, d, 32);
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let mut fs = IndexIvfPqFastScan::new_flat(d, 32, 8, false, metric).unwrap();
+        fs.train(v(&base, d)).unwrap();
+        fs.add(v(&base, d)).unwrap();
+        let p = np(8).with_approximate(true);
+        let batch = fs.search(v(&queries, d), 10, &p).unwrap();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for qi in 0..40 {
+                let one = pool
+                    .install(|| fs.search(v(&queries[qi * d..(qi + 1) * d], d), 10, &p))
+                    .unwrap();
+                assert_eq!(
+                    one.row(0),
+                    batch.row(qi),
+                    "{metric}, {threads} threads, query {qi}"
+                );
+            }
+        }
+    }
+}
