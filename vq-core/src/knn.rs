@@ -399,7 +399,7 @@ pub fn knn_into(
         }
     }
     let (dist, labels) = out.parts_mut();
-    let recompute = use_gemm && metric == Metric::L2;
+    let recompute = use_gemm;
     dist.par_chunks_mut(k)
         .zip(labels.par_chunks_mut(k))
         .zip(merged.par_iter())
@@ -408,11 +408,14 @@ pub fn knn_into(
             let Some(top) = top else { return };
             let mut entries = top.to_sorted_vec();
             if recompute {
-                // GEMM-derived L2 keys carry cancellation error: report exact kernel
-                // distances for the kept ids and restore the (distance, id) order.
+                // GEMM-derived L2 keys carry cancellation error, and GEMM sums products
+                // in another order than the kernels: report the kernels' distances for
+                // the kept ids (what a search of fewer queries gives) and restore the
+                // (distance, id) order.
                 let q = queries.row(qi);
                 for e in &mut entries {
-                    e.0 = kernels.l2_sqr(q, db.vectors.row(e.1 as usize));
+                    let row = db.vectors.row(e.1 as usize);
+                    e.0 = metric.to_key(kernels.distance(metric, q, row));
                 }
                 entries.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             }

@@ -147,3 +147,27 @@ fn loads_that_fail_half_way_leave_consistent_indexes() {
     assert_eq!((old.base().len(), old.refine().len()), (0, 0));
     assert_eq!(old.k_factor(), 1.0);
 }
+
+#[test]
+fn batches_report_the_distances_single_queries_do() {
+    let data = vq_core::synthetic::SyntheticSpec::new(3000, 32, 40)
+        .generate()
+        .unwrap();
+    for metric in [Metric::InnerProduct, Metric::L2] {
+        let mut ix = IndexFlat::new(32, metric).unwrap();
+        ix.add(data.base.as_ref()).unwrap();
+        let p = SearchParams::default();
+        let batch = ix.search(data.queries.as_ref(), 10, &p).unwrap();
+        for qi in 0..40 {
+            let q = data.queries.as_ref().slice(qi..qi + 1);
+            let one = ix.search(q, 10, &p).unwrap();
+            let bits = |d: &[f32]| d.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(one.row(0).1, batch.row(qi).1, "{metric}, query {qi}");
+            assert_eq!(
+                bits(one.row(0).0),
+                bits(batch.row(qi).0),
+                "{metric}, query {qi}"
+            );
+        }
+    }
+}
