@@ -389,7 +389,10 @@ pub(crate) fn run_info(a: &InfoArgs) -> Result<()> {
     for (name, len) in r.sections() {
         if name.contains("lists/") {
             lists += len;
-        } else if name.ends_with("/codes") || name.ends_with("/xb") || name.ends_with("/hnsw") {
+        } else if !name.contains("quantizer/")
+            && (name.ends_with("/codes") || name.ends_with("/xb") || name.ends_with("/hnsw"))
+        {
+            // The base's vectors or codes; a coarse quantizer's centroids are `other`.
             codes += len;
         } else {
             other += len;

@@ -88,7 +88,22 @@ pub(crate) fn run(a: &KmeansArgs) -> Result<()> {
         spin.finish_and_clear();
         let train_s = t0.elapsed().as_secs_f64();
         let (labels, dist) = km.assign(x)?;
-        let mse = dist.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        // Spherical k-means assigns by similarity: the squared error to the (unit)
+        // centroid is ‖x‖² + ‖c‖² − 2·x·c.
+        let mse = if a.spherical {
+            let c = km.centroids();
+            (0..n)
+                .map(|i| {
+                    let cv = c.row(labels[i] as usize);
+                    let sq =
+                        |v: &[f32]| v.iter().map(|&t| f64::from(t) * f64::from(t)).sum::<f64>();
+                    (sq(x.row(i)) + sq(cv) - 2.0 * f64::from(dist[i])).max(0.0)
+                })
+                .sum::<f64>()
+                / n as f64
+        } else {
+            dist.iter().map(|&v| v as f64).sum::<f64>() / n as f64
+        };
         let stats = km.iteration_stats();
         let row = json!({
             "case": "kmeans",

@@ -433,6 +433,23 @@ fn kmeans_prints_one_line_and_refuses_bad_input() {
     }
     assert_eq!(row["objectives"].as_array().unwrap().len(), 4);
     assert_eq!(row["n_train"], 4000);
+    // Spherical: still a mean squared error (‖x − c‖², the centroids unit vectors), not
+    // the mean similarity the assignment ranks by; at least the plain clustering's.
+    let plain = row["mse_full_base"].as_f64().unwrap();
+    let args = [
+        "kmeans",
+        "--data",
+        "synthetic:4000,8,0,2",
+        "--k",
+        "16",
+        "--niter",
+        "4",
+    ];
+    let (code, out, err) = vq(&[&args[..], &["--spherical"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let sph = row["mse_full_base"].as_f64().unwrap();
+    assert!(sph >= plain * 0.99, "spherical {sph} vs {plain}");
     for args in [
         vec!["kmeans", "--data", "synthetic:100,4,0", "--k", "0"],
         vec!["kmeans", "--data", "synthetic:100,4,0", "--k", "101"],
