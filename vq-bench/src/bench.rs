@@ -379,6 +379,11 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
                 gt: &gt,
                 train_s,
                 add_s,
+                build_params: build
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 gpu: gpu.as_ref().map(|g| g.info().name.clone()),
             })
         })?;
@@ -427,6 +432,8 @@ struct Built<'a> {
     gt: &'a GroundTruth,
     train_s: f64,
     add_s: f64,
+    /// The build parameters it was built with (`name=value,…`; empty for none).
+    build_params: String,
     /// The GPU's name when built with `--gpu`.
     gpu: Option<String>,
 }
@@ -498,6 +505,7 @@ fn search_all(
             "version": env!("CARGO_PKG_VERSION"),
             "index": spec.to_string(),
             "params": params.to_string(),
+            "build_params": built.build_params,
             "threads": threads,
             "build_threads": build_threads,
             "n": n, "d": d, "nq": nq, "k": a.k,

@@ -112,6 +112,11 @@ pub(crate) fn run_build(a: &BuildArgs) -> Result<()> {
                 "library": "vq",
                 "version": env!("CARGO_PKG_VERSION"),
                 "index": spec.to_string(),
+                "build_params": build_params
+                    .iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 "dataset": ds.name,
                 "metric": metric.name(),
                 "n": n, "d": d,

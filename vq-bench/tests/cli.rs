@@ -118,6 +118,7 @@ fn bench_searches_one_build_at_several_thread_counts() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r["build_params"] == "seed=5,niter=4"));
     let got: Vec<(u64, &str)> = rows
         .iter()
         .map(|r| {
