@@ -220,13 +220,21 @@ impl Factory {
     /// (inverted lists) stay on disk and are paged in when searched, so opening is
     /// near-instant and memory is shared with the page cache. Such an index is read-only
     /// where its storage is mapped (adding returns an error). The file must not be
-    /// modified while mapped (`save` replaces files by renaming, which is safe).
+    /// modified in place while mapped: the index checks the file's length and
+    /// modification time before each call that reads it, and a change is an
+    /// [`vq_core::Error::Format`] rather than a fault. `save` replaces files by renaming,
+    /// which is safe (the map keeps the file it opened).
     ///
     /// # Errors
     /// As [`Factory::load`].
     pub fn mmap(&self, path: impl AsRef<Path>) -> Result<FactoryIndex> {
+        let path = path.as_ref();
         let mut r = StateReader::open(path, LoadMode::Mmap)?;
-        FactoryIndex::read(self, &mut r)
+        let mut index = FactoryIndex::read(self, &mut r)?;
+        if r.is_mapped() {
+            index.watch_mapped(path)?;
+        }
+        Ok(index)
     }
 
     /// Loads an index from the bytes of a saved file.

@@ -22,6 +22,48 @@ pub struct FactoryIndex {
     spec: FactorySpec,
     canonical: String,
     inner: Box<dyn Index>,
+    /// The file a memory-mapped index reads from ([`Factory::mmap`]), watched.
+    watch: Option<MappedWatch>,
+}
+
+/// A memory-mapped file, opened again to notice when it is changed in place: a read of
+/// a mapped page past a new end of file would kill the process (SIGBUS). Its own
+/// length and modification time are compared (not the path's: a file renamed over the
+/// path, as a save writes, leaves the mapped one whole).
+#[derive(Debug)]
+struct MappedWatch {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    stamp: (u64, Option<std::time::SystemTime>),
+}
+
+impl MappedWatch {
+    fn stamp(file: &std::fs::File) -> Option<(u64, Option<std::time::SystemTime>)> {
+        let m = file.metadata().ok()?;
+        Some((m.len(), m.modified().ok()))
+    }
+
+    fn open(path: &Path) -> Result<MappedWatch> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let stamp = Self::stamp(&file).ok_or_else(|| Error::format(path, "cannot stat"))?;
+        Ok(MappedWatch {
+            path: path.to_path_buf(),
+            file,
+            stamp,
+        })
+    }
+
+    fn check(&self) -> Result<()> {
+        if Self::stamp(&self.file) == Some(self.stamp) {
+            Ok(())
+        } else {
+            Err(Error::format(
+                &self.path,
+                "the memory-mapped index file was changed in place after it was opened; \
+                 open it again",
+            ))
+        }
+    }
 }
 
 impl FactoryIndex {
@@ -30,7 +72,19 @@ impl FactoryIndex {
             canonical: spec.to_string(),
             spec,
             inner,
+            watch: None,
         }
+    }
+
+    /// Watches `path`, the file this index was memory-mapped from: every later call
+    /// that reads the index's data first checks the file was not changed in place.
+    pub(crate) fn watch_mapped(&mut self, path: &Path) -> Result<()> {
+        self.watch = Some(MappedWatch::open(path)?);
+        Ok(())
+    }
+
+    fn check_mapped(&self) -> Result<()> {
+        self.watch.as_ref().map_or(Ok(()), MappedWatch::check)
     }
 
     /// The parsed description.
@@ -67,6 +121,7 @@ impl FactoryIndex {
     /// # Errors
     /// I/O errors; a component that cannot be saved.
     pub fn write_to(&self, out: &mut dyn Write) -> Result<()> {
+        self.check_mapped()?;
         let mut w = StateWriter::new(out)?;
         w.put_str("factory", &self.canonical)?;
         w.put_usize("dim", self.inner.dim())?;
@@ -197,6 +252,7 @@ impl Index for FactoryIndex {
         self.inner.len()
     }
     fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
+        self.check_mapped()?;
         self.inner.add(x)
     }
     fn search_into(
@@ -206,6 +262,7 @@ impl Index for FactoryIndex {
         params: &SearchParams<'_>,
         out: &mut SearchResults,
     ) -> Result<()> {
+        self.check_mapped()?;
         self.inner.search_into(queries, k, params, out)
     }
     fn reset(&mut self) {
@@ -221,6 +278,7 @@ impl Index for FactoryIndex {
         self.inner.train(x)
     }
     fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
+        self.check_mapped()?;
         self.inner.add_with_ids(x, ids)
     }
     fn range_search(
@@ -229,15 +287,19 @@ impl Index for FactoryIndex {
         radius: f32,
         params: &SearchParams<'_>,
     ) -> Result<RangeSearchResults> {
+        self.check_mapped()?;
         self.inner.range_search(queries, radius, params)
     }
     fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        self.check_mapped()?;
         self.inner.reconstruct_into(id, out)
     }
     fn assign(&self, x: VectorsRef<'_>) -> Result<Vec<Label>> {
+        self.check_mapped()?;
         self.inner.assign(x)
     }
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {
+        self.check_mapped()?;
         self.inner.remove_ids(selector)
     }
     fn removal_keeps_ids(&self) -> bool {
@@ -259,9 +321,13 @@ impl Index for FactoryIndex {
         self.inner.as_codec()
     }
     fn save_state(&self, w: &mut StateWriter<'_>) -> Result<()> {
+        self.check_mapped()?;
         self.inner.save_state(w)
     }
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
-        self.inner.load_state(r)
+        self.inner.load_state(r)?;
+        // Everything now comes from `r`.
+        self.watch = None;
+        Ok(())
     }
 }

@@ -24,9 +24,10 @@ struct List {
     copy: OnceLock<Box<[Label]>>,
 }
 
-/// The length and modification time of a file, to notice it changed underneath.
-fn stamp(path: &std::path::Path) -> Option<(u64, Option<SystemTime>)> {
-    let m = std::fs::metadata(path).ok()?;
+/// The length and modification time of the opened file (the inode that is mapped, not
+/// whatever the path names now), to notice it changed underneath.
+fn stamp(file: Option<&std::fs::File>) -> Option<(u64, Option<SystemTime>)> {
+    let m = file?.metadata().ok()?;
     Some((m.len(), m.modified().ok()))
 }
 
@@ -39,6 +40,8 @@ pub(crate) struct FaissMappedLists {
     path: PathBuf,
     lists: Vec<List>,
     total: usize,
+    /// The mapped file, opened again to watch it (`None` for bytes read into memory).
+    opened: Option<std::fs::File>,
     stamp: Option<(u64, Option<SystemTime>)>,
 }
 
@@ -85,13 +88,20 @@ impl FaissMappedLists {
                 copy: OnceLock::new(),
             });
         }
+        // Only a mapped file can change underneath (bytes read into memory cannot).
+        let opened = if file.bytes.is_mapped() {
+            Some(std::fs::File::open(&file.path).map_err(|e| Error::io(&file.path, e))?)
+        } else {
+            None
+        };
         Ok(FaissMappedLists {
             code_size,
             file: file.bytes.clone(),
             path: file.path.clone(),
             lists,
             total,
-            stamp: stamp(&file.path),
+            stamp: stamp(opened.as_ref()),
+            opened,
         })
     }
 
@@ -155,15 +165,18 @@ impl InvertedLists for FaissMappedLists {
         self.total
     }
 
-    /// The mapped file must be the one that was opened: its length and modification
-    /// time are checked before each batch of reads.
+    /// The mapped file must be as it was opened: its length and modification time are
+    /// checked before each batch of reads. Those of the opened file itself: a file
+    /// renamed over the path, or the path removed, leaves the mapped one whole (the map
+    /// keeps serving it, as a vq container's map does); a file cut short or rewritten in
+    /// place is an error rather than a fault.
     fn check(&self) -> Result<()> {
-        if stamp(&self.path) == self.stamp {
+        if stamp(self.opened.as_ref()) == self.stamp {
             Ok(())
         } else {
             Err(Error::format(
                 &self.path,
-                "the mapped Faiss file was changed or removed after it was opened; open it again",
+                "the mapped Faiss file was changed in place after it was opened; open it again",
             ))
         }
     }

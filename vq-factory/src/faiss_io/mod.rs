@@ -119,9 +119,11 @@ pub fn read_index(path: impl AsRef<Path>) -> Result<FactoryIndex> {
 /// lists, which vq lays out differently) is read into memory as by [`read_index`].
 ///
 /// The mapped lists are read-only (adding or removing is an
-/// [`Error::NotSupported`]), and the file must not be modified while it is mapped: a
-/// change of its length or modification time is detected before each search, which
-/// then fails with [`Error::Format`].
+/// [`Error::NotSupported`]), and the file must not be modified in place while it is
+/// mapped: a change of the opened file's length or modification time is detected
+/// before each search, which then fails with [`Error::Format`]. A file renamed over the
+/// path (as [`write_index`] writes, even this index over its own file) or the path
+/// removed leaves the mapped file whole: the index keeps answering from it.
 ///
 /// # Errors
 /// As [`read_index`].
