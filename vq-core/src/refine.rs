@@ -132,8 +132,23 @@ impl Index for IndexRefine {
         // the second add cannot fail after the first succeeded.
         x.check_dim(self.dim())?;
         x.check_finite()?;
+        let n0 = self.base.len();
         self.base.add(x)?;
-        self.refine.add(x)
+        if let Err(e) = self.refine.add(x) {
+            // The refinement refused (read-only, memory): take the batch back out of
+            // the base (positions n0.. — an IndexRefine never removes, so they are
+            // its ids), or, should the base refuse that, leave both empty rather than
+            // of different sizes.
+            let end = (n0 + x.len()) as Label;
+            let back = self
+                .base
+                .remove_ids(&crate::IdSelector::range(n0 as Label, end));
+            if !back.is_ok_and(|r| r == x.len()) || self.base.len() != self.refine.len() {
+                self.reset();
+            }
+            return Err(e);
+        }
+        Ok(())
     }
     fn search_into(
         &self,

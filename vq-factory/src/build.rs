@@ -338,10 +338,14 @@ impl Factory {
                     IdMapKind::IdMap2 => Box::new(IndexIDMap2::new(inner)?),
                 }
             }
-            FactorySpec::Refine { base, refine } => Box::new(IndexRefine::new(
-                self.build(base, d, metric)?,
-                self.build(refine, d, metric)?,
-            )?),
+            FactorySpec::Refine { base, refine } => {
+                let mut refine = self.build(refine, d, metric)?;
+                // The refinement scores candidates by reconstructing them: an inverted
+                // file (also under a transform or an id map) needs its direct map. An
+                // index without the parameter reconstructs anyway.
+                let _ = refine.set_build_param("direct_map", "1");
+                Box::new(IndexRefine::new(self.build(base, d, metric)?, refine)?)
+            }
             FactorySpec::PreTransform { chain, inner } => {
                 let mut dim = d;
                 let mut ts = Vec::with_capacity(chain.len());

@@ -138,3 +138,63 @@ fn untrained_indexes_are_not_written_for_faiss() {
         assert_eq!(back.len(), 2000, "{s}");
     }
 }
+
+#[test]
+fn an_inverted_file_refines_and_a_failed_add_changes_nothing() {
+    let (x, q) = data(2000, 16, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.vqi");
+    let all = SearchParams::parse("k_factor_rf=20,nprobe=16").unwrap();
+    let flat = build(16, "Flat", Metric::L2, &x);
+    let want = flat.search(q.as_ref(), 10, &SearchParams::new()).unwrap();
+    // The refinement reconstructs its candidates: the factory gives its IVF a direct map.
+    let refined = build(16, "PQ4,Refine(IVF16,Flat)", Metric::L2, &x);
+    let got = refined.search(q.as_ref(), 10, &all).unwrap();
+    assert!(
+        got.labels()
+            .iter()
+            .zip(want.labels())
+            .filter(|(a, b)| a == b)
+            .count()
+            >= 95
+    );
+    refined.save(&path).unwrap();
+    // Mapped, the inverted file is read-only: an add fails and leaves the base as it was.
+    let mut mapped = vq_factory::mmap_index(&path).unwrap();
+    assert!(mapped.add(q.as_ref()).is_err());
+    assert_eq!(mapped.len(), 2000);
+    assert_eq!(
+        mapped.search(q.as_ref(), 10, &all).unwrap().labels(),
+        got.labels()
+    );
+}
+
+#[test]
+fn a_mapped_index_file_changed_in_place_is_an_error_not_a_fault() {
+    let (x, q) = data(2000, 16, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.vqi");
+    let ix = build(16, "IVF16,Flat", Metric::L2, &x);
+    ix.save(&path).unwrap();
+    let mapped = vq_factory::mmap_index(&path).unwrap();
+    let p = SearchParams::parse("nprobe=16").unwrap();
+    let before = mapped.search(q.as_ref(), 5, &p).unwrap();
+    // Saved over its own file (renamed into place): the map keeps the file it opened.
+    mapped.save(&path).unwrap();
+    assert_eq!(
+        mapped.search(q.as_ref(), 5, &p).unwrap().labels(),
+        before.labels()
+    );
+    // Cut short in place (what `cp` or a truncation does to a mapped file).
+    let again = vq_factory::mmap_index(&path).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len / 4)
+        .unwrap();
+    let e = again.search(q.as_ref(), 5, &p).unwrap_err();
+    assert!(e.to_string().contains("changed in place"), "{e}");
+    assert!(again.save(dir.path().join("copy.vqi")).is_err());
+}

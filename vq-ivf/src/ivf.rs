@@ -1390,10 +1390,21 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
                     .map_err(|_| Error::invalid_param(name, "too large"))?;
                 Ok(())
             }
+            // Faiss's `make_direct_map`, from a factory or parameter string: the id →
+            // entry map `reconstruct` needs (an IVF under `IDMap2` or as a refinement).
+            "direct_map" => match value.trim() {
+                "1" | "true" => self.make_direct_map(true),
+                "0" | "false" => self.make_direct_map(false),
+                _ => Err(Error::invalid_param(
+                    name,
+                    format!("`{value}` is not 0 or 1"),
+                )),
+            },
             _ => Err(Error::invalid_param(
                 name,
                 format!(
-                    "not a build parameter of {} (it has: seed, niter, nprobe, max_codes)",
+                    "not a build parameter of {} (it has: seed, niter, nprobe, max_codes, \
+                     direct_map)",
                     self.describe()
                 ),
             )),
