@@ -371,11 +371,16 @@ pub fn knn_into(
         (Vec::new(), &[])
     };
     let block = if use_gemm { QUERY_BLOCK } else { 1 };
+    // The GEMM expansion of L2 selects with an error that grows with the norms: it keeps
+    // extra candidates, all rescored exactly below, and a query whose margin does not
+    // cover the error is searched again with the kernels.
+    let guarded = use_gemm && metric == Metric::L2;
+    let kk = if guarded { (k + k.max(8)).min(n) } else { k };
     let tasks = plan(nq, n, block);
     let partial: Vec<(usize, Vec<TopK>)> = tasks
         .into_par_iter()
         .map(|t| {
-            let mut sinks: Vec<TopK> = (t.0..t.1).map(|_| TopK::new(k)).collect();
+            let mut sinks: Vec<TopK> = (t.0..t.1).map(|_| TopK::new(kk.max(k))).collect();
             if use_gemm {
                 gemm_task(
                     kernels, queries, &qnorms, db.vectors, dbnorms, metric, t, &mut sinks, selector,
@@ -400,6 +405,12 @@ pub fn knn_into(
     }
     let (dist, labels) = out.parts_mut();
     let recompute = use_gemm;
+    // A bound on the error of a GEMM-expanded L2 key ‖q‖² + ‖y‖² − 2⟨q,y⟩ (each term a
+    // sum of `dim` products in f32): (2·dim + 4)·ε·(‖q‖² + max ‖y‖²).
+    let dim = db.vectors.dim() as f64;
+    let bn_max = f64::from(dbnorms.iter().copied().fold(0f32, f32::max));
+    let key_error =
+        |qi: usize| (2.0 * dim + 4.0) * f64::from(f32::EPSILON) * (f64::from(qnorms[qi]) + bn_max);
     dist.par_chunks_mut(k)
         .zip(labels.par_chunks_mut(k))
         .zip(merged.par_iter())
@@ -412,12 +423,35 @@ pub fn knn_into(
                 // in another order than the kernels: report the kernels' distances for
                 // the kept ids (what a search of fewer queries gives) and restore the
                 // (distance, id) order.
+                let worst_kept = entries.last().map(|e| e.0);
                 let q = queries.row(qi);
                 for e in &mut entries {
                     let row = db.vectors.row(e.1 as usize);
                     e.0 = metric.to_key(kernels.distance(metric, q, row));
                 }
                 entries.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                // Every vector left out has a GEMM key of at least the worst kept one,
+                // so an exact distance of at least that minus the error: if that could
+                // reach the k-th exact distance, the query is searched again exactly.
+                if guarded
+                    && entries.len() == kk
+                    && kk < n
+                    && let (Some(g), Some(kth)) = (worst_kept, entries.get(k - 1))
+                    && f64::from(g) - key_error(qi) <= f64::from(kth.0)
+                {
+                    let mut sink = [TopK::new(k)];
+                    kernel_task(
+                        kernels,
+                        queries,
+                        db.vectors,
+                        metric,
+                        (qi, qi + 1, 0, n),
+                        &mut sink,
+                        selector,
+                    );
+                    entries = sink[0].to_sorted_vec();
+                }
+                entries.truncate(k);
             }
             write_entries(metric, &entries, d, l);
         });

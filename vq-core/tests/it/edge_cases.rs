@@ -171,3 +171,57 @@ fn batches_report_the_distances_single_queries_do() {
         }
     }
 }
+
+/// `n` vectors at distance 0.5 to 6 from a centre far from the origin, and a query near
+/// the centre: the GEMM expansion's error (∝ the norms) exceeds the gaps.
+fn far_from_the_origin(n: usize, d: usize, centre: f32, seed: u64) -> (Vec<f32>, Vec<f32>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut base = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let u: Vec<f32> = (0..d).map(|_| rng.random::<f32>() - 0.5).collect();
+        let norm = u.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let delta = 0.5 + 5.5 * rng.random::<f32>();
+        base.extend(u.iter().map(|v| centre + delta * v / norm));
+    }
+    let q: Vec<f32> = (0..d).map(|_| centre + rng.random::<f32>() * 0.1).collect();
+    (base, q)
+}
+
+#[test]
+fn batches_are_exact_far_from_the_origin() {
+    let (d, k) = (16, 10);
+    for (seed, centre) in [(7, 1000.0), (8, 300.0), (9, 1e4), (10, 100.0)] {
+        let (base, q) = far_from_the_origin(300, d, centre, seed);
+        let flat = flat(d, &base);
+        let p = SearchParams::default();
+        let one = flat.search(VectorsRef::new(&q, d).unwrap(), k, &p).unwrap();
+        let eight = flat
+            .search(VectorsRef::new(&q.repeat(8), d).unwrap(), k, &p)
+            .unwrap();
+        let oracle = vq_core::testing::brute_force_knn(
+            VectorsRef::new(&base, d).unwrap(),
+            VectorsRef::new(&q, d).unwrap(),
+            k,
+            Metric::L2,
+        );
+        assert_eq!(one.row(0).1, oracle.row(0).1, "centre {centre}");
+        for i in 0..8 {
+            assert_eq!(eight.row(i), one.row(0), "centre {centre}, query {i}");
+        }
+    }
+    // Sixteen vectors at the same kernel distance: ties by the smaller id in a batch too.
+    let (c, t) = (311.1411f32, 0.25f32);
+    let base: Vec<f32> = (0..d)
+        .flat_map(|j| (0..d).map(move |i| if i == j { c + t } else { c }))
+        .collect();
+    let flat = flat(d, &base);
+    let q = vec![c; d];
+    let p = SearchParams::default();
+    let all = flat.search(VectorsRef::new(&q, d).unwrap(), d, &p).unwrap();
+    assert!(all.row(0).0.iter().all(|&v| v == all.row(0).0[0]));
+    let eight = flat
+        .search(VectorsRef::new(&q.repeat(8), d).unwrap(), 3, &p)
+        .unwrap();
+    assert_eq!(eight.row(0).1, &[0, 1, 2]);
+}
