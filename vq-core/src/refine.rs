@@ -132,17 +132,20 @@ impl Index for IndexRefine {
         // the second add cannot fail after the first succeeded.
         x.check_dim(self.dim())?;
         x.check_finite()?;
-        let n0 = self.base.len();
-        self.base.add(x)?;
-        if let Err(e) = self.refine.add(x) {
-            // The refinement refused (read-only, memory): take the batch back out of
-            // the base (positions n0.. — an IndexRefine never removes, so they are
-            // its ids), or, should the base refuse that, leave both empty rather than
-            // of different sizes.
+        // The refinement first: it is usually flat storage, which renumbers when its
+        // tail is removed. Should the base then fail, the batch comes back out of the
+        // refinement (positions n0.., its ids: an IndexRefine never removes). A base
+        // that keeps ids after removals (a graph) would otherwise number later adds past
+        // the batch it gave back, and a candidate's id would no longer be its position
+        // in the refinement.
+        let n0 = self.refine.len();
+        self.refine.add(x)?;
+        if let Err(e) = self.base.add(x) {
             let end = (n0 + x.len()) as Label;
             let back = self
-                .base
+                .refine
                 .remove_ids(&crate::IdSelector::range(n0 as Label, end));
+            // Should that fail too, both are left empty rather than of different sizes.
             if !back.is_ok_and(|r| r == x.len()) || self.base.len() != self.refine.len() {
                 self.reset();
             }

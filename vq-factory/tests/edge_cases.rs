@@ -198,3 +198,96 @@ fn a_mapped_index_file_changed_in_place_is_an_error_not_a_fault() {
     assert!(e.to_string().contains("changed in place"), "{e}");
     assert!(again.save(dir.path().join("copy.vqi")).is_err());
 }
+
+/// An index whose second `add` fails (out of memory once).
+#[derive(Debug)]
+struct FailsOnce<I: Index> {
+    inner: I,
+    adds: usize,
+}
+
+impl<I: Index> Index for FailsOnce<I> {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn metric(&self) -> Metric {
+        self.inner.metric()
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn is_trained(&self) -> bool {
+        self.inner.is_trained()
+    }
+    fn add(&mut self, x: vq_core::VectorsRef<'_>) -> vq_core::Result<()> {
+        self.adds += 1;
+        if self.adds == 2 {
+            return Err(vq_core::Error::invalid_param("memory", "simulated failure"));
+        }
+        self.inner.add(x)
+    }
+    fn search_into(
+        &self,
+        q: vq_core::VectorsRef<'_>,
+        k: usize,
+        p: &SearchParams<'_>,
+        out: &mut vq_core::SearchResults,
+    ) -> vq_core::Result<()> {
+        self.inner.search_into(q, k, p, out)
+    }
+    fn reset(&mut self) {
+        self.inner.reset()
+    }
+    fn reconstruct_into(&self, id: vq_core::Label, out: &mut [f32]) -> vq_core::Result<()> {
+        self.inner.reconstruct_into(id, out)
+    }
+    fn remove_ids(&mut self, s: &dyn vq_core::IdFilter) -> vq_core::Result<usize> {
+        self.inner.remove_ids(s)
+    }
+    fn removal_keeps_ids(&self) -> bool {
+        self.inner.removal_keeps_ids()
+    }
+}
+
+#[test]
+fn a_refinement_keeps_positions_as_ids_after_a_failed_add() {
+    use vq_core::{IndexFlat, IndexRefine};
+    let (x, _) = data(450, 8, 1);
+    let graph = || vq_hnsw::IndexHnswFlat::new(8, 16, Metric::L2).unwrap();
+    let flat = || IndexFlat::new(8, Metric::L2).unwrap();
+    let pairs: Vec<(Box<dyn Index>, Box<dyn Index>)> = vec![
+        // The refinement fails: nothing was added anywhere.
+        (
+            Box::new(graph()),
+            Box::new(FailsOnce {
+                inner: flat(),
+                adds: 0,
+            }),
+        ),
+        // The graph fails after the refinement took the batch: given back.
+        (
+            Box::new(FailsOnce {
+                inner: graph(),
+                adds: 0,
+            }),
+            Box::new(flat()),
+        ),
+    ];
+    for (base, refine) in pairs {
+        let mut idx = IndexRefine::new(base, refine).unwrap();
+        idx.add(x.as_ref().slice(0..200)).unwrap();
+        assert!(idx.add(x.as_ref().slice(200..300)).is_err());
+        assert_eq!((idx.base().len(), idx.refine().len()), (200, 200));
+        idx.add(x.as_ref().slice(200..300)).unwrap();
+        idx.add(x.as_ref().slice(300..450)).unwrap();
+        let p = SearchParams::new().with_ef_search(64);
+        for id in [250, 420] {
+            let r = idx.search(x.as_ref().slice(id..id + 1), 1, &p).unwrap();
+            assert_eq!(
+                (r.row(0).1[0], r.row(0).0[0]),
+                (id as i64, 0.0),
+                "vector {id}"
+            );
+        }
+    }
+}
