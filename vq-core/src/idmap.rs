@@ -168,6 +168,23 @@ impl<I: Index> Index for IndexIDMap<I> {
         }
         self.index.search_into(queries, k, &inner, out)?;
         self.map_labels(out.parts_mut().1);
+        // The inner index broke ties by position: within the k, by id again.
+        let metric = self.index.metric();
+        for i in 0..out.nq() {
+            let (d, l) = out.row_mut(i);
+            let mut pairs: Vec<(f32, Label)> = d.iter().copied().zip(l.iter().copied()).collect();
+            pairs.sort_by(|a, b| {
+                let pad = |p: &(f32, Label)| p.1 == NO_LABEL;
+                pad(a)
+                    .cmp(&pad(b))
+                    .then(metric.to_key(a.0).total_cmp(&metric.to_key(b.0)))
+                    .then(a.1.cmp(&b.1))
+            });
+            for ((dd, ll), (pd, pl)) in d.iter_mut().zip(l.iter_mut()).zip(pairs) {
+                *dd = pd;
+                *ll = pl;
+            }
+        }
         Ok(())
     }
 
@@ -184,7 +201,14 @@ impl<I: Index> Index for IndexIDMap<I> {
         }
         let mut res = self.index.range_search(queries, radius, &inner)?;
         self.map_labels(res.labels_mut());
-        Ok(res)
+        // Sorted again: ties by id, as every range search (the inner one went by position).
+        let lists = (0..res.nq())
+            .map(|i| {
+                let (d, l) = res.row(i);
+                d.iter().copied().zip(l.iter().copied()).collect()
+            })
+            .collect();
+        Ok(RangeSearchResults::from_lists(lists, self.index.metric()))
     }
 
     fn remove_ids(&mut self, selector: &dyn IdFilter) -> Result<usize> {

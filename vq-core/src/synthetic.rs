@@ -62,7 +62,8 @@ pub struct SyntheticSpec {
 pub struct SyntheticData {
     /// Database vectors.
     pub base: Vectors,
-    /// Query vectors (never copies of base vectors).
+    /// Query vectors (independent draws: with `noise > 0`, almost surely no copies of
+    /// base vectors).
     pub queries: Vectors,
     /// Training vectors (empty when `n_learn == 0`).
     pub learn: Vectors,

@@ -137,6 +137,8 @@ impl TopK {
         if key.is_nan() || self.k == 0 {
             return;
         }
+        // −0 and +0 are one key (ties by label): the sorts below use `total_cmp`.
+        let key = key + 0.0;
         let k = self.k;
         match &mut self.mode {
             Mode::Heap { keys, labels } => {

@@ -1239,7 +1239,8 @@ impl<Q: CoarseQuantizer, E: IvfEncoding> Index for IndexIvf<Q, E> {
     /// `remove_ids` are errors; `reset` drops the mapping). Lists attached to the
     /// reader as `lists` (a `Box<dyn InvertedLists>`, see
     /// [`StateReader::attach`](vq_core::persist::StateReader::attach)) are taken instead
-    /// of the `lists/…` sections. On error the index is left empty.
+    /// of the `lists/…` sections. On error the index is unchanged when the file's shape
+    /// does not fit this index (dimension, lists, code size, metric), else left empty.
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
         let cs = self.encoding.code_size();
         for (name, mine) in [

@@ -278,8 +278,9 @@ impl<I: Index> Index for IndexShards<I> {
         Ok(())
     }
 
-    /// Loads every shard (the count must match this index's); on error every shard
-    /// is emptied.
+    /// Loads every shard (the count must match this index's); on error the index is
+    /// unchanged when the shard count or id mode does not fit, else every shard is
+    /// emptied.
     fn load_state(&mut self, r: &mut StateReader) -> Result<()> {
         let n = r.get_usize("shards", usize::MAX)?;
         if n != self.shards.len() {

@@ -225,3 +225,28 @@ fn batches_are_exact_far_from_the_origin() {
         .unwrap();
     assert_eq!(eight.row(0).1, &[0, 1, 2]);
 }
+
+#[test]
+fn ties_are_broken_by_id_through_id_maps_and_signed_zeros() {
+    let d = 2;
+    let x = [1.0f32, 1.0, 1.0, 1.0, 2.0, 2.0];
+    let mut m = IndexIDMap::new(IndexFlat::new(d, Metric::L2).unwrap()).unwrap();
+    m.add_with_ids(VectorsRef::new(&x, d).unwrap(), &[9, 3, 5])
+        .unwrap();
+    let q = VectorsRef::new(&[1.0, 1.0], d).unwrap();
+    let p = SearchParams::default();
+    // Within the results, ties by id (which tied vectors reach the k-th place follows
+    // the inner index's positions).
+    assert_eq!(m.search(q, 3, &p).unwrap().row(0).1, &[3, 9, 5]);
+    assert_eq!(m.search(q, 2, &p).unwrap().row(0).1, &[3, 9]);
+    let r = m.range_search(q, 10.0, &p).unwrap();
+    assert_eq!(r.row(0), (&[0.0, 0.0, 2.0][..], &[3, 9, 5][..]));
+    // −0 and +0 are the same key.
+    for k in [2, 40] {
+        let mut top = vq_core::topk::TopK::new(k);
+        top.push(0.0, 3);
+        top.push(-0.0, 5);
+        let v = top.to_sorted_vec();
+        assert_eq!(v.iter().map(|e| e.1).collect::<Vec<_>>(), [3, 5], "k = {k}");
+    }
+}
