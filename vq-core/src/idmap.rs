@@ -172,6 +172,10 @@ impl<I: Index> Index for IndexIDMap<I> {
         let metric = self.index.metric();
         for i in 0..out.nq() {
             let (d, l) = out.row_mut(i);
+            // Rows without a tie (the usual case) are left as they are.
+            if !d.windows(2).any(|w| w[0] == w[1]) {
+                continue;
+            }
             let mut pairs: Vec<(f32, Label)> = d.iter().copied().zip(l.iter().copied()).collect();
             pairs.sort_by(|a, b| {
                 let pad = |p: &(f32, Label)| p.1 == NO_LABEL;

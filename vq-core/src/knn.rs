@@ -361,7 +361,8 @@ pub fn knn_into(
         // ‖q‖² + ‖y‖² − 2⟨q,y⟩ needs the norms' sum in range: past it the keys are
         // inf − inf = NaN and every candidate is lost. The kernels subtract first.
         let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
-        if (top(&qn) + top(dbn)).is_finite() && top(&qn) + top(dbn) < f32::MAX / 4.0 {
+        let sum = top(&qn) + top(dbn);
+        if sum.is_finite() && sum < f32::MAX / 4.0 {
             (qn, dbn)
         } else {
             use_gemm = false;
