@@ -6,8 +6,8 @@ use vq_core::distance::SimdLevel;
 use vq_core::persist::{StateReader, StateWriter};
 use vq_core::topk::TopK;
 use vq_core::{
-    Error, IdFilter, Index, IndexFlat, Label, Metric, Result, SearchParams, SearchResults,
-    VectorsRef, check_search,
+    Error, IdFilter, Index, IndexFlat, Label, Metric, RangeSearchResults, Result, SearchParams,
+    SearchResults, VectorsRef, check_range_search, check_search,
 };
 use vq_pq::ProductQuantizer;
 use vq_pq::fastscan::{
@@ -1116,6 +1116,46 @@ impl Reservoir {
     }
 }
 
+/// Scores the reported vectors of one list exactly (float tables) and keeps those
+/// whose key is inside the range search's bound.
+struct RangeCollector<'a> {
+    list: &'a FsList,
+    layout: &'a FastScanLayout,
+    table: &'a [f32],
+    offset: f32,
+    bound: f32,
+    filter: Option<&'a dyn IdFilter>,
+    threshold: u16,
+    hits: &'a mut Vec<(f32, Label)>,
+}
+
+impl FsCollector for RangeCollector<'_> {
+    #[inline]
+    fn threshold(&self, _q: usize) -> u16 {
+        self.threshold
+    }
+
+    fn collect(&mut self, _q: usize, sb: usize, mut mask: u32, _sums: &[u16; SUB_BLOCK]) {
+        let n = self.list.ids.len();
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let pos = sb * SUB_BLOCK + i;
+            if pos >= n {
+                break;
+            }
+            let id = self.list.ids[pos];
+            if self.filter.is_some_and(|f| !f.is_member(id)) {
+                continue;
+            }
+            let key = self.offset + self.layout.table_key(&self.list.codes, pos, self.table);
+            if key < self.bound {
+                self.hits.push((key, id));
+            }
+        }
+    }
+}
+
 /// Puts the reported vectors of one list into the query's reservoir.
 struct ListCollector<'a> {
     list: &'a FsList,
@@ -1373,6 +1413,97 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
             }
             Ok(())
         }
+    }
+
+    /// Every vector of the probed lists whose ADC distance (the float tables' key, as
+    /// [`IndexIvf`] with 4-bit PQ scores it) is within `radius`: each list is scanned
+    /// with the quantised tables, and only vectors whose quantised sum could be inside
+    /// are scored exactly. `max_codes` does not apply, as for [`IndexIvf`].
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        self.ivf.check_trained()?;
+        check_range_search(self, queries, radius)?;
+        let nq = queries.len();
+        let metric = self.metric();
+        if nq == 0 || self.ntotal == 0 {
+            return Ok(RangeSearchResults::from_lists(vec![Vec::new(); nq], metric));
+        }
+        let (lists, coarse_dis) = self.ivf.coarse(queries, params)?;
+        if let Some(&bad) = lists.iter().find(|&&l| l >= self.lists.len() as Label) {
+            return Err(Error::invalid_param(
+                "lists",
+                format!(
+                    "the coarse quantizer returned list {bad} (nlist = {})",
+                    self.lists.len()
+                ),
+            ));
+        }
+        let nprobe = lists.len() / nq;
+        let bound = metric.to_key(radius);
+        let filter = params.selector;
+        let level = self.kernel_level();
+        let m2 = self.layout.m2();
+        let tsize = self.layout.m() * 16;
+        let hits = (0..nq)
+            .into_par_iter()
+            .map_init(
+                || (QuantizedLut::default(), Vec::new()),
+                |(lut, table), qi| -> Result<Vec<(f32, Label)>> {
+                    let mut lt = ListTables::new(
+                        self.ivf.encoding(),
+                        self.ivf.quantizer(),
+                        queries.row(qi),
+                        metric,
+                    )?;
+                    let shared = lt.is_shared();
+                    if shared {
+                        lut.set_with_max(lt.shared_table(), m2, self.lut_max)?;
+                    }
+                    let mut hits = Vec::new();
+                    for p in qi * nprobe..(qi + 1) * nprobe {
+                        let Ok(l) = usize::try_from(lists[p]) else {
+                            continue;
+                        };
+                        let list = &self.lists[l];
+                        if list.ids.is_empty() {
+                            continue;
+                        }
+                        let offset = if shared {
+                            lt.offset(coarse_dis[p])
+                        } else {
+                            table.resize(tsize, 0.0);
+                            let off = lt.table(l, coarse_dis[p], table)?;
+                            lut.set_with_max(table, m2, self.lut_max)?;
+                            off
+                        };
+                        let Some(threshold) = lut.threshold_with_offset(bound, offset) else {
+                            continue;
+                        };
+                        let mut c = RangeCollector {
+                            list,
+                            layout: &self.layout,
+                            table: if shared { lt.shared_table() } else { table },
+                            offset,
+                            bound,
+                            filter,
+                            threshold,
+                            hits: &mut hits,
+                        };
+                        let nsub = list.ids.len().div_ceil(SUB_BLOCK);
+                        fastscan::scan(level, &self.layout, &[&*lut], &list.codes, nsub, &mut c)?;
+                    }
+                    Ok(hits
+                        .into_iter()
+                        .map(|(key, id)| (metric.from_key(key), id))
+                        .collect())
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RangeSearchResults::from_lists(hits, metric))
     }
 
     fn reset(&mut self) {

@@ -4,8 +4,8 @@ use rayon::prelude::*;
 use vq_core::persist::{StateReader, StateWriter};
 use vq_core::topk::merge_results;
 use vq_core::{
-    Error, IdFilter, Index, Label, Metric, NO_LABEL, Result, SearchParams, SearchResults,
-    VectorsRef, check_search,
+    Error, IdFilter, Index, Label, Metric, NO_LABEL, RangeSearchResults, Result, SearchParams,
+    SearchResults, VectorsRef, check_range_search, check_search,
 };
 
 use crate::encoding::IvfEncoding;
@@ -250,6 +250,59 @@ impl<I: Index> Index for IndexShards<I> {
             .collect::<Result<Vec<_>>>()?;
         *out = self.merge(parts, k)?;
         Ok(())
+    }
+
+    /// Every shard's range search (in parallel), ids translated as for `search`, each
+    /// query's hits merged best first.
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        check_range_search(self, queries, radius)?;
+        let filters = self.shard_filters(params.selector);
+        let parts = self
+            .shards
+            .par_iter()
+            .zip(filters.par_iter())
+            .map(|(s, f)| -> Result<Option<RangeSearchResults>> {
+                if s.is_empty() {
+                    return Ok(None);
+                }
+                let p = Self::shard_params(params, f.as_ref());
+                s.range_search(queries, radius, &p).map(Some)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut lists = vec![Vec::new(); queries.len()];
+        for (part, off) in parts.iter().zip(self.offsets()) {
+            let Some(part) = part else { continue };
+            for (qi, list) in lists.iter_mut().enumerate() {
+                let (d, l) = part.row(qi);
+                list.extend(d.iter().zip(l).map(|(&d, &l)| (d, l + off)));
+            }
+        }
+        Ok(RangeSearchResults::from_lists(lists, self.metric()))
+    }
+
+    /// With successive ids, the shard that holds global id `id`; otherwise the first
+    /// shard that knows `id`.
+    fn reconstruct_into(&self, id: Label, out: &mut [f32]) -> Result<()> {
+        if self.successive_ids {
+            for (s, off) in self.shards.iter().zip(self.offsets()) {
+                if id >= off && id - off < s.len() as Label {
+                    return s.reconstruct_into(id - off, out);
+                }
+            }
+            return Err(Error::IdNotFound { id });
+        }
+        for s in &self.shards {
+            match s.reconstruct_into(id, out) {
+                Err(Error::IdNotFound { .. }) => continue,
+                r => return r,
+            }
+        }
+        Err(Error::IdNotFound { id })
     }
 
     fn reset(&mut self) {

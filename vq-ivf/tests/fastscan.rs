@@ -412,3 +412,103 @@ fn bad_input_is_an_error() {
     fs.set_build_param("lut_bits", "6").unwrap();
     assert_eq!(fs.len(), 200, "failed adds left nothing behind");
 }
+
+/// Range search: the hits of `IndexIvf` with the same 4-bit PQ (its ADC distances within
+/// the radius, over the probed lists), by residual or not, L2 or inner product, at every
+/// kernel level, through a selector.
+#[test]
+fn range_search_equals_ivf_pq_with_4_bit_codes() {
+    let (d, n) = (16, 3_000);
+    let base = clustered(n, d, 3);
+    let queries = clustered(20, d, 4);
+    let x = VectorsRef::new(&base, d).unwrap();
+    let q = VectorsRef::new(&queries, d).unwrap();
+    let sel = IdSelector::range(700, 2_100);
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        for by_residual in [false, true] {
+            let (mut fs, ivf) = pair(
+                IndexFlat::new(d, metric).unwrap(),
+                16,
+                x,
+                8,
+                by_residual,
+                metric,
+            );
+            for nprobe in [1, 5, 16] {
+                let mut p = SearchParams::new().with_nprobe(nprobe);
+                // A radius around each metric's 30th neighbour of the first query.
+                let radius = ivf.search(q, 30, &p).unwrap().row(0).0[29];
+                for filtered in [false, true] {
+                    if filtered {
+                        p.selector = Some(&sel);
+                    }
+                    let want = ivf.range_search(q, radius, &p).unwrap();
+                    assert!(!want.labels().is_empty());
+                    for level in SimdLevel::ALL {
+                        fs.set_kernel_level(Some(level));
+                        let what = format!(
+                            "{metric} residual={by_residual} nprobe={nprobe} filtered={filtered} {level}"
+                        );
+                        let got = fs.range_search(q, radius, &p).unwrap();
+                        same_range(&got, &want, radius, &what);
+                    }
+                }
+            }
+        }
+    }
+    // An empty index and no queries.
+    let mut empty = IndexIvfPqFastScan::new_flat(d, 4, 4, false, Metric::L2).unwrap();
+    assert!(matches!(
+        empty.range_search(q, 1.0, &SearchParams::default()),
+        Err(Error::NotTrained { .. })
+    ));
+    empty.train(x).unwrap();
+    let r = empty
+        .range_search(q, 1e9, &SearchParams::default())
+        .unwrap();
+    assert_eq!((r.nq(), r.labels().len()), (20, 0));
+    let r = empty
+        .range_search(q.slice(0..0), 1.0, &SearchParams::default())
+        .unwrap();
+    assert_eq!(r.nq(), 0);
+    assert!(
+        empty
+            .range_search(q, f32::NAN, &SearchParams::default())
+            .is_err()
+    );
+}
+
+/// The same hits with the same distances, up to float rounding: a hit only one side
+/// reports must lie on the radius.
+fn same_range(
+    got: &vq_core::RangeSearchResults,
+    want: &vq_core::RangeSearchResults,
+    radius: f32,
+    what: &str,
+) {
+    assert_eq!(got.nq(), want.nq(), "{what}");
+    for qi in 0..want.nq() {
+        let (gd, gl) = got.row(qi);
+        let (wd, wl) = want.row(qi);
+        let tol = |v: f32| 1e-4 * (1.0 + v.abs());
+        for (&d, &l) in gd.iter().zip(gl) {
+            match wl.iter().position(|&w| w == l) {
+                Some(p) => assert!(
+                    (wd[p] - d).abs() <= tol(d),
+                    "{what}: query {qi} id {l}: {d} vs {}",
+                    wd[p]
+                ),
+                None => assert!(
+                    (d - radius).abs() <= tol(radius),
+                    "{what}: query {qi}: id {l} at {d} is not a hit (radius {radius})"
+                ),
+            }
+        }
+        for (&d, &l) in wd.iter().zip(wl) {
+            assert!(
+                gl.contains(&l) || (d - radius).abs() <= tol(radius),
+                "{what}: query {qi}: hit {l} at {d} missing (radius {radius})"
+            );
+        }
+    }
+}

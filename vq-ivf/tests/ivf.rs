@@ -663,3 +663,80 @@ fn build_parameters_seed_and_iterations() {
         );
     }
 }
+
+/// Range search over shards: the hits of one index over all the vectors, with global
+/// ids (successive ids or the caller's), through a selector; and reconstruction.
+#[test]
+fn shards_range_search_and_reconstruct() {
+    let (n, d) = (1500, 8);
+    let base = clustered(n, d, 10, 24);
+    let q = clustered(12, d, 10, 25);
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let mut whole = IndexFlat::new(d, metric).unwrap();
+        whole.add(v(&base, d)).unwrap();
+        let knn = whole
+            .search(v(&q, d), 20, &SearchParams::default())
+            .unwrap();
+        let radius = knn.row(0).0[19];
+        let want = whole
+            .range_search(v(&q, d), radius, &SearchParams::default())
+            .unwrap();
+        assert!(want.labels().len() >= 12 * 10, "{metric}: a useful radius");
+        let shards = || {
+            vec![
+                IndexFlat::new(d, metric).unwrap(),
+                IndexFlat::new(d, metric).unwrap(),
+                IndexFlat::new(d, metric).unwrap(),
+            ]
+        };
+        let mut succ = IndexShards::new(shards(), true).unwrap();
+        succ.add(v(&base, d)).unwrap();
+        let got = succ
+            .range_search(v(&q, d), radius, &SearchParams::default())
+            .unwrap();
+        assert_eq!(got, want, "{metric}: successive ids");
+        // The caller's ids (the positions shifted by 1000), and a selector on them.
+        let own_shards = shards()
+            .into_iter()
+            .map(|s| vq_core::IndexIDMap2::new(s).unwrap())
+            .collect();
+        let mut own = IndexShards::new(own_shards, false).unwrap();
+        let ids: Vec<Label> = (0..n as Label).map(|i| i + 1000).collect();
+        own.add_with_ids(v(&base, d), &ids).unwrap();
+        let sel = IdSelector::range(1300, 2200);
+        let mut p = SearchParams::default();
+        p.selector = Some(&sel);
+        let got = own.range_search(v(&q, d), radius, &p).unwrap();
+        for qi in 0..q.len() / d {
+            let (wd, wl) = want.row(qi);
+            let expect: Vec<(f32, Label)> = wd
+                .iter()
+                .zip(wl)
+                .map(|(&d, &l)| (d, l + 1000))
+                .filter(|&(_, l)| (1300..2200).contains(&l))
+                .collect();
+            let (gd, gl) = got.row(qi);
+            let have: Vec<(f32, Label)> = gd.iter().copied().zip(gl.iter().copied()).collect();
+            assert_eq!(have, expect, "{metric}: query {qi}, own ids and a selector");
+        }
+        let mut out = vec![0f32; d];
+        for id in [0, 499, 500, 1499] {
+            succ.reconstruct_into(id, &mut out).unwrap();
+            assert_eq!(out, &base[id as usize * d..(id as usize + 1) * d]);
+            own.reconstruct_into(id + 1000, &mut out).unwrap();
+            assert_eq!(out, &base[id as usize * d..(id as usize + 1) * d]);
+        }
+        assert!(matches!(
+            succ.reconstruct_into(1500, &mut out),
+            Err(Error::IdNotFound { id: 1500 })
+        ));
+        assert!(matches!(
+            own.reconstruct_into(999, &mut out),
+            Err(Error::IdNotFound { id: 999 })
+        ));
+        assert!(
+            succ.range_search(v(&q, d), f32::NAN, &SearchParams::default())
+                .is_err()
+        );
+    }
+}
