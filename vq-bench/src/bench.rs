@@ -7,10 +7,11 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 use vq_core::distance::Kernels;
-use vq_core::eval::{GroundTruth, intersection_recall, recall_at_1};
+use vq_core::eval::{GroundTruth, RangeMatch, intersection_recall, recall_at_1};
 use vq_core::io::{Matrix, write_bin, write_fbin, write_fvecs, write_ivecs};
+use vq_core::knn::Database;
 use vq_core::synthetic::parse_spec;
-use vq_core::{Index, Label, Metric, SearchParams, SearchResults, VectorsRef};
+use vq_core::{Index, Label, Metric, RangeSearchResults, SearchParams, SearchResults, VectorsRef};
 use vq_factory::{FactoryIndex, FactorySpec};
 
 use crate::dataset::{DataArgs, Dataset};
@@ -29,6 +30,13 @@ pub(crate) struct BenchArgs {
     /// Neighbours per query.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
+    /// Range search instead of k-NN: every vector within this radius (L2: squared
+    /// distance below it; inner product: similarity above it). Repeat for several radii
+    /// (one line per radius and `--params`); lines report hits per query, and range
+    /// recall and precision against exact range search over the base (brute force,
+    /// once per radius).
+    #[arg(long, allow_negative_numbers = true)]
+    radius: Vec<f32>,
     /// Threads (a rayon pool of this size runs everything); default: all cores.
     #[arg(long)]
     threads: Option<usize>,
@@ -155,6 +163,67 @@ pub(crate) fn search_pass(
     }
     let s = t0.elapsed().as_secs_f64();
     Ok((s, SearchResults::from_parts(nq, k, dist, labels)?))
+}
+
+/// One timed range-search pass: the whole batch, or one query at a time.
+pub(crate) fn range_pass(
+    index: &dyn Index,
+    queries: VectorsRef<'_>,
+    radius: f32,
+    params: &SearchParams<'_>,
+    one_at_a_time: bool,
+) -> Result<(f64, RangeSearchResults)> {
+    let t0 = Instant::now();
+    if !one_at_a_time {
+        let res = index.range_search(queries, radius, params)?;
+        return Ok((t0.elapsed().as_secs_f64(), res));
+    }
+    let mut lists: Vec<Vec<(f32, Label)>> = Vec::with_capacity(queries.len());
+    for i in 0..queries.len() {
+        let r = index.range_search(queries.slice(i..i + 1), radius, params)?;
+        let (d, l) = r.row(0);
+        lists.push(d.iter().copied().zip(l.iter().copied()).collect());
+    }
+    let s = t0.elapsed().as_secs_f64();
+    Ok((s, RangeSearchResults::from_lists(lists, index.metric())))
+}
+
+/// The exact hits of every query within `radius` (brute force over the base, the SIMD
+/// kernels' distances), for range recall and precision.
+pub(crate) fn range_truth(ds: &Dataset, radius: f32, metric: Metric) -> Result<RangeSearchResults> {
+    if radius.is_nan() {
+        bail!("--radius must not be NaN");
+    }
+    let db = Database::new(ds.base.as_ref(), None)?;
+    Ok(vq_core::knn::range_search(
+        &db,
+        ds.queries.as_ref(),
+        radius,
+        metric,
+        None,
+    )?)
+}
+
+/// The JSON fields of a range-search line: the radius, hits, range recall and precision.
+pub(crate) fn range_fields(
+    row: &mut serde_json::Value,
+    radius: f32,
+    res: &RangeSearchResults,
+    truth: Option<&RangeSearchResults>,
+) -> Result<()> {
+    let nq = res.nq();
+    let hits = res.labels().len();
+    row["radius"] = json!(radius);
+    row["hits"] = json!(hits);
+    row["hits_per_query"] = json!(hits as f64 / nq.max(1) as f64);
+    row["queries_without_hits"] = json!((0..nq).filter(|&i| res.row(i).1.is_empty()).count());
+    if let Some(t) = truth {
+        let m = RangeMatch::new(res, t)?;
+        row["true_hits"] = json!(m.truth);
+        row["range_recall"] = json!(m.recall());
+        row["range_precision"] = json!(m.precision());
+    }
+    Ok(())
 }
 
 /// Builds the index of `spec` and applies the build-time parameters.
@@ -353,17 +422,42 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         );
     }
 
-    let gt: GroundTruth = pool.install(|| ds.ground_truth(a.k, metric, a.cache_gt).cloned())?;
-    let mut report = Report::new(vec![
-        ("index", "index"),
-        ("params", "params"),
-        ("threads", "threads"),
-        ("qps", "qps"),
-        ("R@1", "recall_at_1"),
-        ("10-R@10", "recall_10_at_10"),
-        ("search_s", "search_s"),
-        ("bytes/vec", "bytes_per_vector"),
-    ]);
+    // k-NN ground truth, or the exact hits of each radius.
+    let (gt, truths) = if a.radius.is_empty() {
+        let gt = pool.install(|| ds.ground_truth(a.k, metric, a.cache_gt).cloned())?;
+        (Some(gt), Vec::new())
+    } else {
+        let truths = pool.install(|| {
+            a.radius
+                .iter()
+                .map(|&r| Ok((r, range_truth(&ds, r, metric)?)))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        (None, truths)
+    };
+    let mut report = if a.radius.is_empty() {
+        Report::new(vec![
+            ("index", "index"),
+            ("params", "params"),
+            ("threads", "threads"),
+            ("qps", "qps"),
+            ("R@1", "recall_at_1"),
+            ("10-R@10", "recall_10_at_10"),
+            ("search_s", "search_s"),
+            ("bytes/vec", "bytes_per_vector"),
+        ])
+    } else {
+        Report::new(vec![
+            ("index", "index"),
+            ("params", "params"),
+            ("radius", "radius"),
+            ("threads", "threads"),
+            ("qps", "qps"),
+            ("hits/q", "hits_per_query"),
+            ("recall", "range_recall"),
+            ("precision", "range_precision"),
+        ])
+    };
     for Plan {
         spec,
         build,
@@ -376,7 +470,8 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
             Ok(Built {
                 ds: &ds,
                 index,
-                gt: &gt,
+                gt: gt.as_ref(),
+                truths: &truths,
                 train_s,
                 add_s,
                 build_params: build
@@ -429,7 +524,10 @@ struct Plan {
 struct Built<'a> {
     ds: &'a Dataset,
     index: FactoryIndex,
-    gt: &'a GroundTruth,
+    /// k-NN ground truth (none under `--radius`).
+    gt: Option<&'a GroundTruth>,
+    /// Each `--radius` with its exact hits.
+    truths: &'a [(f32, RangeSearchResults)],
     train_s: f64,
     add_s: f64,
     /// The build parameters it was built with (`name=value,…`; empty for none).
@@ -483,22 +581,7 @@ fn search_all(
         .case
         .clone()
         .unwrap_or_else(|| spec.to_string().to_lowercase());
-    for params in search_params {
-        for _ in 0..a.warmup {
-            search_pass(index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
-        }
-        let mut times = Vec::with_capacity(a.repeat);
-        let mut last = None;
-        for _ in 0..a.repeat {
-            let (s, res) = search_pass(index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
-            times.push(s);
-            last = Some(res);
-        }
-        let res = last.context("invariant: at least one repeat")?;
-        let med = median(&times);
-        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-        let r1 = recall_at_1(&res, gt)?;
-        let r10 = recall_10(&res, gt)?;
+    let common = |params: &SearchParams<'_>, med: f64, best: f64, times: &[f64]| {
         let mut row = json!({
             "case": case,
             "library": "vq",
@@ -508,13 +591,11 @@ fn search_all(
             "build_params": built.build_params,
             "threads": threads,
             "build_threads": build_threads,
-            "n": n, "d": d, "nq": nq, "k": a.k,
+            "n": n, "d": d, "nq": nq,
             "train_s": train_s,
             "add_s": add_s,
             "search_s": med,
             "qps": nq as f64 / med,
-            "recall_at_1": r1,
-            "recall_10_at_10": r10,
             "bytes_per_vector": index.bytes_per_vector(),
             "peak_rss_mb": peak_rss_mb(),
             "dataset": ds.name,
@@ -531,6 +612,48 @@ fn search_all(
         if a.one_at_a_time {
             row["latency_ms"] = json!(med / nq as f64 * 1e3);
         }
+        row
+    };
+    for params in search_params {
+        for (radius, truth) in built.truths {
+            let q = ds.queries.as_ref();
+            for _ in 0..a.warmup {
+                range_pass(index, q, *radius, params, a.one_at_a_time)?;
+            }
+            let mut times = Vec::with_capacity(a.repeat);
+            let mut last = None;
+            for _ in 0..a.repeat {
+                let (s, res) = range_pass(index, q, *radius, params, a.one_at_a_time)?;
+                times.push(s);
+                last = Some(res);
+            }
+            let res = last.context("invariant: at least one repeat")?;
+            let med = median(&times);
+            let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let mut row = common(params, med, best, &times);
+            range_fields(&mut row, *radius, &res, Some(truth))?;
+            report.row(&row);
+        }
+        let Some(gt) = gt else { continue };
+        for _ in 0..a.warmup {
+            search_pass(index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
+        }
+        let mut times = Vec::with_capacity(a.repeat);
+        let mut last = None;
+        for _ in 0..a.repeat {
+            let (s, res) = search_pass(index, ds.queries.as_ref(), a.k, params, a.one_at_a_time)?;
+            times.push(s);
+            last = Some(res);
+        }
+        let res = last.context("invariant: at least one repeat")?;
+        let med = median(&times);
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let r1 = recall_at_1(&res, gt)?;
+        let r10 = recall_10(&res, gt)?;
+        let mut row = common(params, med, best, &times);
+        row["k"] = json!(a.k);
+        row["recall_at_1"] = json!(r1);
+        row["recall_10_at_10"] = json!(r10);
         if *spec == FactorySpec::Codes(vq_factory::EncodingSpec::Flat) {
             row["gflops_effective"] = json!(2.0 * n as f64 * d as f64 * nq as f64 / med / 1e9);
         }

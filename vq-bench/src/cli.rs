@@ -11,11 +11,11 @@ use serde_json::json;
 use vq_core::eval::recall_at_1;
 use vq_core::io::write_ivecs;
 use vq_core::{Index, Metric, SearchParams};
-use vq_factory::{Factory, FactorySpec, faiss_io};
+use vq_factory::{Factory, FactoryIndex, FactorySpec, faiss_io};
 
 use crate::bench::{
-    build_with_params, has_param, median, parse_build_params, peak_rss_mb, pool, recall_10,
-    search_pass, train_and_add,
+    build_with_params, has_param, median, parse_build_params, peak_rss_mb, pool, range_fields,
+    range_pass, range_truth, recall_10, search_pass, train_and_add,
 };
 use crate::dataset::{DataArgs, Dataset};
 use crate::progress::Report;
@@ -150,6 +150,12 @@ pub(crate) struct SearchArgs {
     /// Neighbours per query.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
+    /// Range search instead of k-NN: every vector within this radius (L2: squared
+    /// distance below it; inner product: similarity above it); the line reports hits per
+    /// query and, when the data is the index's, range recall and precision against exact
+    /// range search over the base (brute force).
+    #[arg(long, allow_negative_numbers = true)]
+    radius: Option<f32>,
     /// Search parameters, Faiss syntax (`nprobe=16,efSearch=64`).
     #[arg(long, default_value = "")]
     params: String,
@@ -176,6 +182,14 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
     }
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
+    }
+    if let Some(r) = a.radius {
+        if r.is_nan() {
+            bail!("--radius must not be NaN");
+        }
+        if a.out.is_some() {
+            bail!("--out writes k-NN ids; it does not go with --radius");
+        }
     }
     let params =
         SearchParams::parse(&a.params).with_context(|| format!("--params `{}`", a.params))?;
@@ -220,6 +234,20 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
                 "the queries have dimension {}, the index {}",
                 ds.queries.dim(),
                 index.dim()
+            );
+        }
+        if let Some(radius) = a.radius {
+            return range_search_line(
+                a,
+                &index,
+                file,
+                &ds,
+                radius,
+                &params,
+                threads,
+                load_s,
+                rss0,
+                rss_after_load,
             );
         }
         if a.k > index.len() {
@@ -292,6 +320,76 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
         }));
         Ok(())
     })
+}
+
+/// `vq search --radius`: timed range-search passes, one JSON line with hits per query
+/// and, when the data set is the one the index holds, range recall and precision.
+#[allow(clippy::too_many_arguments)]
+fn range_search_line(
+    a: &SearchArgs,
+    index: &FactoryIndex,
+    file: &std::path::Path,
+    ds: &Dataset,
+    radius: f32,
+    params: &SearchParams<'_>,
+    threads: usize,
+    load_s: f64,
+    rss0: Option<f64>,
+    rss_after_load: Option<f64>,
+) -> Result<()> {
+    let q = ds.queries.as_ref();
+    let mut times = Vec::with_capacity(a.repeat);
+    let mut last = None;
+    for _ in 0..a.repeat {
+        let (s, res) = range_pass(index, q, radius, params, false)?;
+        times.push(s);
+        last = Some(res);
+    }
+    let res = last.context("invariant: at least one repeat")?;
+    let med = median(&times);
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let truth = if ds.base.len() == index.len() {
+        Some(range_truth(ds, radius, index.metric())?)
+    } else {
+        None
+    };
+    let nq = q.len();
+    let mut row = json!({
+        "case": index.describe().to_lowercase(),
+        "library": "vq",
+        "version": env!("CARGO_PKG_VERSION"),
+        "index": index.describe(),
+        "params": params.to_string(),
+        "threads": threads,
+        "n": index.len(), "d": index.dim(), "nq": nq,
+        "load_s": load_s,
+        "mmap": a.mmap,
+        "rss_before_load_mb": rss0,
+        "rss_after_load_mb": rss_after_load,
+        "file_bytes": std::fs::metadata(file).map(|m| m.len()).ok(),
+        "file_format": if a.faiss_index.is_some() { "faiss" } else { "vq" },
+        "search_s": med,
+        "search_s_min": best,
+        "search_s_all": times,
+        "qps": nq as f64 / med,
+        "bytes_per_vector": index.bytes_per_vector(),
+        "peak_rss_mb": peak_rss_mb(),
+        "dataset": ds.name,
+        "metric": index.metric().name(),
+    });
+    range_fields(&mut row, radius, &res, truth.as_ref())?;
+    Report::new(vec![
+        ("index", "index"),
+        ("params", "params"),
+        ("radius", "radius"),
+        ("load_s", "load_s"),
+        ("qps", "qps"),
+        ("hits/q", "hits_per_query"),
+        ("recall", "range_recall"),
+        ("precision", "range_precision"),
+    ])
+    .row(&row);
+    Ok(())
 }
 
 /// Resident set size now (Linux `/proc/self/statm`), in MiB.

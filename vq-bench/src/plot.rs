@@ -20,6 +20,9 @@ pub(crate) enum RecallField {
     /// 1-recall@1: the share of queries whose first result is the true nearest.
     #[value(name = "recall_at_1")]
     RecallAt1,
+    /// Range recall (`--radius` lines): the share of the exact range hits found.
+    #[value(name = "range_recall")]
+    RangeRecall,
 }
 
 impl RecallField {
@@ -28,6 +31,7 @@ impl RecallField {
         match self {
             RecallField::Recall10At10 => "recall_10_at_10",
             RecallField::RecallAt1 => "recall_at_1",
+            RecallField::RangeRecall => "range_recall",
         }
     }
 
@@ -36,6 +40,7 @@ impl RecallField {
         match self {
             RecallField::Recall10At10 => "Recall (10-R@10)",
             RecallField::RecallAt1 => "Recall (1-R@1)",
+            RecallField::RangeRecall => "Range recall",
         }
     }
 }
@@ -50,7 +55,7 @@ pub(crate) struct PlotArgs {
     #[arg(short, long)]
     out: PathBuf,
     /// Recall on the x axis (default: `recall_10_at_10` if any line has it, else
-    /// `recall_at_1`).
+    /// `recall_at_1` if any has it, else `range_recall`).
     #[arg(long, value_enum)]
     x: Option<RecallField>,
     /// Chart title (default: the dataset name(s), k and the thread count if common).
@@ -122,6 +127,7 @@ struct Row {
     qps: f64,
     recall_at_1: Option<f64>,
     recall_10_at_10: Option<f64>,
+    range_recall: Option<f64>,
     note: String,
 }
 
@@ -130,6 +136,7 @@ impl Row {
         match f {
             RecallField::Recall10At10 => self.recall_10_at_10,
             RecallField::RecallAt1 => self.recall_at_1,
+            RecallField::RangeRecall => self.range_recall,
         }
     }
 }
@@ -145,6 +152,11 @@ pub(crate) fn run(a: &PlotArgs) -> Result<()> {
     let field = match a.x {
         Some(f) => f,
         None if rows.iter().any(|r| r.recall_10_at_10.is_some()) => RecallField::Recall10At10,
+        None if rows.iter().all(|r| r.recall_at_1.is_none())
+            && rows.iter().any(|r| r.range_recall.is_some()) =>
+        {
+            RecallField::RangeRecall
+        }
         None => RecallField::RecallAt1,
     };
     let before = rows.len();
@@ -236,11 +248,17 @@ fn parse_row(v: &Value) -> Option<Row> {
         .or_else(|| text("case"))
         .unwrap_or_else(|| "?".to_string());
     // peers.py keeps build parameters in `params` and search parameters apart.
-    let note = [text("search_params"), text("params")]
+    let mut note = [text("search_params"), text("params")]
         .into_iter()
         .flatten()
         .find(|s| !s.is_empty() && s != "{}")
         .unwrap_or_default();
+    if let Some(r) = num("radius") {
+        if !note.is_empty() {
+            note.push_str(", ");
+        }
+        note.push_str(&format!("radius={r}"));
+    }
     Some(Row {
         library,
         index,
@@ -252,6 +270,7 @@ fn parse_row(v: &Value) -> Option<Row> {
         // A recall outside [0, 1] is not one (and would stretch the axis without bound).
         recall_at_1: num("recall_at_1").filter(|r| (0.0..=1.0).contains(r)),
         recall_10_at_10: num("recall_10_at_10").filter(|r| (0.0..=1.0).contains(r)),
+        range_recall: num("range_recall").filter(|r| (0.0..=1.0).contains(r)),
         note,
     })
 }

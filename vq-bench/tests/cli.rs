@@ -736,3 +736,126 @@ fn gpu_flags_fail_cleanly() {
         }
     }
 }
+
+/// `--radius`: range search lines with hits and range recall and precision (exact for
+/// Flat, probes lost with IVF at `nprobe=1`), through `vq bench` (two radii, inner
+/// product too) and `vq search` of a saved index; bad combinations are errors.
+#[test]
+fn range_search_through_bench_and_search() {
+    let data = "synthetic:3000,16,30,5";
+    let (code, out, err) = vq(&[
+        "bench",
+        "--data",
+        data,
+        "--index",
+        "Flat",
+        "--index",
+        "IVF16,Flat",
+        "--params",
+        "nprobe=1",
+        "--radius",
+        "8",
+        "--radius",
+        "16",
+        "--repeats",
+        "1",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    let mut true_hits = Vec::new();
+    for r in &rows {
+        for f in [
+            "radius",
+            "hits",
+            "hits_per_query",
+            "true_hits",
+            "range_recall",
+            "range_precision",
+            "qps",
+        ] {
+            assert!(r.get(f).is_some(), "missing field {f}: {r}");
+        }
+        assert!(r.get("recall_10_at_10").is_none(), "{r}");
+        let hits = r["hits"].as_u64().unwrap();
+        assert!((r["hits_per_query"].as_f64().unwrap() - hits as f64 / 30.0).abs() < 1e-9);
+        if r["index"] == "Flat" {
+            assert_eq!(r["range_recall"], 1.0, "{r}");
+            assert_eq!(r["range_precision"], 1.0, "{r}");
+            assert_eq!(r["hits"], r["true_hits"]);
+            true_hits.push(hits);
+        } else {
+            assert_eq!(r["range_precision"], 1.0, "{r}");
+            let recall = r["range_recall"].as_f64().unwrap();
+            assert!(recall < 1.0 || r["radius"] == 8.0, "{r}");
+        }
+    }
+    assert!(
+        true_hits[0] > 0 && true_hits[1] > true_hits[0],
+        "{true_hits:?}"
+    );
+    // Inner product: a similarity above the radius.
+    let (code, out, err) = vq(&[
+        "bench",
+        "--data",
+        data,
+        "--index",
+        "Flat",
+        "--metric",
+        "ip",
+        "--radius",
+        "-1",
+        "--repeats",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (r["metric"].as_str(), r["range_recall"].as_f64()),
+        (Some("ip"), Some(1.0))
+    );
+    assert!(r["hits"].as_u64().unwrap() > 0, "{r}");
+    // A saved index through `vq search`.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hnsw.vq");
+    let file = file.to_str().unwrap();
+    let (code, _, err) = vq(&["build", "--data", data, "--index", "HNSW8", "--out", file]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = vq(&[
+        "search",
+        "--index-file",
+        file,
+        "--data",
+        data,
+        "--radius",
+        "8",
+        "--params",
+        "efSearch=64",
+        "--repeats",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["radius"], 8.0);
+    assert!(r["range_recall"].as_f64().unwrap() > 0.9, "{r}");
+    assert_eq!(r["range_precision"], 1.0, "{r}");
+    for bad in [
+        vec!["--radius", "NaN"],
+        vec!["--radius", "8", "--out", "x.ivecs"],
+    ] {
+        let mut args = vec!["search", "--index-file", file, "--data", data];
+        args.extend(bad);
+        let (code, _, err) = vq(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+    }
+    let (code, _, err) = vq(&[
+        "bench", "--data", data, "--index", "Flat", "--radius", "nan",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("radius"), "{err}");
+}

@@ -245,3 +245,27 @@ fn plot_survives_extreme_and_degenerate_values() {
         "a and c; b skipped"
     );
 }
+
+/// Range-search lines (`vq bench --radius`) plot on range recall, chosen when no line has
+/// a k-NN recall, and their radius shows beside the parameters.
+#[test]
+fn plot_range_lines_use_range_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("r.jsonl");
+    let mut lines = String::new();
+    for (nprobe, rr, qps) in [(1, 0.6, 9000.0), (4, 0.9, 4000.0), (16, 0.99, 1500.0)] {
+        lines.push_str(&format!(
+            "{{\"library\":\"vq\",\"index\":\"IVF64,Flat\",\"threads\":2,\"params\":\"nprobe={nprobe}\",\"radius\":16.0,\"qps\":{qps},\"range_recall\":{rr},\"range_precision\":1.0}}\n"
+        ));
+    }
+    std::fs::write(&input, lines).unwrap();
+    let out = dir.path().join("r.svg");
+    let (code, _, err) = vq(&["plot", s(&input), "--out", s(&out), "--all-points"]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("Range recall"), "the axis title");
+    assert!(text.contains("nprobe=4, radius=16"), "a point's note");
+    // Asked for a k-NN recall, the same lines have nothing to plot.
+    let (code, _, err) = vq(&["plot", s(&input), "--out", s(&out), "--x", "recall_at_1"]);
+    assert_eq!(code, 1, "{err}");
+}

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::Matrix;
-use crate::results::SearchResults;
+use crate::results::{RangeSearchResults, SearchResults};
 use crate::vectors::{Label, NO_LABEL};
 
 /// The true nearest neighbours of each query: `nq × k` ids, nearest first.
@@ -150,6 +150,66 @@ pub fn recall_1_at_r(res: &SearchResults, gt: &GroundTruth, r: usize) -> Result<
     Ok(hits as f64 / res.nq().max(1) as f64)
 }
 
+/// Precision and recall of a range search against the exact hits, pooled over the
+/// queries (as Faiss's `range_PR` with exact distances): `found` true hits reported
+/// (each id counted once per query), out of `reported` distinct ids and `truth` true
+/// hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeMatch {
+    /// Distinct ids reported, summed over queries.
+    pub reported: usize,
+    /// True hits (exact search's ids), summed over queries.
+    pub truth: usize,
+    /// True hits among the reported ids, summed over queries.
+    pub found: usize,
+}
+
+impl RangeMatch {
+    /// Compares `res` with the exact hits `truth` of the same queries.
+    ///
+    /// # Errors
+    /// Query counts that differ.
+    pub fn new(res: &RangeSearchResults, truth: &RangeSearchResults) -> Result<RangeMatch> {
+        if res.nq() != truth.nq() {
+            return Err(Error::LengthMismatch {
+                what: "range-search results (queries)",
+                expected: truth.nq(),
+                got: res.nq(),
+            });
+        }
+        let mut m = RangeMatch {
+            reported: 0,
+            truth: 0,
+            found: 0,
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..res.nq() {
+            a.clear();
+            a.extend_from_slice(res.row(i).1);
+            a.sort_unstable();
+            a.dedup();
+            b.clear();
+            b.extend_from_slice(truth.row(i).1);
+            b.sort_unstable();
+            b.dedup();
+            m.reported += a.len();
+            m.truth += b.len();
+            m.found += a.iter().filter(|id| b.binary_search(id).is_ok()).count();
+        }
+        Ok(m)
+    }
+
+    /// The fraction of true hits reported; `None` when there are none to find.
+    pub fn recall(&self) -> Option<f64> {
+        (self.truth > 0).then(|| self.found as f64 / self.truth as f64)
+    }
+
+    /// The fraction of reported ids that are true hits; `None` when nothing was reported.
+    pub fn precision(&self) -> Option<f64> {
+        (self.reported > 0).then(|| self.found as f64 / self.reported as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +226,39 @@ mod tests {
         let other = SearchResults::new(1, 3, Metric::L2);
         assert!(recall_at_1(&other, &gt).is_err());
         assert!(GroundTruth::new(vec![1, 2, 3], 2).is_err());
+    }
+
+    #[test]
+    fn range_precision_and_recall() {
+        let m = Metric::L2;
+        let truth = RangeSearchResults::from_lists(
+            vec![vec![(0.1, 1), (0.2, 2), (0.3, 3)], vec![], vec![(0.5, 7)]],
+            m,
+        );
+        // Query 0: 2 of 3 found, one false hit, a repeated id counted once; query 1:
+        // a false hit where there is none; query 2: nothing reported.
+        let res = RangeSearchResults::from_lists(
+            vec![
+                vec![(0.1, 1), (0.1, 1), (0.25, 9), (0.3, 3)],
+                vec![(0.4, 4)],
+                vec![],
+            ],
+            m,
+        );
+        let pr = RangeMatch::new(&res, &truth).unwrap();
+        assert_eq!(
+            pr,
+            RangeMatch {
+                reported: 4,
+                truth: 4,
+                found: 2
+            }
+        );
+        assert_eq!((pr.recall(), pr.precision()), (Some(0.5), Some(0.5)));
+        let none = RangeSearchResults::from_lists(vec![vec![]; 3], m);
+        let pr = RangeMatch::new(&none, &none).unwrap();
+        assert_eq!((pr.recall(), pr.precision()), (None, None));
+        let short = RangeSearchResults::from_lists(vec![vec![]; 2], m);
+        assert!(RangeMatch::new(&short, &truth).is_err());
     }
 }
