@@ -236,19 +236,17 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
                 index.dim()
             );
         }
+        let loaded = Loaded {
+            file,
+            index: &index,
+            params: &params,
+            threads,
+            load_s,
+            rss0,
+            rss_after_load,
+        };
         if let Some(radius) = a.radius {
-            return range_search_line(
-                a,
-                &index,
-                file,
-                &ds,
-                radius,
-                &params,
-                threads,
-                load_s,
-                rss0,
-                rss_after_load,
-            );
+            return range_search_line(a, &loaded, &ds, radius);
         }
         if a.k > index.len() {
             bail!(
@@ -266,9 +264,6 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
             last = Some(res);
         }
         let res = last.context("invariant: at least one repeat")?;
-        let med = median(&times);
-        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-        let nq = ds.queries.len();
         // Recall only when the data set is the one the index holds.
         let (r1, r10) = if ds.base.len() == index.len() {
             let gt = ds.ground_truth(a.k, metric, false)?;
@@ -293,90 +288,78 @@ pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
             ("R@1", "recall_at_1"),
             ("10-R@10", "recall_10_at_10"),
         ])
-        .row(&json!({
-                "case": index.describe().to_lowercase(),
-                "library": "vq",
-                "version": env!("CARGO_PKG_VERSION"),
-                "index": index.describe(),
-                "params": params.to_string(),
-                "threads": threads,
-                "n": index.len(), "d": index.dim(), "nq": nq, "k": a.k,
-                "load_s": load_s,
-                "mmap": a.mmap,
-                "rss_before_load_mb": rss0,
-                "rss_after_load_mb": rss_after_load,
-                "file_bytes": std::fs::metadata(file).map(|m| m.len()).ok(),
-                "file_format": if a.faiss_index.is_some() { "faiss" } else { "vq" },
-                "search_s": med,
-                "search_s_min": best,
-                "search_s_all": times,
-                "qps": nq as f64 / med,
-                "recall_at_1": r1,
-                "recall_10_at_10": r10,
-                "bytes_per_vector": index.bytes_per_vector(),
-                "peak_rss_mb": peak_rss_mb(),
-                "dataset": ds.name,
-                "metric": metric.name(),
-        }));
+        .row(&{
+            let mut row = loaded.row(a, &ds, &times);
+            row["k"] = json!(a.k);
+            row["recall_at_1"] = json!(r1);
+            row["recall_10_at_10"] = json!(r10);
+            row
+        });
         Ok(())
     })
 }
 
-/// `vq search --radius`: timed range-search passes, one JSON line with hits per query
-/// and, when the data set is the one the index holds, range recall and precision.
-#[allow(clippy::too_many_arguments)]
-fn range_search_line(
-    a: &SearchArgs,
-    index: &FactoryIndex,
-    file: &std::path::Path,
-    ds: &Dataset,
-    radius: f32,
-    params: &SearchParams<'_>,
+/// What `vq search` loaded, for its JSON line.
+struct Loaded<'a> {
+    file: &'a std::path::Path,
+    index: &'a FactoryIndex,
+    params: &'a SearchParams<'a>,
     threads: usize,
     load_s: f64,
     rss0: Option<f64>,
     rss_after_load: Option<f64>,
-) -> Result<()> {
+}
+
+impl Loaded<'_> {
+    /// The fields every `vq search` line has, from the timed passes' `times`.
+    fn row(&self, a: &SearchArgs, ds: &Dataset, times: &[f64]) -> serde_json::Value {
+        let index = self.index;
+        let med = median(times);
+        let nq = ds.queries.len();
+        json!({
+            "case": index.describe().to_lowercase(),
+            "library": "vq",
+            "version": env!("CARGO_PKG_VERSION"),
+            "index": index.describe(),
+            "params": self.params.to_string(),
+            "threads": self.threads,
+            "n": index.len(), "d": index.dim(), "nq": nq,
+            "load_s": self.load_s,
+            "mmap": a.mmap,
+            "rss_before_load_mb": self.rss0,
+            "rss_after_load_mb": self.rss_after_load,
+            "file_bytes": std::fs::metadata(self.file).map(|m| m.len()).ok(),
+            "file_format": if a.faiss_index.is_some() { "faiss" } else { "vq" },
+            "search_s": med,
+            "search_s_min": times.iter().copied().fold(f64::INFINITY, f64::min),
+            "search_s_all": times,
+            "qps": nq as f64 / med,
+            "bytes_per_vector": index.bytes_per_vector(),
+            "peak_rss_mb": peak_rss_mb(),
+            "dataset": ds.name,
+            "metric": index.metric().name(),
+        })
+    }
+}
+
+/// `vq search --radius`: timed range-search passes, one JSON line with hits per query
+/// and, when the data set is the one the index holds, range recall and precision.
+fn range_search_line(a: &SearchArgs, l: &Loaded<'_>, ds: &Dataset, radius: f32) -> Result<()> {
     let q = ds.queries.as_ref();
     let mut times = Vec::with_capacity(a.repeat);
     let mut last = None;
     for _ in 0..a.repeat {
-        let (s, res) = range_pass(index, q, radius, params, false)?;
+        let (s, res) = range_pass(l.index, q, radius, l.params, false)?;
         times.push(s);
         last = Some(res);
     }
     let res = last.context("invariant: at least one repeat")?;
-    let med = median(&times);
-    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-    let truth = if ds.base.len() == index.len() {
-        Some(range_truth(ds, radius, index.metric())?)
+    let truth = if ds.base.len() == l.index.len() {
+        Some(range_truth(ds, radius, l.index.metric())?)
     } else {
         None
     };
-    let nq = q.len();
-    let mut row = json!({
-        "case": index.describe().to_lowercase(),
-        "library": "vq",
-        "version": env!("CARGO_PKG_VERSION"),
-        "index": index.describe(),
-        "params": params.to_string(),
-        "threads": threads,
-        "n": index.len(), "d": index.dim(), "nq": nq,
-        "load_s": load_s,
-        "mmap": a.mmap,
-        "rss_before_load_mb": rss0,
-        "rss_after_load_mb": rss_after_load,
-        "file_bytes": std::fs::metadata(file).map(|m| m.len()).ok(),
-        "file_format": if a.faiss_index.is_some() { "faiss" } else { "vq" },
-        "search_s": med,
-        "search_s_min": best,
-        "search_s_all": times,
-        "qps": nq as f64 / med,
-        "bytes_per_vector": index.bytes_per_vector(),
-        "peak_rss_mb": peak_rss_mb(),
-        "dataset": ds.name,
-        "metric": index.metric().name(),
-    });
+    let mut row = l.row(a, ds, &times);
     range_fields(&mut row, radius, &res, truth.as_ref())?;
     Report::new(vec![
         ("index", "index"),
