@@ -480,29 +480,110 @@ pub fn range_search(
     let n = db.vectors.len();
     let kernels = Kernels::get();
     let bound = metric.to_key(radius);
-    let tasks = plan(nq, n, 1);
-    let partial: Vec<(usize, Vec<RangeSink>)> = tasks
-        .into_par_iter()
-        .map(|t| {
-            let mut sinks: Vec<RangeSink> = (t.0..t.1)
-                .map(|_| RangeSink {
-                    bound,
-                    hits: Vec::new(),
-                })
-                .collect();
-            kernel_task(
-                kernels, queries, db.vectors, metric, t, &mut sinks, selector,
-            );
-            (t.0, sinks)
-        })
-        .collect();
+    if nq == 0 || n == 0 {
+        return Ok(RangeSearchResults::from_lists(vec![Vec::new(); nq], metric));
+    }
+    // Batches go through GEMM tiles (as `knn`): each query keeps the vectors whose GEMM
+    // key is within its bound widened by the keys' error, and those are scored again
+    // with the kernels, so the hits are those of the kernel path.
+    let computed_norms;
+    let gemm: Option<(Vec<f32>, &[f32])> = if nq >= GEMM_MIN_QUERIES {
+        let dbn = match db.norms {
+            Some(nm) if metric == Metric::L2 => nm,
+            _ => {
+                computed_norms = crate::distance::norms_sqr(db.vectors);
+                &computed_norms
+            }
+        };
+        let qn = crate::distance::norms_sqr(queries);
+        let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
+        let sum = top(&qn) + top(dbn);
+        (sum.is_finite() && sum < f32::MAX / 4.0).then_some((qn, dbn))
+    } else {
+        None
+    };
+    let Some((qnorms, dbnorms)) = gemm else {
+        let partial = range_tasks(
+            plan(nq, n, 1),
+            |_| bound,
+            |t, sinks| {
+                kernel_task(kernels, queries, db.vectors, metric, t, sinks, selector);
+            },
+        );
+        let mut lists: Vec<Vec<(f32, Label)>> = vec![Vec::new(); nq];
+        for (q0, sinks) in partial {
+            for (i, s) in sinks.into_iter().enumerate() {
+                lists[q0 + i].extend(s.hits.into_iter().map(|(key, l)| (metric.from_key(key), l)));
+            }
+        }
+        return Ok(RangeSearchResults::from_lists(lists, metric));
+    };
+    // Error bounds of a GEMM key against the kernels' distance, both from f32 sums of
+    // `dim` terms. L2: ‖q‖² + ‖y‖² − 2⟨q,y⟩ is off by at most (2·dim + 4)·ε·(‖q‖² +
+    // max ‖y‖²), the kernels' Σ(q − y)² by (dim + 2)·ε times the distance, which is
+    // near |bound| where it matters. Inner product: each side by dim·ε·‖q‖·max ‖y‖.
+    let dim = db.vectors.dim() as f64;
+    let eps = f64::from(f32::EPSILON);
+    let bn_max = f64::from(dbnorms.iter().copied().fold(0f32, f32::max));
+    let widened = |qi: usize| -> f32 {
+        let qn = f64::from(qnorms[qi]);
+        let margin = match metric {
+            Metric::L2 => {
+                (2.0 * dim + 4.0) * eps * (qn + bn_max) + (dim + 2.0) * eps * f64::from(bound).abs()
+            }
+            Metric::InnerProduct => (2.0 * dim + 4.0) * eps * (qn * bn_max).sqrt(),
+        };
+        let b = f64::from(bound) + margin;
+        let w = b as f32;
+        if f64::from(w) < b { w.next_up() } else { w }
+    };
+    let partial = range_tasks(plan(nq, n, QUERY_BLOCK), widened, |t, sinks| {
+        gemm_task(
+            kernels, queries, &qnorms, db.vectors, dbnorms, metric, t, sinks, selector,
+        );
+    });
     let mut lists: Vec<Vec<(f32, Label)>> = vec![Vec::new(); nq];
     for (q0, sinks) in partial {
         for (i, s) in sinks.into_iter().enumerate() {
-            lists[q0 + i].extend(s.hits.into_iter().map(|(key, l)| (metric.from_key(key), l)));
+            // A query searched by one task keeps that task's hits as they are.
+            if lists[q0 + i].is_empty() {
+                lists[q0 + i] = s.hits;
+            } else {
+                lists[q0 + i].extend(s.hits);
+            }
         }
     }
+    lists.par_iter_mut().enumerate().for_each(|(qi, hits)| {
+        let q = queries.row(qi);
+        hits.retain_mut(|(v, l)| {
+            let key = metric.to_key(kernels.distance(metric, q, db.vectors.row(*l as usize)));
+            *v = metric.from_key(key);
+            key < bound
+        });
+    });
     Ok(RangeSearchResults::from_lists(lists, metric))
+}
+
+/// Runs `task` over every planned (query range, database range), each with range sinks
+/// bounded by `bound(query)`; returns each task's first query and its sinks.
+fn range_tasks(
+    tasks: Vec<(usize, usize, usize, usize)>,
+    bound: impl Fn(usize) -> f32 + Sync,
+    task: impl Fn((usize, usize, usize, usize), &mut [RangeSink]) + Sync,
+) -> Vec<(usize, Vec<RangeSink>)> {
+    tasks
+        .into_par_iter()
+        .map(|t| {
+            let mut sinks: Vec<RangeSink> = (t.0..t.1)
+                .map(|qi| RangeSink {
+                    bound: bound(qi),
+                    hits: Vec::new(),
+                })
+                .collect();
+            task(t, &mut sinks);
+            (t.0, sinks)
+        })
+        .collect()
 }
 
 #[cfg(test)]
