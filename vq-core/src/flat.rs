@@ -38,6 +38,10 @@ pub struct IndexFlat {
     metric: Metric,
     data: Vec<f32>,
     norms: Vec<f32>,
+    /// The largest squared norm of the stored vectors, found on the first batched
+    /// search after a change (batches bound their GEMM keys' error with it).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    max_norm_sqr: std::sync::OnceLock<f32>,
 }
 
 impl IndexFlat {
@@ -57,6 +61,7 @@ impl IndexFlat {
             metric,
             data: Vec::new(),
             norms: Vec::new(),
+            max_norm_sqr: std::sync::OnceLock::new(),
         })
     }
 
@@ -83,6 +88,23 @@ impl IndexFlat {
     fn database(&self) -> Database<'_> {
         let norms = (self.metric == Metric::L2).then_some(&self.norms[..]);
         Database::new(self.vectors(), norms).expect("invariant: one norm per vector")
+    }
+
+    /// [`IndexFlat::database`] for a search of `nq` queries: with the largest squared
+    /// norm when the batch goes through GEMM tiles (kept until the vectors change).
+    fn database_for(&self, nq: usize) -> Database<'_> {
+        let db = self.database();
+        if nq < knn::GEMM_MIN_QUERIES {
+            return db;
+        }
+        let m = *self.max_norm_sqr.get_or_init(|| {
+            if self.metric == Metric::L2 {
+                self.norms.iter().copied().fold(0f32, f32::max)
+            } else {
+                knn::max_norm_sqr(self.vectors())
+            }
+        });
+        db.with_max_norm_sqr(m)
     }
 
     fn position(&self, id: Label) -> Result<usize> {
@@ -154,6 +176,7 @@ impl Index for IndexFlat {
         // TLB miss per row would cost more than the row itself.
         crate::mem::reserve_with_huge_pages(&mut self.data, x.as_slice().len());
         self.data.extend_from_slice(x.as_slice());
+        self.max_norm_sqr = std::sync::OnceLock::new();
         if self.metric == Metric::L2 {
             let k = Kernels::get();
             self.norms.extend(x.rows().map(|r| k.norm_sqr(r)));
@@ -170,7 +193,7 @@ impl Index for IndexFlat {
     ) -> Result<()> {
         check_search(self, queries, k)?;
         knn::knn_into(
-            &self.database(),
+            &self.database_for(queries.len()),
             queries,
             k,
             self.metric,
@@ -180,6 +203,7 @@ impl Index for IndexFlat {
     }
 
     fn reset(&mut self) {
+        self.max_norm_sqr = std::sync::OnceLock::new();
         self.data.clear();
         self.norms.clear();
     }
@@ -191,7 +215,7 @@ impl Index for IndexFlat {
         params: &SearchParams<'_>,
     ) -> Result<RangeSearchResults> {
         knn::range_search(
-            &self.database(),
+            &self.database_for(queries.len()),
             queries,
             radius,
             self.metric,
@@ -269,6 +293,7 @@ impl Index for IndexFlat {
             w += 1;
         }
         self.data.truncate(w * d);
+        self.max_norm_sqr = std::sync::OnceLock::new();
         self.norms
             .truncate(if self.norms.is_empty() { 0 } else { w });
         Ok(n - w)

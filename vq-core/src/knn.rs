@@ -81,6 +81,7 @@ impl Sink for RangeSink {
 pub struct Database<'a> {
     vectors: VectorsRef<'a>,
     norms: Option<&'a [f32]>,
+    max_norm_sqr: Option<f32>,
 }
 
 impl<'a> Database<'a> {
@@ -98,8 +99,46 @@ impl<'a> Database<'a> {
                 got: n.len(),
             });
         }
-        Ok(Database { vectors, norms })
+        Ok(Database {
+            vectors,
+            norms,
+            max_norm_sqr: None,
+        })
     }
+
+    /// The same database with `bound` as the largest squared norm of its vectors (an
+    /// upper bound the caller keeps, as [`crate::IndexFlat`] does): batched searches
+    /// bound their GEMM keys' error with it, and otherwise find it with a pass over the
+    /// vectors (inner product) or the norms (L2).
+    pub fn with_max_norm_sqr(mut self, bound: f32) -> Self {
+        self.max_norm_sqr = Some(bound);
+        self
+    }
+
+    /// The largest squared norm: the caller's bound, else the norms' maximum, else
+    /// computed from the vectors.
+    fn max_norm_sqr(&self) -> f32 {
+        if let Some(m) = self.max_norm_sqr {
+            return m;
+        }
+        if let Some(n) = self.norms {
+            return n.iter().copied().fold(0f32, f32::max);
+        }
+        max_norm_sqr(self.vectors)
+    }
+}
+
+/// The largest squared norm of `x`'s rows (0 for none), in parallel.
+pub(crate) fn max_norm_sqr(x: VectorsRef<'_>) -> f32 {
+    let k = Kernels::get();
+    if x.is_empty() {
+        return 0.0;
+    }
+    x.as_slice()
+        .par_chunks(x.dim())
+        .with_min_len(4096)
+        .map(|r| k.norm_sqr(r))
+        .reduce(|| 0.0, f32::max)
 }
 
 /// Plans (query range, database range) tasks for `nq` queries over `n` vectors.
@@ -349,7 +388,11 @@ pub fn knn_into(
     let kernels = Kernels::get();
     let mut use_gemm = nq >= GEMM_MIN_QUERIES;
     let computed_norms;
-    let (qnorms, dbnorms): (Vec<f32>, &[f32]) = if use_gemm && metric == Metric::L2 {
+    // Squared norms of the queries and (L2) of the database, and the database's largest,
+    // for the GEMM keys and their error bound.
+    let (qnorms, dbnorms, bn_max): (Vec<f32>, &[f32], f32) = if !use_gemm {
+        (Vec::new(), &[], 0.0)
+    } else if metric == Metric::L2 {
         let dbn = match db.norms {
             Some(nm) => nm,
             None => {
@@ -361,21 +404,22 @@ pub fn knn_into(
         // ‖q‖² + ‖y‖² − 2⟨q,y⟩ needs the norms' sum in range: past it the keys are
         // inf − inf = NaN and every candidate is lost. The kernels subtract first.
         let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
-        let sum = top(&qn) + top(dbn);
+        let bn_max = db.max_norm_sqr.unwrap_or_else(|| top(dbn));
+        let sum = top(&qn) + bn_max;
         if sum.is_finite() && sum < f32::MAX / 4.0 {
-            (qn, dbn)
+            (qn, dbn, bn_max)
         } else {
             use_gemm = false;
-            (Vec::new(), &[])
+            (Vec::new(), &[], 0.0)
         }
     } else {
-        (Vec::new(), &[])
+        (crate::distance::norms_sqr(queries), &[], db.max_norm_sqr())
     };
     let block = if use_gemm { QUERY_BLOCK } else { 1 };
-    // The GEMM expansion of L2 selects with an error that grows with the norms: it keeps
-    // extra candidates, all rescored exactly below, and a query whose margin does not
-    // cover the error is searched again with the kernels.
-    let guarded = use_gemm && metric == Metric::L2;
+    // GEMM keys select with an error that grows with the norms (L2's expansion more so):
+    // the search keeps extra candidates, all rescored exactly below, and a query whose
+    // margin does not cover the error is searched again with the kernels.
+    let guarded = use_gemm;
     let kk = if guarded { (k + k.max(8)).min(n) } else { k };
     let tasks = plan(nq, n, block);
     let partial: Vec<(usize, Vec<TopK>)> = tasks
@@ -406,12 +450,20 @@ pub fn knn_into(
     }
     let (dist, labels) = out.parts_mut();
     let recompute = use_gemm;
-    // A bound on the error of a GEMM-expanded L2 key ‖q‖² + ‖y‖² − 2⟨q,y⟩ (each term a
-    // sum of `dim` products in f32): (2·dim + 4)·ε·(‖q‖² + max ‖y‖²).
+    // A bound on the error of a GEMM key against the kernels' distance: for L2's
+    // ‖q‖² + ‖y‖² − 2⟨q,y⟩ (each term a sum of `dim` products in f32), (2·dim + 4)·ε·
+    // (‖q‖² + max ‖y‖²); for an inner product, summed in two orders, (2·dim + 4)·ε·‖q‖·
+    // max ‖y‖.
     let dim = db.vectors.dim() as f64;
-    let bn_max = f64::from(dbnorms.iter().copied().fold(0f32, f32::max));
-    let key_error =
-        |qi: usize| (2.0 * dim + 4.0) * f64::from(f32::EPSILON) * (f64::from(qnorms[qi]) + bn_max);
+    let bn_max = f64::from(bn_max);
+    let key_error = |qi: usize| {
+        let qn = f64::from(qnorms[qi]);
+        let scale = match metric {
+            Metric::L2 => qn + bn_max,
+            Metric::InnerProduct => (qn * bn_max).sqrt(),
+        };
+        (2.0 * dim + 4.0) * f64::from(f32::EPSILON) * scale + underflow_error(dim)
+    };
     dist.par_chunks_mut(k)
         .zip(labels.par_chunks_mut(k))
         .zip(merged.par_iter())
@@ -487,22 +539,29 @@ pub fn range_search(
     // key is within its bound widened by the keys' error, and those are scored again
     // with the kernels, so the hits are those of the kernel path.
     let computed_norms;
-    let gemm: Option<(Vec<f32>, &[f32])> = if nq >= GEMM_MIN_QUERIES {
+    let gemm: Option<(Vec<f32>, &[f32], f32)> = if nq < GEMM_MIN_QUERIES {
+        None
+    } else if metric == Metric::L2 {
         let dbn = match db.norms {
-            Some(nm) if metric == Metric::L2 => nm,
-            _ => {
+            Some(nm) => nm,
+            None => {
                 computed_norms = crate::distance::norms_sqr(db.vectors);
                 &computed_norms
             }
         };
         let qn = crate::distance::norms_sqr(queries);
         let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
-        let sum = top(&qn) + top(dbn);
-        (sum.is_finite() && sum < f32::MAX / 4.0).then_some((qn, dbn))
+        let bn_max = db.max_norm_sqr.unwrap_or_else(|| top(dbn));
+        let sum = top(&qn) + bn_max;
+        (sum.is_finite() && sum < f32::MAX / 4.0).then_some((qn, dbn, bn_max))
     } else {
-        None
+        Some((
+            crate::distance::norms_sqr(queries),
+            &[][..],
+            db.max_norm_sqr(),
+        ))
     };
-    let Some((qnorms, dbnorms)) = gemm else {
+    let Some((qnorms, dbnorms, bn_max)) = gemm else {
         let partial = range_tasks(
             plan(nq, n, 1),
             |_| bound,
@@ -521,10 +580,11 @@ pub fn range_search(
     // Error bounds of a GEMM key against the kernels' distance, both from f32 sums of
     // `dim` terms. L2: ‖q‖² + ‖y‖² − 2⟨q,y⟩ is off by at most (2·dim + 4)·ε·(‖q‖² +
     // max ‖y‖²), the kernels' Σ(q − y)² by (dim + 2)·ε times the distance, which is
-    // near |bound| where it matters. Inner product: each side by dim·ε·‖q‖·max ‖y‖.
+    // near |bound| where it matters. Inner product: each side by dim·ε·‖q‖·max ‖y‖. Both:
+    // rounding below the normal range (`underflow_error`).
     let dim = db.vectors.dim() as f64;
     let eps = f64::from(f32::EPSILON);
-    let bn_max = f64::from(dbnorms.iter().copied().fold(0f32, f32::max));
+    let bn_max = f64::from(bn_max);
     let widened = |qi: usize| -> f32 {
         let qn = f64::from(qnorms[qi]);
         let margin = match metric {
@@ -532,7 +592,7 @@ pub fn range_search(
                 (2.0 * dim + 4.0) * eps * (qn + bn_max) + (dim + 2.0) * eps * f64::from(bound).abs()
             }
             Metric::InnerProduct => (2.0 * dim + 4.0) * eps * (qn * bn_max).sqrt(),
-        };
+        } + underflow_error(dim);
         let b = f64::from(bound) + margin;
         let w = b as f32;
         if f64::from(w) < b { w.next_up() } else { w }
@@ -562,6 +622,13 @@ pub fn range_search(
         });
     });
     Ok(RangeSearchResults::from_lists(lists, metric))
+}
+
+/// Rounding that the relative bounds miss: products and sums below the normal range
+/// are rounded to a multiple of the smallest subnormal (an absolute error of up to half
+/// of it per operation, about `2·dim` operations per key on each side).
+fn underflow_error(dim: f64) -> f64 {
+    (4.0 * dim + 8.0) * f64::from(f32::from_bits(1))
 }
 
 /// Runs `task` over every planned (query range, database range), each with range sinks

@@ -226,6 +226,71 @@ fn batches_are_exact_far_from_the_origin() {
     assert_eq!(eight.row(0).1, &[0, 1, 2]);
 }
 
+/// Batched inner-product k-NN (GEMM tiles, 8+ queries) returns what one query at a time
+/// does, where the similarities are large and their gaps smaller than the GEMM sums'
+/// rounding (vectors far from the origin, close to each other).
+#[test]
+fn batched_inner_product_knn_equals_single_queries() {
+    use rand::{Rng, SeedableRng};
+    let (d, k) = (32, 10);
+    for (seed, centre) in [(21, 1000.0f32), (22, 3000.0), (23, 1e4)] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let base: Vec<f32> = (0..2000 * d)
+            .map(|_| centre + rng.random::<f32>() * 0.01)
+            .collect();
+        let qs: Vec<f32> = (0..16 * d)
+            .map(|_| 1.0 + rng.random::<f32>() * 0.01)
+            .collect();
+        let mut flat = IndexFlat::new(d, Metric::InnerProduct).unwrap();
+        flat.add(VectorsRef::new(&base, d).unwrap()).unwrap();
+        let q = VectorsRef::new(&qs, d).unwrap();
+        let p = SearchParams::default();
+        let all = flat.search(q, k, &p).unwrap();
+        for i in 0..q.len() {
+            let one = flat.search(q.slice(i..i + 1), k, &p).unwrap();
+            assert_eq!(all.row(i), one.row(0), "centre {centre}, query {i}");
+        }
+    }
+}
+
+/// Vectors so small that their products fall below the normal f32 range: batched k-NN
+/// and range search still equal one query at a time (the error bounds allow for the
+/// rounding of subnormal results, which is absolute, not relative).
+#[test]
+fn batches_equal_single_queries_below_the_normal_range() {
+    use rand::{Rng, SeedableRng};
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        for d in [2usize, 16, 64] {
+            for scale in [1e-19f32, 1e-20, 1e-21, 1e-22] {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(d as u64);
+                let mut draw = |n: usize| -> Vec<f32> {
+                    (0..n * d)
+                        .map(|_| (rng.random::<f32>() - 0.5) * scale)
+                        .collect()
+                };
+                let (base, qs) = (draw(100), draw(10));
+                let mut flat = IndexFlat::new(d, metric).unwrap();
+                flat.add(VectorsRef::new(&base, d).unwrap()).unwrap();
+                let q = VectorsRef::new(&qs, d).unwrap();
+                let p = SearchParams::default();
+                let what = format!("{metric} d={d} scale={scale}");
+                let knn = flat.search(q, 60, &p).unwrap();
+                for i in 0..q.len() {
+                    let one = flat.search(q.slice(i..i + 1), 60, &p).unwrap();
+                    assert_eq!(knn.row(i), one.row(0), "{what}: k-NN query {i}");
+                }
+                for radius in [knn.row(0).0[2], knn.row(0).0[30], knn.row(0).0[59]] {
+                    let all = flat.range_search(q, radius, &p).unwrap();
+                    for i in 0..q.len() {
+                        let one = flat.range_search(q.slice(i..i + 1), radius, &p).unwrap();
+                        assert_eq!(all.row(i), one.row(0), "{what}: radius {radius} query {i}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Batched range search (GEMM tiles, 8+ queries) reports what one query at a time does
 /// (the kernels' hits and distances): far from the origin, where the GEMM keys' error
 /// exceeds the gaps, on ordinary data, for both metrics, through a selector, and with
