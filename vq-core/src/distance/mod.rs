@@ -444,7 +444,8 @@ impl Kernels {
         }
     }
 
-    /// Distances of `metric` from `x` to each row of `ys`.
+    /// Distances of `metric` from `x` to each row of `ys`: on every level, bit for bit
+    /// [`Kernels::distance`] row by row (so a scan and a rescoring agree).
     #[inline]
     pub fn distance_ny(&self, metric: Metric, x: &[f32], ys: &[f32], out: &mut [f32]) {
         match metric {
@@ -550,6 +551,29 @@ mod tests {
                 for r in 0..4 {
                     assert_eq!(l2[r], scalar::l2_sqr(&a, ys[r]), "{level} d={d} row {r}");
                     assert_eq!(ip[r], scalar::inner_product(&a, ys[r]), "{level} d={d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn many_rows_equal_single_rows_bit_for_bit_on_every_level() {
+        // Non-integer values, so any change of summation order would show.
+        let val = |i: usize| ((i * 7919 % 1013) as f32 / 101.0).sin() * 3.0;
+        for level in SimdLevel::ALL {
+            let Some(k) = Kernels::for_level(level) else {
+                continue;
+            };
+            for d in 1..=300usize {
+                let x: Vec<f32> = (0..d).map(|i| val(i + 9000)).collect();
+                let ys: Vec<f32> = (0..9 * d).map(val).collect();
+                for metric in [Metric::L2, Metric::InnerProduct] {
+                    let mut out = [0f32; 9];
+                    k.distance_ny(metric, &x, &ys, &mut out);
+                    for (r, &o) in out.iter().enumerate() {
+                        let one = k.distance(metric, &x, &ys[r * d..(r + 1) * d]);
+                        assert_eq!(o.to_bits(), one.to_bits(), "{level} {metric} d={d} row {r}");
+                    }
                 }
             }
         }

@@ -219,48 +219,24 @@ unsafe fn four_rows_avx512<const L2: bool, const PREFETCH: bool>(
     ]
 }
 
-/// One query against many rows (AVX-512F), four rows per step.
+/// One query against many rows (AVX-512F), row by row with the single-row kernels: a
+/// row's distance is then the same whether it is scored alone or among others (batched
+/// exact searches rescore their candidates one by one and must agree with a scan), as
+/// on AVX2. (`four_rows_avx512` sums each row in one accumulator, another order.)
 ///
 /// # Safety
-/// `avx512f`; `ys.len() == out.len() * x.len()`.
+/// `avx512f`; `x` not empty; `ys.len() == out.len() * x.len()`.
 #[target_feature(enable = "avx512f")]
 unsafe fn ny_avx512<const L2: bool>(x: &[f32], ys: &[f32], out: &mut [f32]) {
-    let d = x.len();
-    let n = out.len();
-    let px = x.as_ptr();
-    let py = ys.as_ptr();
-    let mut j = 0;
-    while j + 4 <= n {
-        // SAFETY: rows j..j+4 lie inside `ys` because ys.len() == n * d.
-        let r = unsafe {
-            let rows = (
-                py.add(j * d),
-                py.add((j + 1) * d),
-                py.add((j + 2) * d),
-                py.add((j + 3) * d),
-            );
-            // The next step's rows (`rows.3 + d..`).
-            let ahead = [rows.0, rows.1, rows.2, rows.3].map(|r| r.wrapping_add(4 * d));
-            if j + 8 <= n {
-                four_rows_avx512::<L2, true>(px, rows.0, rows.1, rows.2, rows.3, d, ahead)
-            } else {
-                four_rows_avx512::<L2, false>(px, rows.0, rows.1, rows.2, rows.3, d, ahead)
-            }
-        };
-        out[j..j + 4].copy_from_slice(&r);
-        j += 4;
-    }
-    while j < n {
-        let y = &ys[j * d..(j + 1) * d];
+    for (o, y) in out.iter_mut().zip(ys.chunks_exact(x.len())) {
         // SAFETY: same CPU requirement, equal lengths.
-        out[j] = unsafe {
+        *o = unsafe {
             if L2 {
                 l2_sqr_avx512(x, y)
             } else {
                 inner_product_avx512(x, y)
             }
         };
-        j += 1;
     }
 }
 
