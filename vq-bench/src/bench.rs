@@ -35,7 +35,7 @@ pub(crate) struct BenchArgs {
     /// (one line per radius and `--params`); lines report hits per query, and range
     /// recall and precision against exact range search over the base (brute force,
     /// once per radius).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     radius: Vec<f32>,
     /// Threads (a rayon pool of this size runs everything); default: all cores.
     #[arg(long)]
@@ -204,6 +204,22 @@ pub(crate) fn range_truth(ds: &Dataset, radius: f32, metric: Metric) -> Result<R
     )?)
 }
 
+/// A radius as JSON: the number as written (an `f32`'s shortest form, not its `f64`
+/// widening), or `"inf"` / `"-inf"`, which JSON numbers cannot hold.
+pub(crate) fn radius_json(radius: f32) -> serde_json::Value {
+    if radius.is_finite() {
+        // The shortest decimal that reads back as this f32, as an f64 for JSON.
+        json!(
+            radius
+                .to_string()
+                .parse::<f64>()
+                .unwrap_or(f64::from(radius))
+        )
+    } else {
+        json!(radius.to_string())
+    }
+}
+
 /// The JSON fields of a range-search line: the radius, hits, range recall and precision.
 pub(crate) fn range_fields(
     row: &mut serde_json::Value,
@@ -213,7 +229,7 @@ pub(crate) fn range_fields(
 ) -> Result<()> {
     let nq = res.nq();
     let hits = res.labels().len();
-    row["radius"] = json!(radius);
+    row["radius"] = radius_json(radius);
     row["hits"] = json!(hits);
     row["hits_per_query"] = json!(hits as f64 / nq.max(1) as f64);
     row["queries_without_hits"] = json!((0..nq).filter(|&i| res.row(i).1.is_empty()).count());
@@ -318,7 +334,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
         .iter()
         .map(|s| FactorySpec::parse(s).map_err(|e| anyhow::anyhow!("--index: {e}")))
         .collect::<Result<_>>()?;
-    if a.k == 0 {
+    if a.k == 0 && a.radius.is_empty() {
         bail!("-k must be at least 1");
     }
     if a.repeat == 0 {
@@ -352,7 +368,7 @@ pub(crate) fn run_bench(a: &BenchArgs) -> Result<()> {
             ds.keep_queries(m)?;
         }
         let n = ds.base.len();
-        if a.k > n {
+        if a.k > n && a.radius.is_empty() {
             bail!("-k {} exceeds the {n} base vectors", a.k);
         }
         ds.queries.as_ref().check_finite().context("queries")?;

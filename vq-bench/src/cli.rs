@@ -154,7 +154,7 @@ pub(crate) struct SearchArgs {
     /// distance below it; inner product: similarity above it); the line reports hits per
     /// query and, when the data is the index's, range recall and precision against exact
     /// range search over the base (brute force).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     radius: Option<f32>,
     /// Search parameters, Faiss syntax (`nprobe=16,efSearch=64`).
     #[arg(long, default_value = "")]
@@ -177,7 +177,7 @@ pub(crate) struct SearchArgs {
 /// `vq search`: load, search, report one JSON line (the `vq bench` fields plus load
 /// time and memory after loading), optionally write the ids.
 pub(crate) fn run_search(a: &SearchArgs) -> Result<()> {
-    if a.k == 0 {
+    if a.k == 0 && a.radius.is_none() {
         bail!("-k must be at least 1");
     }
     if a.repeat == 0 {

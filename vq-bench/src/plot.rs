@@ -128,6 +128,8 @@ struct Row {
     recall_at_1: Option<f64>,
     recall_10_at_10: Option<f64>,
     range_recall: Option<f64>,
+    /// The radius of a range-search line.
+    radius: Option<f64>,
     note: String,
 }
 
@@ -253,7 +255,9 @@ fn parse_row(v: &Value) -> Option<Row> {
         .flatten()
         .find(|s| !s.is_empty() && s != "{}")
         .unwrap_or_default();
-    if let Some(r) = num("radius") {
+    // `vq bench` writes an infinite radius as "inf" / "-inf".
+    let radius = num("radius").or_else(|| text("radius").and_then(|t| t.parse::<f64>().ok()));
+    if let Some(r) = radius {
         if !note.is_empty() {
             note.push_str(", ");
         }
@@ -271,6 +275,7 @@ fn parse_row(v: &Value) -> Option<Row> {
         recall_at_1: num("recall_at_1").filter(|r| (0.0..=1.0).contains(r)),
         recall_10_at_10: num("recall_10_at_10").filter(|r| (0.0..=1.0).contains(r)),
         range_recall: num("range_recall").filter(|r| (0.0..=1.0).contains(r)),
+        radius,
         note,
     })
 }
@@ -286,11 +291,12 @@ fn distinct<T: PartialEq + Clone>(it: impl Iterator<Item = T>) -> Vec<T> {
     out
 }
 
-/// The distinct thread counts and search modes seen for each (library, index).
-type Variants<'a> = HashMap<(&'a str, &'a str), (Vec<Option<u64>>, Vec<Option<&'a str>>)>;
+/// The distinct thread counts, search modes and radii seen for each (library, index).
+type Variants<'a> =
+    HashMap<(&'a str, &'a str), (Vec<Option<u64>>, Vec<Option<&'a str>>, Vec<Option<f64>>)>;
 
-/// One series per (library, index), split by thread count, search mode and dataset
-/// where those vary; first-appearance order.
+/// One series per (library, index), split by thread count, search mode, radius (range
+/// search) and dataset where those vary; first-appearance order.
 fn group(rows: &[Row], field: RecallField) -> Vec<Series> {
     let datasets = distinct(rows.iter().filter_map(|r| r.dataset.clone()));
     let several_datasets = datasets.len() > 1;
@@ -304,11 +310,14 @@ fn group(rows: &[Row], field: RecallField) -> Vec<Series> {
         if !e.1.contains(&r.mode.as_deref()) {
             e.1.push(r.mode.as_deref());
         }
+        if !e.2.contains(&r.radius) {
+            e.2.push(r.radius);
+        }
     }
     let mut index_of: HashMap<String, usize> = HashMap::new();
     let mut out: Vec<Series> = Vec::new();
     for r in rows {
-        let (threads, modes) = &variants[&(r.library.as_str(), r.index.as_str())];
+        let (threads, modes, radii) = &variants[&(r.library.as_str(), r.index.as_str())];
         let mut label = base_label(&r.library, &r.index);
         let mut extra = Vec::new();
         if threads.len() > 1 {
@@ -320,6 +329,12 @@ fn group(rows: &[Row], field: RecallField) -> Vec<Series> {
         }
         if modes.len() > 1 {
             extra.push(r.mode.clone().unwrap_or_else(|| "mode ?".to_string()));
+        }
+        if radii.len() > 1 {
+            extra.push(
+                r.radius
+                    .map_or_else(|| "k-NN".to_string(), |v| format!("radius={v}")),
+            );
         }
         if !extra.is_empty() {
             let _ = write!(label, " ({})", extra.join(", "));

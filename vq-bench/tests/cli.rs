@@ -853,6 +853,35 @@ fn range_search_through_bench_and_search() {
         let (code, _, err) = vq(&args);
         assert_eq!(code, 1, "{args:?}: {err}");
     }
+    // Infinite radii (written as strings: JSON numbers cannot hold them), k unused.
+    let (code, out, err) = vq(&[
+        "bench",
+        "--data",
+        data,
+        "--index",
+        "Flat",
+        "--radius",
+        "-inf",
+        "--radius",
+        "inf",
+        "--radius",
+        "0.1",
+        "-k",
+        "0",
+        "--repeats",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let radii: Vec<String> = rows.iter().map(|r| r["radius"].to_string()).collect();
+    assert_eq!(radii, ["\"-inf\"", "\"inf\"", "0.1"]);
+    assert_eq!(
+        (rows[0]["hits"].as_u64(), rows[1]["hits"].as_u64()),
+        (Some(0), Some(90_000))
+    );
     let (code, _, err) = vq(&[
         "bench", "--data", data, "--index", "Flat", "--radius", "nan",
     ]);

@@ -265,6 +265,27 @@ fn plot_range_lines_use_range_recall() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("Range recall"), "the axis title");
     assert!(text.contains("nprobe=4, radius=16"), "a point's note");
+    // Two radii: one series each (one radius's frontier would hide the other's points).
+    let mut two = std::fs::read_to_string(&input).unwrap();
+    for (nprobe, rr, qps) in [(1, 0.4, 8000.0), (4, 0.7, 3500.0)] {
+        two.push_str(&format!(
+            "{{\"library\":\"vq\",\"index\":\"IVF64,Flat\",\"threads\":2,\"params\":\"nprobe={nprobe}\",\"radius\":\"inf\",\"qps\":{qps},\"range_recall\":{rr}}}\n"
+        ));
+    }
+    std::fs::write(&input, two).unwrap();
+    let (code, _, err) = vq(&["plot", s(&input), "--out", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let labels: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("series"))
+        .map(|n| n.attribute("data-label").unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["vq IVF64,Flat (radius=16)", "vq IVF64,Flat (radius=inf)"]
+    );
     // Asked for a k-NN recall, the same lines have nothing to plot.
     let (code, _, err) = vq(&["plot", s(&input), "--out", s(&out), "--x", "recall_at_1"]);
     assert_eq!(code, 1, "{err}");
