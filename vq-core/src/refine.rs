@@ -4,11 +4,11 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::index::{Index, check_search};
+use crate::index::{Index, check_range_search, check_search};
 use crate::metric::Metric;
 use crate::params::SearchParams;
 use crate::persist::{StateReader, StateWriter};
-use crate::results::SearchResults;
+use crate::results::{RangeSearchResults, SearchResults};
 use crate::selector::IdFilter;
 use crate::vectors::{Label, NO_LABEL, VectorsRef};
 
@@ -203,6 +203,42 @@ impl Index for IndexRefine {
                     Ok(())
                 },
             )
+    }
+    /// The base's hits within `radius`, each scored again by the refinement and kept
+    /// when that distance is within `radius` too: the distances are the refinement's
+    /// (exact for `RFlat`), the candidates the base's (a vector whose base distance is
+    /// outside the radius is not considered, as a k-NN refinement considers only the
+    /// base's `k_factor · k`). Faiss's `IndexRefine` has no range search.
+    fn range_search(
+        &self,
+        queries: VectorsRef<'_>,
+        radius: f32,
+        params: &SearchParams<'_>,
+    ) -> Result<RangeSearchResults> {
+        check_range_search(self, queries, radius)?;
+        let cand = self.base.range_search(queries, radius, params)?;
+        let metric = self.metric();
+        let lists = (0..queries.len())
+            .into_par_iter()
+            .map_init(
+                Vec::new,
+                |dis: &mut Vec<f32>, i| -> Result<Vec<(f32, Label)>> {
+                    let ids = cand.row(i).1;
+                    dis.resize(ids.len(), 0.0);
+                    self.refine.distances_to(queries.row(i), ids, dis)?;
+                    Ok(dis
+                        .iter()
+                        .zip(ids)
+                        .filter(|&(&v, _)| match metric {
+                            Metric::L2 => v < radius,
+                            Metric::InnerProduct => v > radius,
+                        })
+                        .map(|(&v, &l)| (v, l))
+                        .collect())
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RangeSearchResults::from_lists(lists, metric))
     }
     fn reset(&mut self) {
         self.base.reset();

@@ -291,3 +291,34 @@ fn a_refinement_keeps_positions_as_ids_after_a_failed_add() {
         }
     }
 }
+
+/// Range search through a refinement: the base's hits, kept when the refinement's
+/// distance is inside the radius too, with the refinement's distances (exact for
+/// `RFlat`): `Flat,RFlat` equals `Flat`; a PQ base gives a subset of the exact hits
+/// with exact distances.
+#[test]
+fn refinements_range_search_with_the_refined_distances() {
+    let d = 16;
+    let (x, q) = data(3000, d, 20);
+    for metric in [Metric::L2, Metric::InnerProduct] {
+        let flat = build(d, "Flat", metric, &x);
+        let p = SearchParams::default();
+        let radius = flat.search(q.as_ref(), 40, &p).unwrap().row(0).0[39];
+        let want = flat.range_search(q.as_ref(), radius, &p).unwrap();
+        let refined = build(d, "Flat,RFlat", metric, &x);
+        assert_eq!(refined.range_search(q.as_ref(), radius, &p).unwrap(), want);
+        let ivfpq = build(d, "IVF16,PQ4,RFlat", metric, &x);
+        let p = SearchParams::new().with_nprobe(16);
+        let got = ivfpq.range_search(q.as_ref(), radius, &p).unwrap();
+        let m = vq_core::eval::RangeMatch::new(&got, &want).unwrap();
+        assert_eq!(m.found, m.reported, "{metric}: every hit is a true hit");
+        assert!(m.recall().unwrap() > 0.5, "{metric}: {m:?}");
+        for i in 0..q.len() {
+            let (wd, wl) = want.row(i);
+            for (v, l) in got.row(i).0.iter().zip(got.row(i).1) {
+                let j = wl.iter().position(|w| w == l).unwrap();
+                assert_eq!(*v, wd[j], "{metric}: the exact distance of {l}");
+            }
+        }
+    }
+}
