@@ -1416,9 +1416,11 @@ impl<Q: CoarseQuantizer> Index for IndexIvfPqFastScan<Q> {
     }
 
     /// Every vector of the probed lists whose ADC distance (the float tables' key, as
-    /// [`IndexIvf`] with 4-bit PQ scores it) is within `radius`: each list is scanned
-    /// with the quantised tables, and only vectors whose quantised sum could be inside
-    /// are scored exactly. `max_codes` does not apply, as for [`IndexIvf`].
+    /// [`IndexIvf`] with 4-bit PQ scores it, up to the rounding of a sum taken in
+    /// another order: a vector within an ulp of the radius may fall either side) is
+    /// within `radius`: each list is scanned with the quantised tables, and only vectors
+    /// whose quantised sum could be inside are scored exactly. `max_codes` does not
+    /// apply, as for [`IndexIvf`].
     fn range_search(
         &self,
         queries: VectorsRef<'_>,
