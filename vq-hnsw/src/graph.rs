@@ -656,6 +656,43 @@ impl Hnsw {
         }
     }
 
+    /// Goes on from `seeds` (level-0 nodes already scored, marked in `scratch`'s
+    /// visited set by the search that found them): every unvisited neighbour of a seed
+    /// is scored (`seen(id, d)`) and becomes a seed in turn when `expand(d)`. A range
+    /// search floods the part of the graph within its radius this way, so its hits are
+    /// not capped by the beam's `ef`.
+    pub(crate) fn flood<D: NodeDistance>(
+        &self,
+        dist: &mut D,
+        seeds: &mut Vec<u32>,
+        scratch: &mut Scratch,
+        expand: impl Fn(f32) -> bool,
+        mut seen: impl FnMut(u32, f32),
+    ) {
+        let Scratch { visited, buf, .. } = scratch;
+        while let Some(c) = seeds.pop() {
+            let l = self.list(c, 0);
+            let cnt = list_count(l);
+            buf.clear();
+            buf.extend(l[1..=cnt].iter().map(|a| a.load(Relaxed)));
+            visited.retain_new(buf, c, |id| dist.prefetch(id));
+            let mut consider = |nb: u32, d: f32| {
+                seen(nb, d);
+                if expand(d) {
+                    seeds.push(nb);
+                }
+            };
+            let whole = buf.len() / 4 * 4;
+            for j in (0..whole).step_by(4) {
+                let ids = [buf[j], buf[j + 1], buf[j + 2], buf[j + 3]];
+                for (nb, d) in ids.into_iter().zip(dist.distance4(ids)) {
+                    consider(nb, d);
+                }
+            }
+            score_leftover(dist, &buf[whole..], consider);
+        }
+    }
+
     /// Nodes reachable on level 0 from the entry point, skipping nodes with `skip(id)`.
     pub(crate) fn reachable(&self, skip: impl Fn(u32) -> bool) -> Vec<bool> {
         let mut seen = vec![false; self.len()];

@@ -908,12 +908,29 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
                 let mut q = self.storage.query(queries.row(qi))?;
                 let (starts, ns) = g.starts(&mut q);
                 let mut hits = Vec::new();
+                let mut seeds = Vec::new();
                 with_search_scratch(|sc| {
                     g.search_level(&mut q, &starts[..ns], 0, ef, sc, accept, |id, d| {
-                        if d < bound && accept(id) {
-                            hits.push((self.out_distance(d), self.label(id)));
+                        if d < bound {
+                            seeds.push(id);
+                            if accept(id) {
+                                hits.push((self.out_distance(d), self.label(id)));
+                            }
                         }
-                    })
+                    });
+                    // Then every node within the radius that the graph links to one
+                    // already found (removed and filtered-out nodes relay the flood).
+                    g.flood(
+                        &mut q,
+                        &mut seeds,
+                        sc,
+                        |d| d < bound,
+                        |id, d| {
+                            if d < bound && accept(id) {
+                                hits.push((self.out_distance(d), self.label(id)));
+                            }
+                        },
+                    );
                 });
                 Ok(hits)
             })
