@@ -910,14 +910,22 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
                 let mut hits = Vec::new();
                 let mut seeds = Vec::new();
                 with_search_scratch(|sc| {
-                    g.search_level(&mut q, &starts[..ns], 0, ef, sc, accept, |id, d| {
+                    let mut found = |id: u32, d: f32| {
                         if d < bound {
                             seeds.push(id);
                             if accept(id) {
                                 hits.push((self.out_distance(d), self.label(id)));
                             }
                         }
-                    });
+                    };
+                    g.search_level(&mut q, &starts[..ns], 0, ef, sc, accept, &mut found);
+                    // The entry point, scored by the descent, is expanded by the beam only
+                    // when it runs dry; nodes that only it links to would be missed.
+                    for s in &starts[1..ns] {
+                        if !sc.visited.test_and_set(s.id) {
+                            found(s.id, s.d);
+                        }
+                    }
                     // Then every node within the radius that the graph links to one
                     // already found (removed and filtered-out nodes relay the flood).
                     g.flood(

@@ -510,6 +510,36 @@ fn range_search_floods_the_radius_past_ef() {
     }
 }
 
+/// An unbounded radius returns every reachable node: the entry point (scored by the
+/// descent, expanded by the beam only when it runs dry) seeds the flood too, so a node
+/// that only it links to is found, and a beam filled with duplicates does not hide the
+/// rest (from a review: 199 of 200, and 33 of 200, before).
+#[test]
+fn unbounded_range_search_reaches_every_node() {
+    let (x, q) = data(200, 8, 1, 0);
+    let mut idx = IndexHnswFlat::new(8, 4, Metric::InnerProduct).unwrap();
+    idx.add(x.as_ref()).unwrap();
+    assert_eq!(idx.reachable_count(), 200);
+    let got = idx
+        .range_search(q.as_ref(), f32::NEG_INFINITY, &SearchParams::new())
+        .unwrap();
+    assert_eq!(got.row(0).1.len(), 200);
+    let (x, _) = data(200, 8, 1, 12);
+    let mut all = Vec::new();
+    for i in 0..200 {
+        all.extend_from_slice(if i % 2 == 0 { x.row(0) } else { x.row(i) });
+    }
+    let base = VectorsRef::new(&all, 8).unwrap();
+    let mut idx = IndexHnswFlat::new(8, 16, Metric::L2).unwrap();
+    idx.add(base).unwrap();
+    assert_eq!(idx.reachable_count(), 200);
+    let q = VectorsRef::new(x.row(0), 8).unwrap();
+    let got = idx
+        .range_search(q, f32::INFINITY, &SearchParams::new())
+        .unwrap();
+    assert_eq!(got.row(0).1.len(), 200);
+}
+
 #[test]
 fn sq8_and_pq_storage() {
     let (x, q) = data(4000, 32, 50, 23);
