@@ -38,10 +38,11 @@ pub struct IndexFlat {
     metric: Metric,
     data: Vec<f32>,
     norms: Vec<f32>,
-    /// The largest squared norm of the stored vectors, found on the first batched
-    /// search after a change (batches bound their GEMM keys' error with it).
+    /// The largest squared norm of the stored vectors (in `f64`), found on the first
+    /// batched inner-product search after a change (batches bound their GEMM keys'
+    /// error with it).
     #[cfg_attr(feature = "serde", serde(skip))]
-    max_norm_sqr: std::sync::OnceLock<f32>,
+    max_norm_sqr: std::sync::OnceLock<f64>,
 }
 
 impl IndexFlat {
@@ -90,20 +91,20 @@ impl IndexFlat {
         Database::new(self.vectors(), norms).expect("invariant: one norm per vector")
     }
 
-    /// [`IndexFlat::database`] for a search of `nq` queries: with the largest squared
-    /// norm when the batch goes through GEMM tiles (kept until the vectors change).
+    /// [`IndexFlat::database`] for a search of `nq` queries: for an inner-product batch
+    /// (GEMM tiles), with the largest squared norm (kept until the vectors change).
     fn database_for(&self, nq: usize) -> Database<'_> {
         let db = self.database();
         if nq < knn::GEMM_MIN_QUERIES {
             return db;
         }
-        let m = *self.max_norm_sqr.get_or_init(|| {
-            if self.metric == Metric::L2 {
-                self.norms.iter().copied().fold(0f32, f32::max)
-            } else {
-                knn::max_norm_sqr(self.vectors())
-            }
-        });
+        if self.metric == Metric::L2 {
+            // The squared norms are kept; their maximum is a pass over n floats.
+            return db;
+        }
+        let m = *self
+            .max_norm_sqr
+            .get_or_init(|| knn::max_norm_sqr(self.vectors()));
         db.with_max_norm_sqr(m)
     }
 

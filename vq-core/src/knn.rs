@@ -81,7 +81,7 @@ impl Sink for RangeSink {
 pub struct Database<'a> {
     vectors: VectorsRef<'a>,
     norms: Option<&'a [f32]>,
-    max_norm_sqr: Option<f32>,
+    max_norm_sqr: Option<f64>,
 }
 
 impl<'a> Database<'a> {
@@ -106,39 +106,49 @@ impl<'a> Database<'a> {
         })
     }
 
-    /// The same database with `bound` as the largest squared norm of its vectors (an
-    /// upper bound the caller keeps, as [`crate::IndexFlat`] does): batched searches
-    /// bound their GEMM keys' error with it, and otherwise find it with a pass over the
-    /// vectors (inner product) or the norms (L2).
-    pub fn with_max_norm_sqr(mut self, bound: f32) -> Self {
+    /// The same database with `bound` as the largest squared norm of its vectors,
+    /// summed in `f64` (an upper bound the caller keeps, as [`crate::IndexFlat`] does):
+    /// batched inner-product searches bound their GEMM keys' error with it, and
+    /// otherwise find it with a pass over the vectors.
+    pub fn with_max_norm_sqr(mut self, bound: f64) -> Self {
         self.max_norm_sqr = Some(bound);
         self
     }
 
-    /// The largest squared norm: the caller's bound, else the norms' maximum, else
-    /// computed from the vectors.
-    fn max_norm_sqr(&self) -> f32 {
-        if let Some(m) = self.max_norm_sqr {
-            return m;
-        }
-        if let Some(n) = self.norms {
-            return n.iter().copied().fold(0f32, f32::max);
-        }
-        max_norm_sqr(self.vectors)
+    /// The largest squared norm: the caller's bound, else computed from the vectors.
+    fn max_norm_sqr(&self) -> f64 {
+        self.max_norm_sqr
+            .unwrap_or_else(|| max_norm_sqr(self.vectors))
     }
 }
 
-/// The largest squared norm of `x`'s rows (0 for none), in parallel.
-pub(crate) fn max_norm_sqr(x: VectorsRef<'_>) -> f32 {
-    let k = Kernels::get();
+/// A row's squared norm summed in `f64`: no overflow or underflow for `f32` values.
+fn norm_sqr_f64(r: &[f32]) -> f64 {
+    r.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+}
+
+/// The largest squared norm of `x`'s rows (0 for none), in `f64`, in parallel.
+pub(crate) fn max_norm_sqr(x: VectorsRef<'_>) -> f64 {
     if x.is_empty() {
         return 0.0;
     }
     x.as_slice()
         .par_chunks(x.dim())
         .with_min_len(4096)
-        .map(|r| k.norm_sqr(r))
-        .reduce(|| 0.0, f32::max)
+        .map(norm_sqr_f64)
+        .reduce(|| 0.0, f64::max)
+}
+
+/// Squared norms of the queries in `f64` (for the inner product's error bounds).
+fn query_norms_f64(queries: VectorsRef<'_>) -> Vec<f64> {
+    queries.rows().map(norm_sqr_f64).collect()
+}
+
+/// Whether an inner product of vectors with these squared norms may leave the `f32`
+/// range (GEMM and the kernels may then disagree on `inf` and NaN: such a query is
+/// searched with the kernels alone).
+fn ip_may_overflow(qn: f64, bn_max: f64) -> bool {
+    (qn * bn_max).sqrt() >= f64::from(f32::MAX) / 4.0
 }
 
 /// Plans (query range, database range) tasks for `nq` queries over `n` vectors.
@@ -390,7 +400,9 @@ pub fn knn_into(
     let computed_norms;
     // Squared norms of the queries and (L2) of the database, and the database's largest,
     // for the GEMM keys and their error bound.
-    let (qnorms, dbnorms, bn_max): (Vec<f32>, &[f32], f32) = if !use_gemm {
+    // Inner product: the queries' squared norms in f64, for the error bound only.
+    let mut qnorms64: Vec<f64> = Vec::new();
+    let (qnorms, dbnorms, bn_max): (Vec<f32>, &[f32], f64) = if !use_gemm {
         (Vec::new(), &[], 0.0)
     } else if metric == Metric::L2 {
         let dbn = match db.norms {
@@ -404,16 +416,17 @@ pub fn knn_into(
         // ‖q‖² + ‖y‖² − 2⟨q,y⟩ needs the norms' sum in range: past it the keys are
         // inf − inf = NaN and every candidate is lost. The kernels subtract first.
         let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
-        let bn_max = db.max_norm_sqr.unwrap_or_else(|| top(dbn));
+        let bn_max = top(dbn);
         let sum = top(&qn) + bn_max;
         if sum.is_finite() && sum < f32::MAX / 4.0 {
-            (qn, dbn, bn_max)
+            (qn, dbn, f64::from(bn_max))
         } else {
             use_gemm = false;
             (Vec::new(), &[], 0.0)
         }
     } else {
-        (crate::distance::norms_sqr(queries), &[], db.max_norm_sqr())
+        qnorms64 = query_norms_f64(queries);
+        (Vec::new(), &[], db.max_norm_sqr())
     };
     let block = if use_gemm { QUERY_BLOCK } else { 1 };
     // GEMM keys select with an error that grows with the norms (L2's expansion more so):
@@ -455,15 +468,16 @@ pub fn knn_into(
     // (‖q‖² + max ‖y‖²); for an inner product, summed in two orders, (2·dim + 4)·ε·‖q‖·
     // max ‖y‖.
     let dim = db.vectors.dim() as f64;
-    let bn_max = f64::from(bn_max);
     let key_error = |qi: usize| {
-        let qn = f64::from(qnorms[qi]);
         let scale = match metric {
-            Metric::L2 => qn + bn_max,
-            Metric::InnerProduct => (qn * bn_max).sqrt(),
+            Metric::L2 => f64::from(qnorms[qi]) + bn_max,
+            Metric::InnerProduct => (qnorms64[qi] * bn_max).sqrt(),
         };
         (2.0 * dim + 4.0) * f64::from(f32::EPSILON) * scale + underflow_error(dim)
     };
+    // Inner products that may overflow: GEMM and the kernels can disagree on inf and NaN.
+    let unsafe_scale =
+        |qi: usize| metric == Metric::InnerProduct && ip_may_overflow(qnorms64[qi], bn_max);
     dist.par_chunks_mut(k)
         .zip(labels.par_chunks_mut(k))
         .zip(merged.par_iter())
@@ -482,16 +496,24 @@ pub fn knn_into(
                     let row = db.vectors.row(e.1 as usize);
                     e.0 = metric.to_key(kernels.distance(metric, q, row));
                 }
+                // A NaN distance (an overflowing inner product) is no result, as for a
+                // single query: such a row is searched again by the kernels.
+                let nan = entries.iter().any(|e| e.0.is_nan());
                 entries.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 // Every vector left out has a GEMM key of at least the worst kept one,
                 // so an exact distance of at least that minus the error: if that could
                 // reach the k-th exact distance, the query is searched again exactly.
-                if guarded
-                    && entries.len() == kk
+                let margin_too_small = entries.len() == kk
                     && kk < n
-                    && let (Some(g), Some(kth)) = (worst_kept, entries.get(k - 1))
-                    && f64::from(g) - key_error(qi) <= f64::from(kth.0)
-                {
+                    && match (worst_kept, entries.get(k - 1)) {
+                        (Some(g), Some(kth)) => {
+                            // A NaN bound searches again too (no ordering: not `Greater`).
+                            (f64::from(g) - key_error(qi)).partial_cmp(&f64::from(kth.0))
+                                != Some(std::cmp::Ordering::Greater)
+                        }
+                        _ => false,
+                    };
+                if guarded && (nan || unsafe_scale(qi) || margin_too_small) {
                     let mut sink = [TopK::new(k)];
                     kernel_task(
                         kernels,
@@ -539,7 +561,7 @@ pub fn range_search(
     // key is within its bound widened by the keys' error, and those are scored again
     // with the kernels, so the hits are those of the kernel path.
     let computed_norms;
-    let gemm: Option<(Vec<f32>, &[f32], f32)> = if nq < GEMM_MIN_QUERIES {
+    let gemm: Option<(Vec<f32>, &[f32], f64)> = if nq < GEMM_MIN_QUERIES {
         None
     } else if metric == Metric::L2 {
         let dbn = match db.norms {
@@ -551,15 +573,11 @@ pub fn range_search(
         };
         let qn = crate::distance::norms_sqr(queries);
         let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
-        let bn_max = db.max_norm_sqr.unwrap_or_else(|| top(dbn));
+        let bn_max = top(dbn);
         let sum = top(&qn) + bn_max;
-        (sum.is_finite() && sum < f32::MAX / 4.0).then_some((qn, dbn, bn_max))
+        (sum.is_finite() && sum < f32::MAX / 4.0).then_some((qn, dbn, f64::from(bn_max)))
     } else {
-        Some((
-            crate::distance::norms_sqr(queries),
-            &[][..],
-            db.max_norm_sqr(),
-        ))
+        Some((Vec::new(), &[][..], db.max_norm_sqr()))
     };
     let Some((qnorms, dbnorms, bn_max)) = gemm else {
         let partial = range_tasks(
@@ -584,14 +602,17 @@ pub fn range_search(
     // rounding below the normal range (`underflow_error`).
     let dim = db.vectors.dim() as f64;
     let eps = f64::from(f32::EPSILON);
-    let bn_max = f64::from(bn_max);
+    let qnorms64 = match metric {
+        Metric::L2 => Vec::new(),
+        Metric::InnerProduct => query_norms_f64(queries),
+    };
     let widened = |qi: usize| -> f32 {
-        let qn = f64::from(qnorms[qi]);
         let margin = match metric {
             Metric::L2 => {
-                (2.0 * dim + 4.0) * eps * (qn + bn_max) + (dim + 2.0) * eps * f64::from(bound).abs()
+                (2.0 * dim + 4.0) * eps * (f64::from(qnorms[qi]) + bn_max)
+                    + (dim + 2.0) * eps * f64::from(bound).abs()
             }
-            Metric::InnerProduct => (2.0 * dim + 4.0) * eps * (qn * bn_max).sqrt(),
+            Metric::InnerProduct => (2.0 * dim + 4.0) * eps * (qnorms64[qi] * bn_max).sqrt(),
         } + underflow_error(dim);
         let b = f64::from(bound) + margin;
         let w = b as f32;
@@ -621,6 +642,33 @@ pub fn range_search(
             key < bound
         });
     });
+    // Queries whose inner products may overflow (GEMM and the kernels may disagree on
+    // inf and NaN) are searched again with the kernels alone.
+    if metric == Metric::InnerProduct {
+        lists.par_iter_mut().enumerate().for_each(|(qi, hits)| {
+            if ip_may_overflow(qnorms64[qi], bn_max) {
+                let mut sink = [RangeSink {
+                    bound,
+                    hits: Vec::new(),
+                }];
+                kernel_task(
+                    kernels,
+                    queries,
+                    db.vectors,
+                    metric,
+                    (qi, qi + 1, 0, n),
+                    &mut sink,
+                    selector,
+                );
+                let [s] = sink;
+                *hits = s
+                    .hits
+                    .into_iter()
+                    .map(|(key, l)| (metric.from_key(key), l))
+                    .collect();
+            }
+        });
+    }
     Ok(RangeSearchResults::from_lists(lists, metric))
 }
 

@@ -56,10 +56,11 @@ impl Metric {
         }
     }
 
-    /// The inverse of [`Metric::to_key`].
+    /// The inverse of [`Metric::to_key`], with a zero always `+0.0` (a similarity of 0
+    /// is reported the same whichever way its key was signed).
     #[inline]
     pub fn from_key(self, key: f32) -> f32 {
-        self.to_key(key)
+        self.to_key(key) + 0.0
     }
 
     /// Short name: `"l2"` or `"ip"`.

@@ -291,6 +291,76 @@ fn batches_equal_single_queries_below_the_normal_range() {
     }
 }
 
+/// Batched inner-product search equals one query at a time when squared norms leave
+/// the f32 range while the products do not (tiny queries against large vectors: the
+/// error bound is taken in f64), when the products may overflow (such queries are
+/// searched with the kernels), and when an overflowing product is NaN (no result, as
+/// for a single query). A similarity of zero is +0 either way. From a review.
+#[test]
+fn batched_inner_products_at_the_ends_of_the_f32_range() {
+    use rand::{Rng, SeedableRng};
+    let d = 32;
+    for (b, qsc) in [
+        (1.0f32, 1.0f32),
+        (2f32.powi(50), 2f32.powi(-83)),
+        (2f32.powi(-90), 1.0),
+        (2f32.powi(60), 2f32.powi(-83)),
+    ] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        let base: Vec<f32> = (0..2000 * d)
+            .map(|_| (1000.0 + rng.random::<f32>() * 0.01) * b)
+            .collect();
+        let qs: Vec<f32> = (0..16 * d)
+            .map(|_| (1.0 + rng.random::<f32>() * 0.01) * qsc)
+            .collect();
+        let mut flat = IndexFlat::new(d, Metric::InnerProduct).unwrap();
+        flat.add(VectorsRef::new(&base, d).unwrap()).unwrap();
+        let q = VectorsRef::new(&qs, d).unwrap();
+        let p = SearchParams::default();
+        let all = flat.search(q, 10, &p).unwrap();
+        for i in 0..q.len() {
+            let one = flat.search(q.slice(i..i + 1), 10, &p).unwrap();
+            assert_eq!(all.row(i), one.row(0), "scale {b:e}/{qsc:e} query {i}");
+        }
+        let radius = flat.search(q.slice(0..1), 31, &p).unwrap().row(0).0[30];
+        let rall = flat.range_search(q, radius, &p).unwrap();
+        for i in 0..q.len() {
+            let one = flat.range_search(q.slice(i..i + 1), radius, &p).unwrap();
+            assert_eq!(
+                rall.row(i),
+                one.row(0),
+                "range, scale {b:e}/{qsc:e} query {i}"
+            );
+        }
+    }
+    // [MAX, -MAX] · [2, 2] = inf - inf = NaN: never a result.
+    let mut base = Vec::new();
+    for _ in 0..9 {
+        base.extend_from_slice(&[f32::MAX, -f32::MAX]);
+    }
+    base.extend_from_slice(&[1.0, 1.0]);
+    let mut flat = IndexFlat::new(2, Metric::InnerProduct).unwrap();
+    flat.add(VectorsRef::new(&base, 2).unwrap()).unwrap();
+    let qs = vec![2.0f32; 16];
+    let q = VectorsRef::new(&qs, 2).unwrap();
+    let p = SearchParams::default();
+    let one = flat.search(q.slice(0..1), 1, &p).unwrap();
+    assert_eq!(one.row(0), (&[4.0f32][..], &[9][..]));
+    let batch = flat.search(q, 1, &p).unwrap();
+    for i in 0..8 {
+        assert_eq!(batch.row(i), one.row(0), "query {i}");
+    }
+    // Zero similarity: +0.0 from a single query and from a batch.
+    let mut flat = IndexFlat::new(1, Metric::InnerProduct).unwrap();
+    flat.add(VectorsRef::new(&[0.0, 1.0], 1).unwrap()).unwrap();
+    let qs = [1.0f32; 8];
+    let q = VectorsRef::new(&qs, 1).unwrap();
+    let one = flat.search(q.slice(0..1), 2, &p).unwrap();
+    let batch = flat.search(q, 2, &p).unwrap();
+    assert_eq!(one.row(0).0[1].to_bits(), 0.0f32.to_bits());
+    assert_eq!(batch.row(0).0[1].to_bits(), 0.0f32.to_bits());
+}
+
 /// Batched range search (GEMM tiles, 8+ queries) reports what one query at a time does
 /// (the kernels' hits and distances): far from the origin, where the GEMM keys' error
 /// exceeds the gaps, on ordinary data, for both metrics, through a selector, and with
