@@ -144,6 +144,46 @@ fn query_norms_f64(queries: VectorsRef<'_>) -> Vec<f64> {
     queries.rows().map(norm_sqr_f64).collect()
 }
 
+/// For L2 batches through GEMM: the queries' squared norms, the database's (kept by the
+/// caller or computed into `computed`) and their largest; `None` when ‖q‖² + ‖y‖² could
+/// leave the f32 range (the keys would be inf − inf = NaN and every candidate lost; the
+/// kernels subtract first and are used instead).
+fn l2_gemm_norms<'a>(
+    db: &Database<'a>,
+    queries: VectorsRef<'_>,
+    computed: &'a mut Vec<f32>,
+) -> Option<(Vec<f32>, &'a [f32], f64)> {
+    let dbn: &'a [f32] = match db.norms {
+        Some(nm) => nm,
+        None => {
+            *computed = crate::distance::norms_sqr(db.vectors);
+            computed
+        }
+    };
+    let qn = crate::distance::norms_sqr(queries);
+    let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
+    let bn_max = top(dbn);
+    let sum = top(&qn) + bn_max;
+    (sum.is_finite() && sum < f32::MAX / 4.0).then_some((qn, dbn, f64::from(bn_max)))
+}
+
+/// How far a GEMM key may lie from the kernels' distance for the same pair (both f32
+/// sums of `dim` terms), for a query of squared norm `qn` against vectors of squared
+/// norm at most `bn_max`, near a key of size `near`. L2: ‖q‖² + ‖y‖² − 2⟨q,y⟩ is off by
+/// at most (2·dim + 4)·ε·(‖q‖² + max ‖y‖²), the kernels' Σ(q − y)² by (dim + 2)·ε
+/// times the distance; inner product: each side by dim·ε·‖q‖·max ‖y‖; both: rounding
+/// below the normal range ([`underflow_error`]).
+fn key_margin(metric: Metric, dim: f64, qn: f64, bn_max: f64, near: f32) -> f64 {
+    let eps = f64::from(f32::EPSILON);
+    let m = match metric {
+        Metric::L2 => {
+            (2.0 * dim + 4.0) * eps * (qn + bn_max) + (dim + 2.0) * eps * f64::from(near).abs()
+        }
+        Metric::InnerProduct => (2.0 * dim + 4.0) * eps * (qn * bn_max).sqrt(),
+    };
+    m + underflow_error(dim)
+}
+
 /// Whether an inner product of vectors with these squared norms may leave the `f32`
 /// range (GEMM and the kernels may then disagree on `inf` and NaN: such a query is
 /// searched with the kernels alone).
@@ -397,32 +437,19 @@ pub fn knn_into(
     }
     let kernels = Kernels::get();
     let mut use_gemm = nq >= GEMM_MIN_QUERIES;
-    let computed_norms;
-    // Squared norms of the queries and (L2) of the database, and the database's largest,
-    // for the GEMM keys and their error bound.
-    // Inner product: the queries' squared norms in f64, for the error bound only.
+    let mut computed_norms = Vec::new();
+    // Squared norms for the GEMM keys (L2) and their error bound: the queries' (in f64
+    // for inner products, whose bound alone needs them) and the database's largest.
     let mut qnorms64: Vec<f64> = Vec::new();
     let (qnorms, dbnorms, bn_max): (Vec<f32>, &[f32], f64) = if !use_gemm {
         (Vec::new(), &[], 0.0)
     } else if metric == Metric::L2 {
-        let dbn = match db.norms {
-            Some(nm) => nm,
+        match l2_gemm_norms(db, queries, &mut computed_norms) {
+            Some(norms) => norms,
             None => {
-                computed_norms = crate::distance::norms_sqr(db.vectors);
-                &computed_norms
+                use_gemm = false;
+                (Vec::new(), &[], 0.0)
             }
-        };
-        let qn = crate::distance::norms_sqr(queries);
-        // ‖q‖² + ‖y‖² − 2⟨q,y⟩ needs the norms' sum in range: past it the keys are
-        // inf − inf = NaN and every candidate is lost. The kernels subtract first.
-        let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
-        let bn_max = top(dbn);
-        let sum = top(&qn) + bn_max;
-        if sum.is_finite() && sum < f32::MAX / 4.0 {
-            (qn, dbn, f64::from(bn_max))
-        } else {
-            use_gemm = false;
-            (Vec::new(), &[], 0.0)
         }
     } else {
         qnorms64 = query_norms_f64(queries);
@@ -463,17 +490,10 @@ pub fn knn_into(
     }
     let (dist, labels) = out.parts_mut();
     let recompute = use_gemm;
-    // A bound on the error of a GEMM key against the kernels' distance: for L2's
-    // ‖q‖² + ‖y‖² − 2⟨q,y⟩ (each term a sum of `dim` products in f32), (2·dim + 4)·ε·
-    // (‖q‖² + max ‖y‖²); for an inner product, summed in two orders, (2·dim + 4)·ε·‖q‖·
-    // max ‖y‖.
     let dim = db.vectors.dim() as f64;
-    let key_error = |qi: usize| {
-        let scale = match metric {
-            Metric::L2 => f64::from(qnorms[qi]) + bn_max,
-            Metric::InnerProduct => (qnorms64[qi] * bn_max).sqrt(),
-        };
-        (2.0 * dim + 4.0) * f64::from(f32::EPSILON) * scale + underflow_error(dim)
+    let qn = |qi: usize| match metric {
+        Metric::L2 => f64::from(qnorms[qi]),
+        Metric::InnerProduct => qnorms64[qi],
     };
     // Inner products that may overflow: GEMM and the kernels can disagree on inf and NaN.
     let unsafe_scale =
@@ -508,7 +528,8 @@ pub fn knn_into(
                     && match (worst_kept, entries.get(k - 1)) {
                         (Some(g), Some(kth)) => {
                             // A NaN bound searches again too (no ordering: not `Greater`).
-                            (f64::from(g) - key_error(qi)).partial_cmp(&f64::from(kth.0))
+                            let e = key_margin(metric, dim, qn(qi), bn_max, kth.0);
+                            (f64::from(g) - e).partial_cmp(&f64::from(kth.0))
                                 != Some(std::cmp::Ordering::Greater)
                         }
                         _ => false,
@@ -560,22 +581,11 @@ pub fn range_search(
     // Batches go through GEMM tiles (as `knn`): each query keeps the vectors whose GEMM
     // key is within its bound widened by the keys' error, and those are scored again
     // with the kernels, so the hits are those of the kernel path.
-    let computed_norms;
+    let mut computed_norms = Vec::new();
     let gemm: Option<(Vec<f32>, &[f32], f64)> = if nq < GEMM_MIN_QUERIES {
         None
     } else if metric == Metric::L2 {
-        let dbn = match db.norms {
-            Some(nm) => nm,
-            None => {
-                computed_norms = crate::distance::norms_sqr(db.vectors);
-                &computed_norms
-            }
-        };
-        let qn = crate::distance::norms_sqr(queries);
-        let top = |v: &[f32]| v.iter().copied().fold(0f32, f32::max);
-        let bn_max = top(dbn);
-        let sum = top(&qn) + bn_max;
-        (sum.is_finite() && sum < f32::MAX / 4.0).then_some((qn, dbn, f64::from(bn_max)))
+        l2_gemm_norms(db, queries, &mut computed_norms)
     } else {
         Some((Vec::new(), &[][..], db.max_norm_sqr()))
     };
@@ -595,25 +605,13 @@ pub fn range_search(
         }
         return Ok(RangeSearchResults::from_lists(lists, metric));
     };
-    // Error bounds of a GEMM key against the kernels' distance, both from f32 sums of
-    // `dim` terms. L2: ‖q‖² + ‖y‖² − 2⟨q,y⟩ is off by at most (2·dim + 4)·ε·(‖q‖² +
-    // max ‖y‖²), the kernels' Σ(q − y)² by (dim + 2)·ε times the distance, which is
-    // near |bound| where it matters. Inner product: each side by dim·ε·‖q‖·max ‖y‖. Both:
-    // rounding below the normal range (`underflow_error`).
     let dim = db.vectors.dim() as f64;
-    let eps = f64::from(f32::EPSILON);
     let qnorms64 = match metric {
-        Metric::L2 => Vec::new(),
+        Metric::L2 => qnorms.iter().map(|&v| f64::from(v)).collect(),
         Metric::InnerProduct => query_norms_f64(queries),
     };
     let widened = |qi: usize| -> f32 {
-        let margin = match metric {
-            Metric::L2 => {
-                (2.0 * dim + 4.0) * eps * (f64::from(qnorms[qi]) + bn_max)
-                    + (dim + 2.0) * eps * f64::from(bound).abs()
-            }
-            Metric::InnerProduct => (2.0 * dim + 4.0) * eps * (qnorms64[qi] * bn_max).sqrt(),
-        } + underflow_error(dim);
+        let margin = key_margin(metric, dim, qnorms64[qi], bn_max, bound);
         let b = f64::from(bound) + margin;
         let w = b as f32;
         if f64::from(w) < b { w.next_up() } else { w }
