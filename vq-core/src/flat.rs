@@ -95,11 +95,8 @@ impl IndexFlat {
     /// (GEMM tiles), with the largest squared norm (kept until the vectors change).
     fn database_for(&self, nq: usize) -> Database<'_> {
         let db = self.database();
-        if nq < knn::GEMM_MIN_QUERIES {
-            return db;
-        }
-        if self.metric == Metric::L2 {
-            // The squared norms are kept; their maximum is a pass over n floats.
+        // L2 batches take the maximum of the kept squared norms (a pass over n floats).
+        if nq < knn::GEMM_MIN_QUERIES || self.metric == Metric::L2 {
             return db;
         }
         let m = *self
