@@ -1,5 +1,7 @@
 //! Result containers for k-NN and range search, in Faiss's layouts.
 
+use rayon::prelude::*;
+
 use crate::metric::Metric;
 use crate::vectors::{Label, NO_LABEL};
 
@@ -128,25 +130,41 @@ pub struct RangeSearchResults {
 impl RangeSearchResults {
     /// Builds results from per-query hit lists (each `(distance, label)`, any order);
     /// every list is sorted best first under `metric`.
-    pub fn from_lists(lists: Vec<Vec<(f32, Label)>>, metric: Metric) -> RangeSearchResults {
+    pub fn from_lists(mut lists: Vec<Vec<(f32, Label)>>, metric: Metric) -> RangeSearchResults {
         let mut lims = Vec::with_capacity(lists.len() + 1);
         lims.push(0);
-        let total = lists.iter().map(Vec::len).sum();
-        let mut labels = Vec::with_capacity(total);
-        let mut distances = Vec::with_capacity(total);
-        for mut l in lists {
-            l.sort_unstable_by(|a, b| {
-                metric
-                    .to_key(a.0)
-                    .total_cmp(&metric.to_key(b.0))
-                    .then(a.1.cmp(&b.1))
-            });
-            for (d, id) in l {
-                distances.push(d);
-                labels.push(id);
-            }
-            lims.push(labels.len());
+        for l in &lists {
+            lims.push(lims[lims.len() - 1] + l.len());
         }
+        let total = lims[lims.len() - 1];
+        let mut labels: Vec<Label> = vec![0; total];
+        let mut distances = vec![0f32; total];
+        // Each list sorted and written into its own part of the output, in parallel (a
+        // search with many hits per query spends a good part of its time here).
+        let mut parts = Vec::with_capacity(lists.len());
+        let (mut lr, mut dr) = (&mut labels[..], &mut distances[..]);
+        for l in &lists {
+            let (la, lb) = lr.split_at_mut(l.len());
+            let (da, db) = dr.split_at_mut(l.len());
+            parts.push((la, da));
+            (lr, dr) = (lb, db);
+        }
+        lists
+            .par_iter_mut()
+            .zip(parts)
+            .with_min_len(64)
+            .for_each(|(l, (ls, ds))| {
+                l.sort_unstable_by(|a, b| {
+                    metric
+                        .to_key(a.0)
+                        .total_cmp(&metric.to_key(b.0))
+                        .then(a.1.cmp(&b.1))
+                });
+                for ((&(d, id), lo), dout) in l.iter().zip(ls).zip(ds) {
+                    *dout = d;
+                    *lo = id;
+                }
+            });
         RangeSearchResults {
             lims,
             labels,
