@@ -634,10 +634,20 @@ pub fn range_search(
     }
     lists.par_iter_mut().enumerate().for_each(|(qi, hits)| {
         let q = queries.row(qi);
-        hits.retain_mut(|(v, l)| {
-            let key = metric.to_key(kernels.distance(metric, q, db.vectors.row(*l as usize)));
-            *v = metric.from_key(key);
-            key < bound
+        // The hits' rows lie scattered over the database: each is loaded a few hits
+        // before it is scored.
+        const AHEAD: usize = 4;
+        for i in 0..hits.len() {
+            if let Some(&(_, next)) = hits.get(i + AHEAD) {
+                crate::distance::prefetch(db.vectors.row(next as usize), usize::MAX);
+            }
+            let row = db.vectors.row(hits[i].1 as usize);
+            hits[i].0 = metric.to_key(kernels.distance(metric, q, row));
+        }
+        hits.retain_mut(|(v, _)| {
+            let inside = *v < bound;
+            *v = metric.from_key(*v);
+            inside
         });
     });
     // Queries whose inner products may overflow (GEMM and the kernels may disagree on
