@@ -535,17 +535,8 @@ pub fn knn_into(
                         _ => false,
                     };
                 if guarded && (nan || unsafe_scale(qi) || margin_too_small) {
-                    let mut sink = [TopK::new(k)];
-                    kernel_task(
-                        kernels,
-                        queries,
-                        db.vectors,
-                        metric,
-                        (qi, qi + 1, 0, n),
-                        &mut sink,
-                        selector,
-                    );
-                    entries = sink[0].to_sorted_vec();
+                    let sink = rescan(kernels, queries, db, metric, qi, TopK::new(k), selector);
+                    entries = sink.to_sorted_vec();
                 }
                 entries.truncate(k);
             }
@@ -655,20 +646,11 @@ pub fn range_search(
     if metric == Metric::InnerProduct {
         lists.par_iter_mut().enumerate().for_each(|(qi, hits)| {
             if ip_may_overflow(qnorms64[qi], bn_max) {
-                let mut sink = [RangeSink {
+                let sink = RangeSink {
                     bound,
                     hits: Vec::new(),
-                }];
-                kernel_task(
-                    kernels,
-                    queries,
-                    db.vectors,
-                    metric,
-                    (qi, qi + 1, 0, n),
-                    &mut sink,
-                    selector,
-                );
-                let [s] = sink;
+                };
+                let s = rescan(kernels, queries, db, metric, qi, sink, selector);
                 *hits = s
                     .hits
                     .into_iter()
@@ -678,6 +660,32 @@ pub fn range_search(
         });
     }
     Ok(RangeSearchResults::from_lists(lists, metric))
+}
+
+/// Query `qi` searched again over the whole database with the kernels alone (a batch's
+/// query whose GEMM keys could not be trusted), into `sink`.
+fn rescan<S: Sink>(
+    kernels: &Kernels,
+    queries: VectorsRef<'_>,
+    db: &Database<'_>,
+    metric: Metric,
+    qi: usize,
+    sink: S,
+    selector: Option<&dyn IdFilter>,
+) -> S {
+    let mut sinks = [sink];
+    let n = db.vectors.len();
+    kernel_task(
+        kernels,
+        queries,
+        db.vectors,
+        metric,
+        (qi, qi + 1, 0, n),
+        &mut sinks,
+        selector,
+    );
+    let [s] = sinks;
+    s
 }
 
 /// Rounding that the relative bounds miss: products and sums below the normal range
