@@ -458,11 +458,8 @@ impl<'a, S: HnswStorage> LockedBuild<'a, S> {
             drop(guard);
             None
         };
-        let mut cur = ep;
-        let mut dcur = nav.distance(ep);
-        for l in (level + 1..=maxl).rev() {
-            (cur, dcur) = g.greedy(nav, l, cur, dcur);
-        }
+        let d_ep = nav.distance(ep);
+        let (cur, dcur) = g.descend(nav, (ep, d_ep), maxl, level + 1, &mut sc.search);
         let deleted = self.deleted;
         let mut start = Near { d: dcur, id: cur };
         for l in (0..=level.min(maxl)).rev() {
@@ -670,11 +667,8 @@ fn plan_candidates<D: NodeDistance>(
     let mut per_level: Vec<Vec<Near>> = vec![Vec::new(); level + 1];
     if g.entry != NONE {
         let maxl = g.max_level;
-        let mut cur = g.entry;
-        let mut dcur = q.distance(cur);
-        for l in (level + 1..=maxl).rev() {
-            (cur, dcur) = g.greedy(q, l, cur, dcur);
-        }
+        let d_entry = q.distance(g.entry);
+        let (cur, dcur) = g.descend(q, (g.entry, d_entry), maxl, level + 1, &mut sc.search);
         let mut start = Near { d: dcur, id: cur };
         for l in (0..=level.min(maxl)).rev() {
             level_candidates(
@@ -1341,5 +1335,100 @@ mod tests {
             &x,
             full,
         );
+    }
+
+    /// Exact distances from a query to the rows of `x`, counting the nodes scored (a
+    /// quad padded with repeats counts its distinct nodes).
+    struct Counted<'a> {
+        x: &'a Vectors,
+        q: Vec<f32>,
+        scored: usize,
+    }
+
+    impl Counted<'_> {
+        fn exact(&self, id: u32) -> f32 {
+            let r = self.x.row(id as usize);
+            r.iter().zip(&self.q).map(|(a, b)| (a - b) * (a - b)).sum()
+        }
+    }
+
+    impl NodeDistance for Counted<'_> {
+        fn distance(&mut self, id: u32) -> f32 {
+            self.scored += 1;
+            self.exact(id)
+        }
+        fn distance4(&mut self, ids: [u32; 4]) -> [f32; 4] {
+            self.scored += (0..4).filter(|&i| !ids[..i].contains(&ids[i])).count();
+            ids.map(|id| self.exact(id))
+        }
+        fn prefetch(&self, _: u32) {}
+    }
+
+    #[test]
+    fn the_descent_skips_scored_nodes_and_reaches_the_same_node() {
+        let x = integer_data(3000, 8, 11);
+        let mut idx = IndexHnswFlat::new(8, 4, Metric::L2).unwrap();
+        idx.add(x.as_ref()).unwrap();
+        let g = idx.graph();
+        assert!(g.max_level >= 2, "{}", g.max_level);
+        let queries = integer_data(200, 8, 12);
+        let mut sc = Scratch::default();
+        let (mut fewer, mut skipping, mut plain) = (0, 0, 0);
+        for qi in 0..queries.len() {
+            let q = queries.row(qi).to_vec();
+            let mut a = Counted {
+                x: &x,
+                q: q.clone(),
+                scored: 0,
+            };
+            let d_entry = a.distance(g.entry);
+            for bottom in [1, 2] {
+                a.scored = 0;
+                let got = g.descend(&mut a, (g.entry, d_entry), g.max_level, bottom, &mut sc);
+                // Every neighbour of every node on the path scored, each time.
+                let mut b = Counted {
+                    x: &x,
+                    q: q.clone(),
+                    scored: 0,
+                };
+                let (mut cur, mut dcur) = (g.entry, d_entry);
+                for level in (bottom..=g.max_level).rev() {
+                    loop {
+                        let mut moved = false;
+                        for nb in g.neighbors(cur as usize, level) {
+                            let d = b.distance(nb);
+                            if d < dcur || (d == dcur && nb < cur) {
+                                (cur, dcur, moved) = (nb, d, true);
+                            }
+                        }
+                        if !moved {
+                            break;
+                        }
+                    }
+                }
+                assert_eq!(got, (cur, dcur), "query {qi}, bottom {bottom}");
+                assert!(a.scored <= b.scored);
+                fewer += usize::from(a.scored < b.scored);
+                skipping += a.scored;
+                plain += b.scored;
+            }
+        }
+        // Consecutive nodes of a path share neighbours: most descents score fewer nodes.
+        assert!(
+            fewer > 200 && skipping * 10 < plain * 9,
+            "{fewer} {skipping} {plain}"
+        );
+        // No descent (no level above the bottom): the start comes back, nothing scored.
+        let mut a = Counted {
+            x: &x,
+            q: queries.row(0).to_vec(),
+            scored: 0,
+        };
+        let top = g.max_level;
+        assert_eq!(
+            g.descend(&mut a, (g.entry, 1.5), top, top + 1, &mut sc),
+            (g.entry, 1.5)
+        );
+        assert_eq!(a.scored, 0);
     }
 }

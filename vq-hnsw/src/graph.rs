@@ -486,20 +486,28 @@ impl Hnsw {
     }
 
     /// Greedy descent on one level: moves to a closer neighbour until none is closer.
+    ///
+    /// Nodes already scored by the descent (on this level or a higher one, marked in
+    /// `sc.visited`, see [`Hnsw::descend`]) are not scored again. That changes nothing:
+    /// each was no closer than the node the descent held when it was scored, and that node
+    /// only ever gets closer. Consecutive nodes of a path share neighbours (and each links
+    /// back to the one before), so a quarter of the descent's distances go.
     #[inline]
-    pub(crate) fn greedy<D: NodeDistance>(
+    fn greedy<D: NodeDistance>(
         &self,
         dist: &mut D,
         level: usize,
         mut cur: u32,
         mut dcur: f32,
+        sc: &mut Scratch,
     ) -> (u32, f32) {
+        let Scratch { visited, buf, .. } = sc;
         loop {
             let l = self.list(cur, level);
             let cnt = list_count(l);
-            for a in &l[1..=cnt] {
-                dist.prefetch(a.load(Relaxed));
-            }
+            buf.clear();
+            buf.extend(l[1..=cnt].iter().map(|a| a.load(Relaxed)));
+            visited.retain_new(buf, cur, |id| dist.prefetch(id));
             let mut moved = false;
             let mut step = |nb: u32, d: f32| {
                 if d < dcur || (d == dcur && nb < cur) {
@@ -510,23 +518,39 @@ impl Hnsw {
             };
             // Four neighbours per call, as in the beam search: their rows are read side
             // by side. The moves are made in list order, as one at a time would make them.
-            let mut quads = l[1..=cnt].chunks_exact(4);
-            for q in &mut quads {
-                let ids = [0, 1, 2, 3].map(|i| q[i].load(Relaxed));
+            let whole = buf.len() / 4 * 4;
+            for j in (0..whole).step_by(4) {
+                let ids = [buf[j], buf[j + 1], buf[j + 2], buf[j + 3]];
                 for (nb, d) in ids.into_iter().zip(dist.distance4(ids)) {
                     step(nb, d);
                 }
             }
-            let rest = quads.remainder();
-            let mut ids = [0u32; 3];
-            for (id, a) in ids.iter_mut().zip(rest) {
-                *id = a.load(Relaxed);
-            }
-            score_leftover(dist, &ids[..rest.len()], step);
+            score_leftover(dist, &buf[whole..], step);
             if !moved {
                 return (cur, dcur);
             }
         }
+    }
+
+    /// Greedy descent from `cur` (an entry point, at distance `dcur`) over levels `top`
+    /// down to `bottom` (none when `bottom > top`); the node reached, and its distance.
+    /// Uses `sc`'s visited marks (a search over the graph prepares them again).
+    pub(crate) fn descend<D: NodeDistance>(
+        &self,
+        dist: &mut D,
+        (mut cur, mut dcur): (u32, f32),
+        top: usize,
+        bottom: usize,
+        sc: &mut Scratch,
+    ) -> (u32, f32) {
+        if top >= bottom {
+            sc.visited.prepare(self.len());
+            sc.visited.test_and_set(cur);
+            for level in (bottom..=top).rev() {
+                (cur, dcur) = self.greedy(dist, level, cur, dcur, sc);
+            }
+        }
+        (cur, dcur)
     }
 
     /// Greedy descent from the entry point over the upper levels: the starts of the level-0
@@ -534,13 +558,14 @@ impl Hnsw {
     /// differ). Level 0 is directed, so what the descent reached may not lead everywhere the
     /// entry point does; the entry point, usually far, is expanded only when the beam runs
     /// dry before holding `ef` accepted nodes, and then everything reachable is searched.
-    pub(crate) fn starts<D: NodeDistance>(&self, dist: &mut D) -> ([Near; 2], usize) {
-        let mut cur = self.entry;
+    pub(crate) fn starts<D: NodeDistance>(
+        &self,
+        dist: &mut D,
+        sc: &mut Scratch,
+    ) -> ([Near; 2], usize) {
+        let cur = self.entry;
         let d_entry = dist.distance(cur);
-        let mut dcur = d_entry;
-        for level in (1..=self.max_level).rev() {
-            (cur, dcur) = self.greedy(dist, level, cur, dcur);
-        }
+        let (cur, dcur) = self.descend(dist, (cur, d_entry), self.max_level, 1, sc);
         let first = Near { d: dcur, id: cur };
         let entry = Near {
             d: d_entry,

@@ -813,34 +813,32 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
                         }
                         v
                     }
-                    None => {
-                        let (starts, ns) = g.starts(&mut q);
-                        with_search_scratch(|sc| {
-                            let st = &starts[..ns];
-                            match selector {
-                                Some(f) => g.search_level(
-                                    &mut q,
-                                    st,
-                                    0,
-                                    ef,
-                                    sc,
-                                    |id| !is_deleted(deleted, id) && f.is_member(self.label(id)),
-                                    |_, _| {},
-                                ),
-                                None if self.n_deleted > 0 => g.search_level(
-                                    &mut q,
-                                    st,
-                                    0,
-                                    ef,
-                                    sc,
-                                    |id| !is_deleted(deleted, id),
-                                    |_, _| {},
-                                ),
-                                None => g.search_level(&mut q, st, 0, ef, sc, |_| true, |_, _| {}),
-                            }
-                            sc.top.drain().collect()
-                        })
-                    }
+                    None => with_search_scratch(|sc| {
+                        let (starts, ns) = g.starts(&mut q, sc);
+                        let st = &starts[..ns];
+                        match selector {
+                            Some(f) => g.search_level(
+                                &mut q,
+                                st,
+                                0,
+                                ef,
+                                sc,
+                                |id| !is_deleted(deleted, id) && f.is_member(self.label(id)),
+                                |_, _| {},
+                            ),
+                            None if self.n_deleted > 0 => g.search_level(
+                                &mut q,
+                                st,
+                                0,
+                                ef,
+                                sc,
+                                |id| !is_deleted(deleted, id),
+                                |_, _| {},
+                            ),
+                            None => g.search_level(&mut q, st, 0, ef, sc, |_| true, |_, _| {}),
+                        }
+                        sc.top.drain().collect()
+                    }),
                 };
                 found.sort_unstable();
                 for ((d, l), n) in dr.iter_mut().zip(lr.iter_mut()).zip(&found) {
@@ -906,10 +904,10 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
             .into_par_iter()
             .map(|qi| -> Result<Vec<(f32, Label)>> {
                 let mut q = self.storage.query(queries.row(qi))?;
-                let (starts, ns) = g.starts(&mut q);
                 let mut hits = Vec::new();
                 let mut seeds = Vec::new();
                 with_search_scratch(|sc| {
+                    let (starts, ns) = g.starts(&mut q, sc);
                     let mut found = |id: u32, d: f32| {
                         if d < bound {
                             seeds.push(id);
