@@ -239,7 +239,8 @@ fn sort_dedup(v: &mut Vec<Near>) {
 }
 
 /// Re-selects `target`'s list on `level` from its current neighbours plus the nodes
-/// `extra`, keeping at most `cap`. Every distance is the storage's symmetric one between
+/// `extra`, keeping at most [`Hnsw::reselect_cap`] (Faiss's `add_link` with its
+/// `prune_headroom`: the list is left with room for the next links). Every distance is the storage's symmetric one between
 /// stored vectors (as Faiss's `add_link` does), so a re-selection repeats exactly what an
 /// earlier one computed: the links of the list's pruned prefix are known to the heuristic
 /// ([`select_neighbors`]), and the new list is all pruned prefix.
@@ -319,7 +320,7 @@ fn reprune<S: HnswStorage>(
         s,
         &sc.cands,
         &sc.known,
-        g.capacity(level),
+        g.reselect_cap(level),
         &mut sc.sel,
         &mut sc.dec,
         &mut sc.tmp,

@@ -16,6 +16,9 @@ use vq_core::{Error, Result};
 /// Marks an absent node (no entry point yet, a missing list).
 pub(crate) const NONE: u32 = u32::MAX;
 
+/// Faiss's default `prune_headroom` (Faiss 1.15).
+pub(crate) const DEFAULT_PRUNE_HEADROOM: f32 = 0.2;
+
 /// Cache lines of a row loaded up front when a node is about to be scored (the first 256
 /// bytes): a search asks for every unvisited neighbour's row at once, and asking for whole
 /// long rows fills the core's line-fill buffers, so the prefetches stall it. The rest of a
@@ -33,7 +36,7 @@ pub(crate) fn list_count(l: &[AtomicU32]) -> usize {
 }
 
 /// Highest level a node can be drawn at (P = M^-30 is far below anything drawn in practice).
-const MAX_LEVEL: usize = 30;
+pub(crate) const MAX_LEVEL: usize = 30;
 
 /// A scored node; orders by distance (smaller is closer), ties by node number.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -174,6 +177,9 @@ pub struct Hnsw {
     pub(crate) link_all: bool,
     /// Re-selections ignore pruned prefixes (tests compare the graphs both ways).
     pub(crate) full_reselect: bool,
+    /// Fraction of a full list's capacity a re-selection leaves free (Faiss's
+    /// `prune_headroom`, 0 to 0.5).
+    pub(crate) prune_headroom: f32,
     /// Builds over raw vectors steer their searches with 8-bit codes ([`crate::steer`]).
     pub(crate) steer: bool,
     /// Upper-level blocks given up by re-used slots, by their number of levels (index
@@ -199,6 +205,7 @@ impl Clone for Hnsw {
             draws: self.draws,
             link_all: self.link_all,
             full_reselect: self.full_reselect,
+            prune_headroom: self.prune_headroom,
             steer: self.steer,
             free_upper: self.free_upper.clone(),
         }
@@ -259,6 +266,7 @@ impl Hnsw {
             draws: 0,
             link_all: true,
             full_reselect: false,
+            prune_headroom: DEFAULT_PRUNE_HEADROOM,
             steer: true,
             free_upper: Vec::new(),
         })
@@ -272,6 +280,20 @@ impl Hnsw {
     /// Capacity of a node's list on `level`: `2·M` on level 0, `M` above.
     pub fn capacity(&self, level: usize) -> usize {
         if level == 0 { 2 * self.m } else { self.m }
+    }
+
+    /// How many links a re-selection of a full list on `level` keeps at most: the
+    /// capacity less [`Hnsw::prune_headroom`] of it, rounded down as Faiss does (in `f32`:
+    /// 51 of 64 and 12 of 16 at 0.2), so the next links are appended without one.
+    pub fn reselect_cap(&self, level: usize) -> usize {
+        let cap = self.capacity(level) as f32;
+        (cap - cap * self.prune_headroom.clamp(0.0, 0.5)) as usize
+    }
+
+    /// Fraction of a full list's capacity that its re-selection leaves free; see
+    /// [`crate::IndexHnsw::set_prune_headroom`].
+    pub fn prune_headroom(&self) -> f32 {
+        self.prune_headroom
     }
 
     /// Beam width while inserting.

@@ -16,7 +16,7 @@ use vq_pq::{ProductQuantizer, ScalarQuantizer, SqType};
 use crate::build::{
     build_deterministic, build_locked, is_deleted, link_unreachable, repair, with_search_scratch,
 };
-use crate::graph::{Hnsw, NONE, Near, NodeDistance};
+use crate::graph::{Hnsw, MAX_LEVEL, NONE, Near, NodeDistance};
 use crate::io::{Reader, Writer};
 use crate::storage::{CodecStorage, FlatStorage, HnswStorage};
 
@@ -45,8 +45,10 @@ impl Write for SinkWrite<'_> {
 }
 /// Version 2 added bit 1 of the build-flags byte (`linkAllCandidates`); version 1 files
 /// (flags 0 or 1) are read with the rule off, as they were built. Version 3 added bit 2
-/// (`codedBuild=0`); earlier files are read with coded builds on, the default.
-const VERSION: u32 = 3;
+/// (`codedBuild=0`); earlier files are read with coded builds on, the default. Version 4
+/// added the re-selection headroom (`f32` after the flags); earlier files are read with 0,
+/// as they were built.
+const VERSION: u32 = 4;
 
 /// An HNSW index over raw vectors (`"HNSW32"`, Faiss's `IndexHNSWFlat`).
 pub type IndexHnswFlat = IndexHnsw<FlatStorage>;
@@ -221,6 +223,27 @@ impl<S: HnswStorage> IndexHnsw<S> {
         self.graph.link_all = on;
     }
 
+    /// Sets the fraction of a full list's capacity that re-selecting it leaves free
+    /// (Faiss's `prune_headroom`, default 0.2 as in Faiss 1.15): when a new link overflows
+    /// a list, the heuristic re-selects at most `capacity − capacity·h` links (rounded
+    /// down: 51 of 64, 12 of 16), so the next few links are appended without another
+    /// re-selection. 0 fills lists to capacity (Faiss before 1.14, hnswlib). Saved with
+    /// the index; files written before it was are read with 0, as they were built. Build
+    /// parameter `pruneHeadroom=0.2`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `0 ≤ h ≤ 0.5`.
+    pub fn set_prune_headroom(&mut self, h: f32) -> Result<()> {
+        if !(0.0..=0.5).contains(&h) {
+            return Err(Error::invalid_param(
+                "pruneHeadroom",
+                format!("{h}: the headroom is a fraction of a list, from 0 to 0.5"),
+            ));
+        }
+        self.graph.prune_headroom = h;
+        Ok(())
+    }
+
     /// Chooses how a build over raw vectors finds each new node's candidates.
     ///
     /// On (the default): the build keeps a temporary copy of every stored vector quantized
@@ -342,6 +365,33 @@ impl<S: HnswStorage> IndexHnsw<S> {
         Ok(())
     }
 
+    /// Adds `x` as [`Index::add`] does, with each vector's top level given instead of
+    /// drawn (Faiss's preset levels, `hnsw_add_vertices(…, preset_levels = true)`); the
+    /// level generator is not advanced. With the levels of a graph built elsewhere, one
+    /// thread and `set_coded_build(false)`, the vectors go in in order and the links are
+    /// those of Faiss's build adding the same vectors one at a time (the tests compare a
+    /// Faiss-built graph link for link).
+    ///
+    /// # Errors
+    /// As [`Index::add`]; [`Error::LengthMismatch`] when `levels` does not hold one level
+    /// per vector; [`Error::InvalidParameter`] for a level above 30.
+    pub fn add_with_levels(&mut self, x: VectorsRef<'_>, levels: &[u8]) -> Result<()> {
+        if levels.len() != x.len() {
+            return Err(Error::LengthMismatch {
+                what: "levels",
+                expected: x.len(),
+                got: levels.len(),
+            });
+        }
+        if let Some(&l) = levels.iter().find(|&&l| usize::from(l) > MAX_LEVEL) {
+            return Err(Error::invalid_param(
+                "levels",
+                format!("level {l}: the highest level a node can have is {MAX_LEVEL}"),
+            ));
+        }
+        self.add_impl(x, None, Some(levels))
+    }
+
     /// Number of live nodes reachable on level 0 from the entry point.
     pub fn reachable_count(&self) -> usize {
         let seen = self.graph.reachable(|id| is_deleted(&self.deleted, id));
@@ -351,7 +401,12 @@ impl<S: HnswStorage> IndexHnsw<S> {
             .count()
     }
 
-    fn add_impl(&mut self, x: VectorsRef<'_>, ids: Option<&[Label]>) -> Result<()> {
+    fn add_impl(
+        &mut self,
+        x: VectorsRef<'_>,
+        ids: Option<&[Label]>,
+        levels: Option<&[u8]>,
+    ) -> Result<()> {
         if !self.storage.is_trained() {
             return Err(Error::NotTrained {
                 what: self.describe(),
@@ -439,8 +494,11 @@ impl<S: HnswStorage> IndexHnsw<S> {
         }
         // Levels and empty lists.
         self.graph.reserve(n - reuse);
-        for &s in &slots {
-            let level = self.graph.draw_level();
+        for (i, &s) in slots.iter().enumerate() {
+            let level = match levels {
+                Some(l) => usize::from(l[i]),
+                None => self.graph.draw_level(),
+            };
             if (s as usize) < self.graph.len() {
                 self.graph.reinit_node(s, level);
                 self.deleted[s as usize / 64] &= !(1u64 << (s % 64));
@@ -510,6 +568,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
         w.u64(g.seed)?;
         w.u64(g.draws)?;
         w.u8(u8::from(self.deterministic) | u8::from(g.link_all) << 1 | u8::from(!g.steer) << 2)?;
+        w.bytes(&g.prune_headroom.to_le_bytes())?;
         self.storage.write(&mut w)?;
         w.bytes(&g.levels)?;
         // Each block as count, links, then zeros: the count slot's pruned-prefix bits and
@@ -604,6 +663,15 @@ impl<S: HnswStorage> IndexHnsw<S> {
             return Err(r.bad(format!("unknown build flags {flags:#x}")));
         }
         let deterministic = flags & 1 == 1;
+        let headroom = if version >= 4 {
+            let h = r.f32s(1)?[0];
+            if !(0.0..=0.5).contains(&h) {
+                return Err(r.bad(format!("re-selection headroom {h}")));
+            }
+            h
+        } else {
+            0.0
+        };
         let storage = S::read(&mut r, d, metric, n)?;
         if storage.len() != n || storage.dim() != d {
             return Err(r.bad("storage size disagrees with the header"));
@@ -612,6 +680,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
         g.ef_construction = efc;
         g.link_all = flags & 2 == 2;
         g.steer = flags & 4 == 0;
+        g.prune_headroom = headroom;
         g.ef_search = efs;
         g.seed = seed;
         g.draws = draws;
@@ -769,11 +838,11 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
     }
 
     fn add(&mut self, x: VectorsRef<'_>) -> Result<()> {
-        self.add_impl(x, None)
+        self.add_impl(x, None, None)
     }
 
     fn add_with_ids(&mut self, x: VectorsRef<'_>, ids: &[Label]) -> Result<()> {
-        self.add_impl(x, Some(ids))
+        self.add_impl(x, Some(ids), None)
     }
 
     fn search_into(
@@ -1140,10 +1209,16 @@ impl<S: HnswStorage> Index for IndexHnsw<S> {
                 self.set_coded_build(flag(value)?);
                 Ok(())
             }
+            "pruneHeadroom" => {
+                let h = value.parse::<f32>().map_err(|_| {
+                    Error::invalid_param(name, format!("`{value}` is not a number"))
+                })?;
+                self.set_prune_headroom(h)
+            }
             _ => Err(Error::invalid_param(
                 name,
                 format!(
-                    "not a build parameter of {} (known: efConstruction, efSearch, seed, deterministic, linkAllCandidates, codedBuild)",
+                    "not a build parameter of {} (known: efConstruction, efSearch, seed, deterministic, linkAllCandidates, codedBuild, pruneHeadroom)",
                     self.describe()
                 ),
             )),

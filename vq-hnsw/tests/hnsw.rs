@@ -150,6 +150,8 @@ fn link_all_candidates_follows_faiss_and_can_be_turned_off() {
 fn build_flags_round_trip_and_older_streams_read_as_they_were_built() {
     // magic, version, kind "flat" (length-prefixed), metric, d M efC efS n, seed, draws.
     const FLAGS: usize = 8 + 4 + 8 + 4 + 1 + 5 * 8 + 8 + 8;
+    // Version 4's re-selection headroom follows the flags.
+    const HEADROOM: std::ops::Range<usize> = FLAGS + 1..FLAGS + 5;
     let (x, q) = data(300, 4, 5, 41);
     for det in [false, true] {
         for on in [false, true] {
@@ -158,37 +160,56 @@ fn build_flags_round_trip_and_older_streams_read_as_they_were_built() {
                 idx.set_deterministic(det);
                 idx.set_link_all_candidates(on);
                 idx.set_coded_build(coded);
+                idx.set_prune_headroom(0.25).unwrap();
                 idx.add(x.as_ref()).unwrap();
                 let mut buf = Vec::new();
                 idx.write_to(&mut buf).unwrap();
-                assert_eq!(buf[8..12], 3u32.to_le_bytes());
+                assert_eq!(buf[8..12], 4u32.to_le_bytes());
                 assert_eq!(
                     buf[FLAGS],
                     u8::from(det) | u8::from(on) << 1 | u8::from(!coded) << 2
                 );
+                assert_eq!(buf[HEADROOM], 0.25f32.to_le_bytes());
                 let back = IndexHnswFlat::read_from(&mut buf.as_slice()).unwrap();
                 assert_eq!(back.deterministic(), det);
                 assert_eq!(back.graph().links_all_candidates(), on);
                 assert_eq!(back.coded_build(), coded);
+                assert_eq!(back.graph().prune_headroom(), 0.25);
                 let p = SearchParams::new();
                 assert_eq!(
                     back.search(q.as_ref(), 5, &p).unwrap(),
                     idx.search(q.as_ref(), 5, &p).unwrap()
                 );
-                // Unknown flag bits, and a newer version: errors.
+                // Unknown flag bits, a headroom out of range, and a newer version: errors.
                 let mut bad = buf.clone();
                 bad[FLAGS] |= 8;
                 assert!(IndexHnswFlat::read_from(&mut bad.as_slice()).is_err());
+                for h in [0.75f32, -0.1, f32::NAN] {
+                    let mut bad = buf.clone();
+                    bad[HEADROOM].copy_from_slice(&h.to_le_bytes());
+                    assert!(IndexHnswFlat::read_from(&mut bad.as_slice()).is_err());
+                }
                 let mut newer = buf.clone();
-                newer[8..12].copy_from_slice(&4u32.to_le_bytes());
+                newer[8..12].copy_from_slice(&5u32.to_le_bytes());
                 assert!(matches!(
                     IndexHnswFlat::read_from(&mut newer.as_slice()),
                     Err(Error::UnsupportedVersion { .. })
                 ));
+                // Older streams have no headroom: read with 0, as they were built.
+                let older = |version: u32| {
+                    let mut v: Vec<u8> = buf[..HEADROOM.start]
+                        .iter()
+                        .chain(&buf[HEADROOM.end..])
+                        .copied()
+                        .collect();
+                    v[8..12].copy_from_slice(&version.to_le_bytes());
+                    IndexHnswFlat::read_from(&mut v.as_slice())
+                };
+                let v3 = older(3).unwrap();
+                assert_eq!(v3.graph().prune_headroom(), 0.0);
+                assert_eq!(v3.coded_build(), coded);
                 // Version 2 (before the coded-build bit): read with it on; bit 2 is corrupt.
-                let mut v2 = buf.clone();
-                v2[8..12].copy_from_slice(&2u32.to_le_bytes());
-                match IndexHnswFlat::read_from(&mut v2.as_slice()) {
+                match older(2) {
                     Ok(old) => {
                         assert!(coded);
                         assert!(old.coded_build());
@@ -198,9 +219,7 @@ fn build_flags_round_trip_and_older_streams_read_as_they_were_built() {
                 }
                 // Version 1 (before the rule's bit): read with the rule off; bits 1 and 2
                 // set are corrupt.
-                let mut v1 = buf.clone();
-                v1[8..12].copy_from_slice(&1u32.to_le_bytes());
-                match IndexHnswFlat::read_from(&mut v1.as_slice()) {
+                match older(1) {
                     Ok(old) => {
                         assert!(!on && coded);
                         assert!(!old.graph().links_all_candidates());
@@ -216,6 +235,18 @@ fn build_flags_round_trip_and_older_streams_read_as_they_were_built() {
     idx.set_build_param("codedBuild", "0").unwrap();
     assert!(!idx.coded_build());
     assert!(idx.set_build_param("codedBuild", "maybe").is_err());
+    // Faiss's default headroom; 0 to 0.5 accepted.
+    assert_eq!(idx.graph().prune_headroom(), 0.2);
+    assert_eq!(idx.graph().reselect_cap(0), 12);
+    assert_eq!(idx.graph().reselect_cap(1), 6);
+    idx.set_build_param("pruneHeadroom", "0").unwrap();
+    assert_eq!(idx.graph().reselect_cap(0), 16);
+    idx.set_build_param("pruneHeadroom", "0.5").unwrap();
+    assert_eq!(idx.graph().reselect_cap(1), 4);
+    for bad in ["0.6", "-0.1", "NaN", "x"] {
+        assert!(idx.set_build_param("pruneHeadroom", bad).is_err(), "{bad}");
+    }
+    assert_eq!(idx.graph().prune_headroom(), 0.5);
 }
 
 #[test]

@@ -225,7 +225,8 @@ impl Cx {
     fn hnsw(&self, stream: &[u8], metric: i32) -> Result<Node> {
         let mut src = stream;
         let mut s = Reader::new(&mut src);
-        s.bytes(12)?; // magic and version
+        s.bytes(8)?; // magic
+        let version = s.u32()?;
         let kind = s.str()?;
         let _metric = s.u8()?;
         let d = s.usize()?;
@@ -235,7 +236,11 @@ impl Cx {
         let n = s.usize()?;
         let _seed = s.u64()?;
         let _draws = s.u64()?;
-        let _det = s.u8()?;
+        let _flags = s.u8()?;
+        if version >= 4 {
+            // The re-selection headroom (not in Faiss's files).
+            s.bytes(4)?;
+        }
         if d == 0 || m < 2 || n > u32::MAX as usize {
             return Err(bad("HNSW header"));
         }

@@ -841,7 +841,8 @@ fn hnsw_stream(
 ) -> Result<Vec<u8>> {
     // Header of the default stream: magic(8) version(4) kind(str) metric(1) d m efc efs
     // n (u64 each) seed draws (u64) build flags (1 byte: deterministic, linkAllCandidates,
-    // codedBuild off).
+    // codedBuild off) re-selection headroom (f32, Faiss's `prune_headroom` default; not in
+    // Faiss's files).
     let mut src = default;
     let mut s = Reader::new(&mut src);
     s.bytes(12)?;
@@ -853,6 +854,7 @@ fn hnsw_stream(
     let seed = s.u64()?;
     let _draws = s.u64()?;
     let flags = s.u8()?;
+    let headroom = s.bytes(4)?;
     let prefix = &default[..12 + 8 + kind.len()];
 
     let n = usize::try_from(h.ntotal).map_err(|_| cx.bad("ntotal"))?;
@@ -888,6 +890,7 @@ fn hnsw_stream(
     out.extend_from_slice(&seed.to_le_bytes());
     out.extend_from_slice(&(n as u64).to_le_bytes());
     out.push(flags);
+    out.extend_from_slice(&headroom);
     write_storage(&mut out, storage, n, cx)?;
     // Levels, then level-0 lists, then the upper lists node by node.
     let mut levels = Vec::with_capacity(n);

@@ -36,8 +36,9 @@
 //! - An HNSW graph is read link for link. An HNSW index with removed vectors has no Faiss
 //!   equivalent (Faiss cannot delete from HNSW) and is refused by [`write_index`].
 //!   A read graph links new vectors by Faiss's rule (`linkAllCandidates` on) with coded
-//!   builds on (`codedBuild`); Faiss's files have neither flag, so a vq index built with
-//!   `linkAllCandidates=0` or `codedBuild=0` is read back with it on.
+//!   builds on (`codedBuild`) and Faiss's re-selection headroom (`pruneHeadroom` 0.2);
+//!   Faiss's files hold none of these, so a vq index built with `linkAllCandidates=0`,
+//!   `codedBuild=0` or another headroom is read back with the defaults.
 //! - Faiss's on-disk inverted lists (`OnDiskInvertedLists`, `ilod`) are read from their
 //!   data file (where the index names it, else beside the index file, as Faiss's
 //!   `IO_FLAG_ONDISK_SAME_DIR`): into memory by [`read_index`], mapped by
