@@ -19,6 +19,9 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// Faiss's default `prune_headroom` (Faiss 1.15).
 pub(crate) const DEFAULT_PRUNE_HEADROOM: f32 = 0.2;
 
+/// The re-selection headrooms accepted (Faiss clamps to this range).
+pub(crate) const PRUNE_HEADROOM_RANGE: std::ops::RangeInclusive<f32> = 0.0..=0.5;
+
 /// Cache lines of a row loaded up front when a node is about to be scored (the first 256
 /// bytes): a search asks for every unvisited neighbour's row at once, and asking for whole
 /// long rows fills the core's line-fill buffers, so the prefetches stall it. The rest of a
@@ -287,7 +290,8 @@ impl Hnsw {
     /// 51 of 64 and 12 of 16 at 0.2), so the next links are appended without one.
     pub fn reselect_cap(&self, level: usize) -> usize {
         let cap = self.capacity(level) as f32;
-        (cap - cap * self.prune_headroom.clamp(0.0, 0.5)) as usize
+        let (lo, hi) = PRUNE_HEADROOM_RANGE.into_inner();
+        (cap - cap * self.prune_headroom.clamp(lo, hi)) as usize
     }
 
     /// Fraction of a full list's capacity that its re-selection leaves free; see

@@ -16,7 +16,7 @@ use vq_pq::{ProductQuantizer, ScalarQuantizer, SqType};
 use crate::build::{
     build_deterministic, build_locked, is_deleted, link_unreachable, repair, with_search_scratch,
 };
-use crate::graph::{Hnsw, MAX_LEVEL, NONE, Near, NodeDistance};
+use crate::graph::{Hnsw, MAX_LEVEL, NONE, Near, NodeDistance, PRUNE_HEADROOM_RANGE};
 use crate::io::{Reader, Writer};
 use crate::storage::{CodecStorage, FlatStorage, HnswStorage};
 
@@ -234,7 +234,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
     /// # Errors
     /// [`Error::InvalidParameter`] unless `0 ≤ h ≤ 0.5`.
     pub fn set_prune_headroom(&mut self, h: f32) -> Result<()> {
-        if !(0.0..=0.5).contains(&h) {
+        if !PRUNE_HEADROOM_RANGE.contains(&h) {
             return Err(Error::invalid_param(
                 "pruneHeadroom",
                 format!("{h}: the headroom is a fraction of a list, from 0 to 0.5"),
@@ -665,7 +665,7 @@ impl<S: HnswStorage> IndexHnsw<S> {
         let deterministic = flags & 1 == 1;
         let headroom = if version >= 4 {
             let h = r.f32s(1)?[0];
-            if !(0.0..=0.5).contains(&h) {
+            if !PRUNE_HEADROOM_RANGE.contains(&h) {
                 return Err(r.bad(format!("re-selection headroom {h}")));
             }
             h
